@@ -1,0 +1,1 @@
+"""Backchannel: a live comment server with a gap-free event log per thread."""

@@ -1,0 +1,72 @@
+"""The one interface between the service and storage + fan-out.
+
+Nothing above this interface knows which backend it has. A backend owns three things:
+- the system of record: comments and each thread's contiguous seq;
+- each thread's event log, kept to a documented length, for `since` catch-up;
+- cross-instance delivery: after an event is stored it is published, and every instance
+  subscribed to that thread hands it to `on_event`. Delivery may lose or reorder events
+  (Redis pub/sub does); the Hub above fills gaps from the log, so backends need not.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from ..comments import Comment, Head, Snapshot
+from ..protocol import Event
+
+EventCallback = Callable[[str, Event], None]
+
+
+class Backend(ABC):
+    def __init__(self) -> None:
+        self.on_event: EventCallback = lambda slug, event: None
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ready(self) -> bool:
+        """True while the backend can take writes (drives /readyz)."""
+
+    @abstractmethod
+    async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
+        """Create the thread if new and import its seed comments exactly once, ever."""
+
+    @abstractmethod
+    async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
+        """Atomically assign the next seq, store the comment, append its event to the log;
+        then publish. Returns (the stored comment with its seq, created). A ref_key seen
+        before returns the comment stored then and created=False: retries never double-post.
+        Raises NotFound when comment.parent is not a comment of the same thread."""
+
+    @abstractmethod
+    async def snapshot(self, slug: str) -> Snapshot:
+        """Every comment of the thread, consistent with the seq it is taken at."""
+
+    @abstractmethod
+    async def head(self, slug: str) -> Head: ...
+
+    @abstractmethod
+    async def events_since(self, slug: str, since: int) -> list[Event] | None:
+        """Events with seq > since, in order; None when the log no longer reaches back to since."""
+
+    @abstractmethod
+    async def comment_counts(self) -> dict[str, int]:
+        """Visible comments per thread."""
+
+    @abstractmethod
+    async def subscribe(self, slug: str) -> None:
+        """Start delivering this thread's events to on_event (first local reader arrived)."""
+
+    @abstractmethod
+    async def unsubscribe(self, slug: str) -> None:
+        """Stop delivering (last local reader left)."""
+
+    @abstractmethod
+    async def presence(self, slug: str, local_readers: int) -> int:
+        """Report this instance's reader count for the thread; return the count everywhere."""

@@ -1,0 +1,60 @@
+"""One small exception hierarchy. Each error knows its wire code and HTTP status.
+
+    BackchannelError
+    ├── InvalidMessage   400 invalid_message  a frame or request body that is not what the protocol says
+    ├── Empty            422 empty            a required text is empty or whitespace only
+    ├── TooLong          422 too_long         over a documented limit
+    ├── NotFound         404 not_found        unknown article, or unknown parent comment
+    ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong
+    ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
+    └── Unavailable      503 unavailable      the backend cannot take writes right now
+"""
+
+from __future__ import annotations
+
+
+class BackchannelError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidMessage(BackchannelError):
+    code, status = "invalid_message", 400
+
+
+class Empty(BackchannelError):
+    code, status = "empty", 422
+
+
+class TooLong(BackchannelError):
+    code, status = "too_long", 422
+
+
+class NotFound(BackchannelError):
+    code, status = "not_found", 404
+
+
+class Forbidden(BackchannelError):
+    code, status = "forbidden", 403
+
+
+class Unavailable(BackchannelError):
+    code, status = "unavailable", 503
+
+
+class RateLimited(BackchannelError):
+    code, status = "rate_limited", 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_wire(self) -> dict:
+        return {**super().to_wire(), "retry_after": self.retry_after}

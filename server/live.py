@@ -1,0 +1,174 @@
+"""The WebSocket endpoint: catch-up from the log, then live events, posts, presence.
+
+Each connection has a bounded queue drained by its own writer task, so fan-out never waits
+on a reader: a reader whose queue overflows is closed with 4000 and recovers with `since`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+from starlette.responses import PlainTextResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited
+from .protocol import (CLOSE_POLICY, CLOSE_TOO_SLOW, Ack, Error, Frame, Reset, Welcome, encode,
+                       parse_client_frame)
+from .security import client_ip
+from .threads import Author
+
+log = logging.getLogger("backchannel.live")
+
+# A reader that sends this many refused frames within the window is closed with 1008.
+MAX_REFUSED_FRAMES, REFUSED_WINDOW = 20, 10.0
+
+
+class Connection:
+    """One reader's socket, as the Hub sees it: a bounded queue of (seq, frame)."""
+
+    def __init__(self, websocket: WebSocket, max_queue: int) -> None:
+        self.websocket = websocket
+        self.max_queue = max_queue
+        self.queue: deque[tuple[int | None, str]] = deque()
+        self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
+        self.too_slow = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def send(self, seq: int | None, frame: str) -> None:
+        if self.too_slow.is_set():
+            return
+        if len(self.queue) >= self.max_queue:
+            self.queue.clear()
+            self.too_slow.set()
+            return
+        self.queue.append((seq, frame))
+        self._wake.set()
+
+    def send_frame(self, frame: Frame) -> None:
+        self.send(None, encode(frame))
+
+    async def write_loop(self) -> None:
+        while True:
+            while not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+            seq, frame = self.queue.popleft()
+            if seq is not None:
+                if seq <= self.last_seq:
+                    continue
+                self.last_seq = seq
+            await self.websocket.send_text(frame)
+
+
+async def live(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    slug = websocket.path_params["slug"]
+    if not state.security.origin_allowed(websocket.scope):
+        await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
+        return
+    try:
+        state.threads.article(slug)
+    except NotFound:
+        await websocket.send_denial_response(PlainTextResponse("No such article.", status_code=404))
+        return
+    await websocket.accept()
+
+    connection = Connection(websocket, state.settings.send_queue_size)
+    hub = state.hub
+    await hub.join(slug, connection)
+    tasks: list[asyncio.Task] = []
+    try:
+        await _catch_up(websocket, connection, slug)
+        tasks = [asyncio.create_task(connection.write_loop()),
+                 asyncio.create_task(_read_loop(websocket, connection, slug)),
+                 asyncio.create_task(connection.too_slow.wait())]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() and not isinstance(task.exception(), WebSocketDisconnect):
+                raise task.exception()
+        if connection.too_slow.is_set():
+            log.info("closing a reader of %s: its send queue overflowed", slug)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(CLOSE_TOO_SLOW, "too slow: reconnect with since"), 1.0)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await hub.leave(slug, connection)
+
+
+def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
+    """(since, epoch, valid). A since that is not a non-negative integer is answered with reset."""
+    raw = websocket.query_params.get("since")
+    epoch = websocket.query_params.get("epoch") or None
+    if raw is None or raw == "":
+        return None, epoch, True
+    if not raw.isdigit() or len(raw) > 18:
+        return None, epoch, False
+    return int(raw), epoch, True
+
+
+async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> None:
+    """welcome, then every event after `since` from the log (or reset). The connection is
+    already receiving live events into its queue; the writer drops those already replayed."""
+    state = websocket.app.state
+    head = await state.backend.head(slug)
+    readers = await state.hub.readers(slug)
+    await websocket.send_text(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch)))
+    since, epoch, valid = _parse_since(websocket)
+    if since is None and valid:
+        connection.last_seq = head.seq
+        return
+    missed = None
+    if valid and since <= head.seq and (epoch is None or epoch == head.epoch):
+        missed = await state.backend.events_since(slug, since)
+    if missed is None:
+        await websocket.send_text(encode(Reset(seq=head.seq, epoch=head.epoch)))
+        connection.last_seq = head.seq
+        return
+    connection.last_seq = since
+    for event in missed:
+        await websocket.send_text(encode(event))
+        connection.last_seq = event.seq
+
+
+async def _read_loop(websocket: WebSocket, connection: Connection, slug: str) -> None:
+    state = websocket.app.state
+    author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=client_ip(websocket.scope))
+    refused: deque[float] = deque()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        ref = None
+        try:
+            text = message.get("text")
+            if text is None:
+                raise InvalidMessage("frames must be JSON text, not binary")
+            post = parse_client_frame(text)
+            ref = post.ref
+            comment, _ = await state.threads.post(slug, author, name=post.name, about=post.about,
+                                                  body=post.body, parent=post.parent, ref=ref)
+            connection.send_frame(Ack(ref=ref, id=comment.id, seq=comment.seq))
+        except BackchannelError as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            connection.send_frame(Error(code=exc.code, message=exc.message, ref=ref, retry_after=retry_after))
+            if isinstance(exc, RateLimited):
+                continue  # answered cheaply; the socket stays open
+            now = time.monotonic()
+            refused.append(now)
+            while refused and refused[0] < now - REFUSED_WINDOW:
+                refused.popleft()
+            if len(refused) > MAX_REFUSED_FRAMES:
+                await websocket.close(CLOSE_POLICY, "too many refused messages")
+                return
+        except Exception:
+            log.exception("could not store a post on %s", slug)
+            connection.send_frame(Error(code="unavailable", message="The comment could not be stored; please retry.",
+                                        ref=ref))

@@ -1,0 +1,130 @@
+"""The wire vocabulary: client frames -> typed messages, typed frames -> JSON. Pure, no I/O.
+
+Every frame is one JSON object with a "type". Sequenced thread events (`comment`,
+`removed`, `restored`, ...) are `Event`s: they are stored in the thread's log exactly as
+they go on the wire, so a replay from the log and a live delivery are the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from .errors import InvalidMessage
+
+# Application close codes (4000-4999 are ours; the rest are RFC 6455's, sent by uvicorn).
+CLOSE_TOO_SLOW = 4000            # the reader's send queue overflowed: reconnect with since=<last seq>
+CLOSE_POLICY = 1008              # Origin refused (answered as HTTP 403), or a flood of invalid frames
+CLOSE_TOO_BIG = 1009             # a frame over MAX_FRAME_BYTES (sent by uvicorn)
+CLOSE_SERVICE_RESTART = 1012     # the instance is shutting down (sent by uvicorn on SIGTERM)
+
+
+# --- client -> server ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Post:
+    type: ClassVar[str] = "post"
+    ref: str | None
+    body: str
+    parent: str | None
+    name: str
+    about: str | None
+
+
+def _optional_str(data: dict, key: str, max_len: int = 10_000) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidMessage(f'"{key}" must be a string or null')
+    if len(value) > max_len:
+        raise InvalidMessage(f'"{key}" is too long')
+    return value
+
+
+def parse_client_frame(text: str | bytes) -> Post:
+    """One client frame -> a typed message, or InvalidMessage saying what is wrong with it."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise InvalidMessage("the frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("a frame must be a JSON object")
+    kind = data.get("type")
+    if kind != "post":
+        raise InvalidMessage(f"unknown message type {str(kind)[:40]!r}" if kind is not None
+                             else 'the frame has no "type"')
+    # Lengths of the texts are judged later in characters a person sees; these caps only
+    # stop absurd values before any work is done on them (the frame itself is capped at 64 KiB).
+    return Post(ref=_optional_str(data, "ref", 128), body=_optional_str(data, "body", 64_000) or "",
+                parent=_optional_str(data, "parent", 64) or None,
+                name=_optional_str(data, "name", 1000) or "", about=_optional_str(data, "about", 1000))
+
+
+# --- server -> client ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Welcome:
+    type: ClassVar[str] = "welcome"
+    seq: int
+    readers: int
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """A sequenced thread event: `comment`, `removed`, `restored`, ... `data` holds its fields."""
+    type: str
+    seq: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reset:
+    type: ClassVar[str] = "reset"
+    seq: int
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Presence:
+    type: ClassVar[str] = "presence"
+    readers: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    type: ClassVar[str] = "ack"
+    ref: str | None
+    id: str
+    seq: int | None  # None when the comment is held for moderation and is not an event yet
+
+
+@dataclass(frozen=True)
+class Error:
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    ref: str | None = None
+    retry_after: int | None = None
+
+
+Frame = Welcome | Event | Reset | Presence | Ack | Error
+
+
+def encode(frame: Frame) -> str:
+    """The one place frames become JSON. None-valued optional fields are left out."""
+    if isinstance(frame, Event):
+        payload = {"type": frame.type, "seq": frame.seq, **frame.data}
+    else:
+        payload = {"type": frame.type, **{k: v for k, v in asdict(frame).items() if v is not None}}
+    return orjson.dumps(payload).decode()
+
+
+def decode_event(text: str | bytes) -> Event:
+    """An event as stored in the log (or published) -> Event."""
+    data = orjson.loads(text)
+    kind, seq = data.pop("type"), data.pop("seq")
+    return Event(type=kind, seq=seq, data=data)

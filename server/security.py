@@ -1,0 +1,125 @@
+"""Reader identity, CSRF tokens, Origin checks and security headers.
+
+A reader is known by a random id in a signed, HttpOnly cookie (itsdangerous). The CSRF token
+is an HMAC of that id: a page's forms and scripts send it back, and a cross-site request
+cannot know it. Origins are compared exactly (scheme://host[:port]), never by substring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from http.cookies import SimpleCookie
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .settings import Settings
+
+READER_COOKIE = "bc_reader"
+READER_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+class Security:
+    def __init__(self, settings: Settings) -> None:
+        key = str(settings.secret_key)
+        self._cookie = URLSafeSerializer(key, salt="backchannel.reader")
+        self._csrf_key = hashlib.sha256(b"backchannel.csrf:" + key.encode()).digest()
+        self.allowed_origins = frozenset(settings.allowed_origins)
+
+    # --- reader identity ---
+
+    def reader_from_cookie(self, cookie_header: str | None) -> str | None:
+        if not cookie_header:
+            return None
+        cookie = SimpleCookie()
+        try:
+            cookie.load(cookie_header)
+        except Exception:
+            return None
+        morsel = cookie.get(READER_COOKIE)
+        if morsel is None:
+            return None
+        try:
+            reader_id = self._cookie.loads(morsel.value)
+        except BadSignature:
+            return None
+        return reader_id if isinstance(reader_id, str) else None
+
+    def reader_cookie(self, reader_id: str, secure: bool) -> str:
+        value = self._cookie.dumps(reader_id)
+        return (f"{READER_COOKIE}={value}; Path=/; Max-Age={READER_COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"
+                + ("; Secure" if secure else ""))
+
+    # --- CSRF ---
+
+    def csrf_token(self, reader_id: str) -> str:
+        return hmac.new(self._csrf_key, reader_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def csrf_ok(self, reader_id: str, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(self.csrf_token(reader_id), token)
+
+    # --- Origin ---
+
+    def origin_allowed(self, scope: Scope) -> bool:
+        """No Origin header (a script, curl) is allowed: CSRF and cross-site WebSocket hijacking
+        are browser attacks, and browsers always send Origin on these requests."""
+        origin = Headers(scope=scope).get("origin")
+        if origin is None:
+            return True
+        return origin == own_origin(scope) or origin in self.allowed_origins
+
+
+def own_origin(scope: Scope) -> str:
+    headers = Headers(scope=scope)
+    scheme = {"ws": "http", "wss": "https"}.get(scope["scheme"], scope["scheme"])
+    return f"{scheme}://{headers.get('host', '')}"
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+class SecurityMiddleware:
+    """Gives every request a reader id (setting the cookie on first visit) and every HTTP
+    response the security headers."""
+
+    def __init__(self, app: ASGIApp, security: Security, settings: Settings) -> None:
+        self.app = app
+        self.security = security
+        frame_ancestors = " ".join(["'self'", *settings.allowed_origins])
+        self.headers = {
+            "Content-Security-Policy": (
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                f"frame-ancestors {frame_ancestors}"),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "strict-origin-when-cross-origin",
+            "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        reader_id = self.security.reader_from_cookie(Headers(scope=scope).get("cookie"))
+        is_new = reader_id is None
+        if is_new:
+            reader_id = secrets.token_urlsafe(12)
+        scope.setdefault("state", {})["reader_id"] = reader_id
+        if scope["type"] == "websocket":
+            return await self.app(scope, receive, send)
+        secure = scope["scheme"] == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    headers.setdefault(name, value)
+                if is_new:
+                    headers.append("Set-Cookie", self.security.reader_cookie(reader_id, secure))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,75 @@
+"""Every setting, read once from the environment (and a .env file), 12-factor style."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.config import Config
+from starlette.datastructures import CommaSeparatedStrings, Secret
+
+log = logging.getLogger("backchannel")
+
+# Limits documented in README and docs/protocol.md; the page's maxlength attributes use them too.
+MAX_BODY_CHARS = 5000        # counted in user-perceived characters (grapheme clusters)
+MAX_NAME_CHARS = 80
+MAX_ABOUT_CHARS = 120
+MAX_FRAME_BYTES = 64 * 1024  # uvicorn's --ws-max-size: also caps what a compressed frame inflates to
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    data_dir: Path = Path("./data")
+    content_dir: Path = Path("./content")
+    secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
+    allowed_origins: tuple[str, ...] = ()
+    # Events kept per thread for `since` catch-up; older history answers `reset`.
+    history_size: int = 1000
+    # limits-library rate strings, per reader and per client IP.
+    post_rate_per_reader: str = "5/10 seconds;30/hour"
+    post_rate_per_ip: str = "30/minute"
+    # Frames a connection may queue before it counts as too slow and is closed (4000).
+    send_queue_size: int = 256
+
+
+def _development_key(data_dir: Path) -> str:
+    """A key generated once and kept in DATA_DIR, so that readers' cookies survive restarts."""
+    path = data_dir / "development-secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    log.warning("SECRET_KEY is not set: generated a development key in %s; set SECRET_KEY in production", path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
+def load(env_file: str | Path | None = ".env") -> Settings:
+    config = Config(env_file if env_file and Path(env_file).exists() else None)
+    secret = config("SECRET_KEY", cast=Secret, default=None)
+    redis_url = config("REDIS_URL", default=None) or None
+    if secret is None:
+        if redis_url:
+            # Several instances must sign cookies with the same key, so a per-process key is wrong.
+            raise RuntimeError("SECRET_KEY is missing: it is required when REDIS_URL is set")
+        secret = Secret(_development_key(Path(config("DATA_DIR", default="./data"))))
+    origins = config("ALLOWED_ORIGINS", cast=CommaSeparatedStrings, default="")
+    return Settings(
+        host=config("HOST", default="127.0.0.1"),
+        port=config("PORT", cast=int, default=8000),
+        redis_url=redis_url,
+        data_dir=Path(config("DATA_DIR", default="./data")),
+        content_dir=Path(config("CONTENT_DIR", default="./content")),
+        secret_key=secret,
+        allowed_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
+        history_size=config("HISTORY_SIZE", cast=int, default=1000),
+        post_rate_per_reader=config("POST_RATE_PER_READER", default="5/10 seconds;30/hour"),
+        post_rate_per_ip=config("POST_RATE_PER_IP", default="30/minute"),
+        send_queue_size=config("SEND_QUEUE_SIZE", cast=int, default=256),
+    )

@@ -1,0 +1,110 @@
+"""The comment service: what the HTTP routes and the WebSocket share.
+
+It validates and renders what a reader wrote, applies the rate limits, and hands the result
+to the backend, which stores it and publishes the event. It never knows which backend it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import limits
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from .backends.base import Backend
+from .comments import Comment, Snapshot, utc_now_iso
+from .content import Article
+from .errors import NotFound, RateLimited
+from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
+from .text import clean_body, clean_name, render_body
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who is posting: the reader id from their signed cookie, and where from."""
+    reader_id: str
+    ip: str
+
+
+def new_comment_id() -> str:
+    return secrets.token_hex(6)
+
+
+class Threads:
+    def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings) -> None:
+        self.backend = backend
+        self.articles = dict(articles)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
+        self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
+
+    async def start(self) -> None:
+        for article in self.articles.values():
+            await self.backend.ensure_thread(article.slug, self._seed_comments(article))
+
+    @staticmethod
+    def _seed_comments(article: Article) -> list[Comment]:
+        created_at = utc_now_iso()
+        seeds = []
+        for n, seed in enumerate(article.seed_comments):
+            body = clean_body(seed.body, MAX_BODY_CHARS)
+            # A fixed id per seed makes the import idempotent across restarts.
+            seed_id = hashlib.sha256(f"{article.slug}/{n}".encode()).hexdigest()[:12]
+            seeds.append(Comment(id=seed_id, slug=article.slug, parent=None, name=seed.name, about=seed.about,
+                                 body=body, html=render_body(body), created_at=created_at))
+        return seeds
+
+    def article(self, slug: str) -> Article:
+        try:
+            return self.articles[slug]
+        except KeyError:
+            raise NotFound("No such article.") from None
+
+    async def post(self, slug: str, author: Author, *, name: str | None, about: str | None, body: str | None,
+                   parent: str | None, ref: str | None = None) -> tuple[Comment, bool]:
+        """Validate, rate-limit, store and publish one comment. Returns (comment, created)."""
+        self.article(slug)
+        clean_author = clean_name(name, MAX_NAME_CHARS, "name", required=True)
+        clean_about = clean_name(about, MAX_ABOUT_CHARS, "description", required=False)
+        text = clean_body(body, MAX_BODY_CHARS)
+        await self._check_rate(author)
+        comment = Comment(id=new_comment_id(), slug=slug, parent=parent or None, name=clean_author,
+                          about=clean_about, body=text, html=render_body(text), created_at=utc_now_iso(),
+                          reader_id=author.reader_id)
+        ref_key = f"{author.reader_id}:{ref}" if ref else None
+        return await self.backend.post(comment, ref_key)
+
+    async def _check_rate(self, author: Author) -> None:
+        checks = [(item, "reader", author.reader_id) for item in self._reader_limits]
+        checks += [(item, "ip", author.ip) for item in self._ip_limits]
+        for item, kind, key in checks:
+            if not await self._limiter.test(item, kind, key):
+                stats = await self._limiter.get_window_stats(item, kind, key)
+                retry_after = max(1, int(stats.reset_time - time.time()) + 1)
+                raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
+        for item, kind, key in checks:
+            await self._limiter.hit(item, kind, key)
+
+    async def snapshot(self, slug: str) -> Snapshot:
+        self.article(slug)
+        return await self.backend.snapshot(slug)
+
+    async def comment_counts(self) -> dict[str, int]:
+        return await self.backend.comment_counts()
+
+
+def thread_tree(comments: list[Comment]) -> list[dict[str, Any]]:
+    """Nest a snapshot for rendering: top-level comments newest first, replies oldest first."""
+    nodes = {c.id: {"comment": c.public(), "replies": []} for c in comments}
+    roots = []
+    for c in comments:  # in seq order, so replies come out oldest first
+        parent = nodes.get(c.parent) if c.parent else None
+        (parent["replies"] if parent else roots).append(nodes[c.id])
+    roots.reverse()
+    return roots

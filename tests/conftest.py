@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+
+from .servers import ROOT, ServerProcess
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", content_dir=ROOT / "content", secret_key="test-secret-key")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app in-process (Starlette's TestClient), on the embedded backend."""
+    with TestClient(create_app(settings), base_url="http://testserver") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """Factory: start_server(**env) -> a running ServerProcess; all are stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, content_dir: Path | None = None, **env: str) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / f"server{len(started)}", content_dir, **env)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server) -> ServerProcess:
+    return start_server()

@@ -1,0 +1,183 @@
+"""The backend interface, tested once and run on every backend.
+
+Whatever backend stores a thread, its events carry seq 1, 2, 3, ... with no gaps, the log
+answers `since` exactly, and a retried post is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from server.backends.base import Backend
+from server.backends.local import LocalBackend
+from server.comments import Comment, utc_now_iso
+from server.errors import NotFound
+from server.fanout import Hub
+from server.protocol import Event
+from server.threads import new_comment_id
+
+SLUG, OTHER = "a-thread", "another-thread"
+
+
+def make_comment(slug: str = SLUG, body: str = "hello", parent: str | None = None) -> Comment:
+    return Comment(id=new_comment_id(), slug=slug, parent=parent, name="Ann", about=None, body=body,
+                   html=f"<p>{body}</p>", created_at=utc_now_iso(), reader_id="reader-1")
+
+
+BackendFactory = Callable[..., Backend]
+
+
+@pytest.fixture(params=["local"])
+def backend_factory(request, tmp_path: Path) -> BackendFactory:
+    """Makes backends that share one store, so a test can reopen it."""
+    if request.param == "local":
+        return lambda history_size=1000: LocalBackend(tmp_path / "store.sqlite3", history_size=history_size)
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+async def backend(backend_factory: BackendFactory) -> AsyncIterator[Backend]:
+    backend = backend_factory()
+    await backend.start()
+    await backend.ensure_thread(SLUG, [])
+    await backend.ensure_thread(OTHER, [])
+    yield backend
+    await backend.close()
+
+
+async def test_seqs_are_contiguous_even_under_concurrent_posts(backend: Backend):
+    results = await asyncio.gather(*(backend.post(make_comment(body=f"c{n}"), None) for n in range(50)))
+    assert sorted(comment.seq for comment, _ in results) == list(range(1, 51))
+    snapshot = await backend.snapshot(SLUG)
+    assert snapshot.seq == 50 and [c.seq for c in snapshot.comments] == list(range(1, 51))
+    assert (await backend.head(OTHER)).seq == 0  # threads count separately
+
+
+async def test_events_since_returns_exactly_what_was_missed(backend: Backend):
+    posted = [(await backend.post(make_comment(body=f"c{n}"), None))[0] for n in range(5)]
+    missed = await backend.events_since(SLUG, 2)
+    assert [e.seq for e in missed] == [3, 4, 5]
+    assert [e.data["comment"]["id"] for e in missed] == [c.id for c in posted[2:]]
+    assert await backend.events_since(SLUG, 5) == []
+    assert await backend.events_since(SLUG, 6) is None  # ahead of the server: reset, never silence
+
+
+async def test_history_older_than_the_log_answers_reset(backend_factory: BackendFactory):
+    backend = backend_factory(history_size=3)
+    await backend.start()
+    try:
+        await backend.ensure_thread(SLUG, [])
+        for n in range(6):
+            await backend.post(make_comment(body=f"c{n}"), None)
+        assert [e.seq for e in await backend.events_since(SLUG, 3)] == [4, 5, 6]
+        assert await backend.events_since(SLUG, 2) is None
+        assert len((await backend.snapshot(SLUG)).comments) == 6  # trimming the log keeps every comment
+    finally:
+        await backend.close()
+
+
+async def test_a_retried_post_is_stored_once(backend: Backend):
+    first, created = await backend.post(make_comment(body="once"), "reader-1:ref-1")
+    again, created_again = await backend.post(make_comment(body="once"), "reader-1:ref-1")
+    assert created and not created_again
+    assert (again.id, again.seq) == (first.id, first.seq)
+    assert len((await backend.snapshot(SLUG)).comments) == 1
+
+
+async def test_a_reply_needs_a_parent_in_the_same_thread(backend: Backend):
+    parent, _ = await backend.post(make_comment(), None)
+    reply, _ = await backend.post(make_comment(parent=parent.id), None)
+    assert reply.parent == parent.id
+    with pytest.raises(NotFound):
+        await backend.post(make_comment(parent="no-such-comment"), None)
+    with pytest.raises(NotFound):
+        await backend.post(make_comment(slug=OTHER, parent=parent.id), None)
+    assert (await backend.head(SLUG)).seq == 2 and (await backend.head(OTHER)).seq == 0  # refusals use no seq
+
+
+async def test_seeds_are_imported_once_across_restarts(backend_factory: BackendFactory):
+    seeds = [make_comment(slug="seeded", body=f"seed {n}") for n in range(3)]
+    for _ in range(2):
+        backend = backend_factory()
+        await backend.start()
+        await backend.ensure_thread("seeded", seeds)
+        snapshot = await backend.snapshot("seeded")
+        await backend.close()
+        assert [c.body for c in snapshot.comments] == ["seed 0", "seed 1", "seed 2"]
+        assert snapshot.seq == 3
+
+
+async def test_comments_and_seq_survive_a_restart(backend_factory: BackendFactory):
+    backend = backend_factory()
+    await backend.start()
+    await backend.ensure_thread(SLUG, [])
+    await backend.post(make_comment(body="kept"), None)
+    epoch = (await backend.head(SLUG)).epoch
+    await backend.close()
+
+    backend = backend_factory()
+    await backend.start()
+    try:
+        await backend.ensure_thread(SLUG, [])
+        comment, _ = await backend.post(make_comment(body="next"), None)
+        assert comment.seq == 2
+        assert (await backend.head(SLUG)).epoch == epoch
+        assert [c.body for c in (await backend.snapshot(SLUG)).comments] == ["kept", "next"]
+    finally:
+        await backend.close()
+
+
+async def test_subscribers_receive_each_event_in_order_until_they_unsubscribe(backend: Backend):
+    received: list[tuple[str, int]] = []
+    arrived = asyncio.Event()
+
+    def on_event(slug: str, event: Event) -> None:
+        received.append((slug, event.seq))
+        if len(received) == 3:
+            arrived.set()
+
+    backend.on_event = on_event
+    await backend.subscribe(SLUG)
+    await asyncio.gather(*(backend.post(make_comment(), None) for _ in range(3)))
+    await backend.post(make_comment(slug=OTHER), None)  # not subscribed
+    await asyncio.wait_for(arrived.wait(), 5)
+    await backend.unsubscribe(SLUG)
+    await backend.post(make_comment(), None)
+    await backend.post(make_comment(slug=OTHER), None)
+    assert received == [(SLUG, 1), (SLUG, 2), (SLUG, 3)]
+
+
+class Recorder:
+    """A Hub subscriber that records the seqs it is given."""
+
+    def __init__(self, expect: int) -> None:
+        self.seqs: list[int] = []
+        self.expect = expect
+        self.done = asyncio.Event()
+
+    def send(self, seq: int | None, frame: str) -> None:
+        if seq is not None:
+            self.seqs.append(seq)
+            if len(self.seqs) >= self.expect:
+                self.done.set()
+
+
+async def test_the_hub_fills_a_gap_from_the_log_before_delivering_newer_events(backend: Backend):
+    hub = Hub(backend)
+    reader = Recorder(expect=4)
+    await hub.join(SLUG, reader)
+    await backend.post(make_comment(), None)
+    # The subscription is lost behind the hub's back (as when Redis drops a subscriber):
+    await backend.unsubscribe(SLUG)
+    await backend.post(make_comment(), None)
+    await backend.post(make_comment(), None)
+    await backend.subscribe(SLUG)
+    await backend.post(make_comment(), None)  # seq 4 arrives; 2 and 3 never did
+    await asyncio.wait_for(reader.done.wait(), 5)
+    assert reader.seqs == [1, 2, 3, 4]
+    await hub.leave(SLUG, reader)
+    await hub.close()
