@@ -9,18 +9,18 @@ import uvicorn
 
 from . import settings as settings_module
 
-# The WebSocket stack: websockets' sans-I/O protocol under uvicorn (the fastest measured here),
-# frames capped at MAX_FRAME_BYTES (uvicorn closes 1009, also when a compressed frame would
-# inflate past it), and pings every 20 s so that dead connections are found and dropped.
-UVICORN_OPTIONS = dict(ws="websockets-sansio", ws_max_size=settings_module.MAX_FRAME_BYTES,
-                       ws_ping_interval=20.0, ws_ping_timeout=20.0, loop="uvloop", http="httptools",
-                       proxy_headers=True, timeout_graceful_shutdown=5)
-
 
 def serve(host: str | None, port: int | None) -> None:
     settings = settings_module.load()
-    uvicorn.run("server.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-                log_level="info", **UVICORN_OPTIONS)
+    uvicorn.run(
+        "server.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
+        # websockets' sans-I/O protocol: the fastest of uvicorn's WebSocket implementations here.
+        ws="websockets-sansio",
+        # Frames over 64 KiB close with 1009, also when a compressed frame would inflate past it.
+        ws_max_size=settings_module.MAX_FRAME_BYTES,
+        # Pings find dead connections (a peer gone without a FIN) and drop them.
+        ws_ping_interval=settings.ws_ping_interval, ws_ping_timeout=settings.ws_ping_interval,
+        loop="uvloop", http="httptools", proxy_headers=True, timeout_graceful_shutdown=5, log_level="info")
 
 
 def main() -> None:

@@ -109,7 +109,7 @@ def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
     epoch = websocket.query_params.get("epoch") or None
     if raw is None or raw == "":
         return None, epoch, True
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True too
         return None, epoch, False
     return int(raw), epoch, True
 

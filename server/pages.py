@@ -94,7 +94,8 @@ async def post_comment_form(request: Request) -> Response:
     author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope))
     try:
         comment, _ = await state.threads.post(slug, author, name=fields["name"], about=fields["about"],
-                                              body=fields["body"], parent=fields["parent"] or None)
+                                              body=fields["body"], parent=fields["parent"] or None,
+                                              ref=str(form.get("ref") or "")[:128] or None)
     except BackchannelError as exc:
         # Show the page again with the reader's text kept and the problem next to the form.
         form_state = {**fields, "error": exc.message, "error_parent": fields["parent"] or None}

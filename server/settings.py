@@ -35,6 +35,8 @@ class Settings:
     post_rate_per_ip: str = "30/minute"
     # Frames a connection may queue before it counts as too slow and is closed (4000).
     send_queue_size: int = 256
+    # Seconds between WebSocket pings; a connection that has not answered within as long is dropped.
+    ws_ping_interval: float = 20.0
 
 
 def _development_key(data_dir: Path) -> str:
@@ -72,4 +74,5 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         post_rate_per_reader=config("POST_RATE_PER_READER", default="5/10 seconds;30/hour"),
         post_rate_per_ip=config("POST_RATE_PER_IP", default="30/minute"),
         send_queue_size=config("SEND_QUEUE_SIZE", cast=int, default=256),
+        ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
     )
