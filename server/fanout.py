@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,6 +49,9 @@ class Hub:
         self.backend = backend
         self.backend.on_event = self.deliver
         self._channels: dict[str, Channel] = {}
+        # Subscribe and unsubscribe of one thread run one at a time, in call order: a reader
+        # arriving while the last one's unsubscribe is still under way must not be overtaken by it.
+        self._subscription_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
 
     # --- membership ---
@@ -59,10 +63,11 @@ class Hub:
         if channel is None:
             channel = self._channels[slug] = Channel(slug)
             try:
-                # Subscribe first, then read the head: an event published in between is either
-                # in the head (and the log) or arrives on the subscription, never neither.
-                await self.backend.subscribe(slug)
-                head = await self.backend.head(slug)
+                async with self._subscription_locks[slug]:
+                    # Subscribe first, then read the head: an event published in between is either
+                    # in the head (and the log) or arrives on the subscription, never neither.
+                    await self.backend.subscribe(slug)
+                    head = await self.backend.head(slug)
             except BaseException:
                 del self._channels[slug]
                 channel.ready.set()
@@ -87,8 +92,9 @@ class Hub:
         del self._channels[slug]
         if channel.presence_task:
             channel.presence_task.cancel()
-        await self.backend.presence(slug, 0)
-        await self.backend.unsubscribe(slug)
+        async with self._subscription_locks[slug]:
+            await self.backend.presence(slug, 0)
+            await self.backend.unsubscribe(slug)
 
     def local_readers(self, slug: str) -> int:
         channel = self._channels.get(slug)

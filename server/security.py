@@ -84,8 +84,8 @@ def client_ip(scope: Scope) -> str:
 
 
 class SecurityMiddleware:
-    """Gives every request a reader id (setting the cookie on first visit) and every HTTP
-    response the security headers."""
+    """Gives every request a reader id (setting the cookie on a reader's first page) and every
+    HTTP response the security headers."""
 
     def __init__(self, app: ASGIApp, security: Security, settings: Settings) -> None:
         self.app = app
@@ -118,7 +118,8 @@ class SecurityMiddleware:
                 headers = MutableHeaders(scope=message)
                 for name, value in self.headers.items():
                     headers.setdefault(name, value)
-                if is_new:
+                # Pages give a new reader its identity; JSON clients and scripts stay cookieless.
+                if is_new and headers.get("content-type", "").startswith("text/html"):
                     headers.append("Set-Cookie", self.security.reader_cookie(reader_id, secure))
             await send(message)
 

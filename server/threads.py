@@ -73,11 +73,14 @@ class Threads:
         clean_author = clean_name(name, MAX_NAME_CHARS, "name", required=True)
         clean_about = clean_name(about, MAX_ABOUT_CHARS, "description", required=False)
         text = clean_body(body, MAX_BODY_CHARS)
+        ref_key = f"{author.reader_id}:{ref}" if ref else None
+        # A retry of a post already stored is answered as before, and is not counted again.
+        if ref_key and (earlier := await self.backend.comment_by_ref(ref_key)) is not None:
+            return earlier, False
         await self._check_rate(author)
         comment = Comment(id=new_comment_id(), slug=slug, parent=parent or None, name=clean_author,
                           about=clean_about, body=text, html=render_body(text), created_at=utc_now_iso(),
                           reader_id=author.reader_id)
-        ref_key = f"{author.reader_id}:{ref}" if ref else None
         return await self.backend.post(comment, ref_key)
 
     async def _check_rate(self, author: Author) -> None:

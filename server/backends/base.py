@@ -45,6 +45,10 @@ class Backend(ABC):
         Raises NotFound when comment.parent is not a comment of the same thread."""
 
     @abstractmethod
+    async def comment_by_ref(self, ref_key: str) -> Comment | None:
+        """The comment stored earlier under this idempotency key, if any."""
+
+    @abstractmethod
     async def snapshot(self, slug: str) -> Snapshot:
         """Every comment of the thread, consistent with the seq it is taken at."""
 

@@ -125,11 +125,9 @@ class LocalBackend(Backend):
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            if ref_key is not None:
-                row = db.execute(f"SELECT {_COLUMNS} FROM comments WHERE ref_key = ?", (ref_key,)).fetchone()
-                if row is not None:
-                    db.execute("ROLLBACK")
-                    return _row_to_comment(row), False
+            if ref_key is not None and (earlier := self._comment_by_ref(ref_key)) is not None:
+                db.execute("ROLLBACK")
+                return earlier, False
             if comment.parent is not None and db.execute(
                     "SELECT 1 FROM comments WHERE id = ? AND slug = ?", (comment.parent, comment.slug)).fetchone() is None:
                 raise NotFound("The comment you are replying to does not exist.")
@@ -164,6 +162,14 @@ class LocalBackend(Backend):
             self.on_event(slug, event)
 
     # --- reads ---
+
+    async def comment_by_ref(self, ref_key: str) -> Comment | None:
+        return await self._run(self._comment_by_ref, ref_key)
+
+    def _comment_by_ref(self, ref_key: str) -> Comment | None:
+        assert self._db is not None
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM comments WHERE ref_key = ?", (ref_key,)).fetchone()
+        return _row_to_comment(row) if row is not None else None
 
     async def snapshot(self, slug: str) -> Snapshot:
         return await self._run(self._snapshot, slug)
