@@ -30,6 +30,7 @@
 
   const TOMBSTONE = "This comment was removed by a moderator.";
   const ACK_TIMEOUT_MS = 8000;
+  const MAX_FRAME_BYTES = 64 * 1024 - 1024; // the server's cap, less room for the JSON envelope
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_CAP_MS = 15000;
   const CLOSE_SERVICE_RESTART = 1012;
@@ -740,15 +741,22 @@
   }
 
   function sendPost(post, sock) {
+    const frame = JSON.stringify({
+      type: "post",
+      ref: post.ref,
+      body: post.payload.body,
+      parent: post.payload.parent || null,
+      name: post.payload.name,
+      about: post.payload.about || null,
+    });
+    // The server closes the socket on frames over 64 KiB (a long comment of multi-byte emoji
+    // can be that big while within 5,000 characters): such a post goes over HTTP instead.
+    if (new TextEncoder().encode(frame).length > MAX_FRAME_BYTES) {
+      fallback(post);
+      return;
+    }
     try {
-      sock.send(JSON.stringify({
-        type: "post",
-        ref: post.ref,
-        body: post.payload.body,
-        parent: post.payload.parent || null,
-        name: post.payload.name,
-        about: post.payload.about || null,
-      }));
+      sock.send(frame);
       post.sent = true;
     } catch (e) {
       fallback(post);
