@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import BackchannelError, Forbidden, InvalidMessage, NotFound
-from .pages import MAX_FORM_BYTES, render
+from .pages import check_comment_post, render
 from .security import READER_COOKIE, client_ip
 from .threads import Author
 
@@ -36,18 +36,13 @@ async def list_comments(request: Request) -> Response:
 
 async def create_comment(request: Request) -> Response:
     state = request.app.state
-    slug = request.path_params["slug"]
-    state.threads.article(slug)
-    if not state.security.origin_allowed(request.scope):
-        raise Forbidden("Posting from this origin is not allowed.")
+    slug = check_comment_post(request)
     # A browser session (it has the reader cookie) must prove the request came from our page.
     if READER_COOKIE in request.cookies and not state.security.csrf_ok(
             request.state.reader_id, request.headers.get("x-csrf-token")):
         raise Forbidden("Missing or wrong X-CSRF-Token header.")
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise InvalidMessage("Send the comment as application/json.")
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise InvalidMessage("The request body is too large.")
     try:
         data = orjson.loads(await request.body())
     except orjson.JSONDecodeError:

@@ -4,6 +4,7 @@
     ├── InvalidMessage   400 invalid_message  a frame or request body that is not what the protocol says
     ├── Empty            422 empty            a required text is empty or whitespace only
     ├── TooLong          422 too_long         over a documented limit
+    │   └── TooLarge     413 too_long         a request body over the size cap
     ├── NotFound         404 not_found        unknown article, or unknown parent comment
     ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong
     ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
@@ -35,6 +36,10 @@ class Empty(BackchannelError):
 
 class TooLong(BackchannelError):
     code, status = "too_long", 422
+
+
+class TooLarge(TooLong):
+    status = 413
 
 
 class NotFound(BackchannelError):

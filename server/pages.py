@@ -13,14 +13,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from .comments import VISIBLE
-from .errors import BackchannelError, Forbidden, InvalidMessage
+from .errors import BackchannelError, Forbidden
 from .security import client_ip
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS
 from .threads import Author, thread_tree
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LIMITS = {"body": MAX_BODY_CHARS, "name": MAX_NAME_CHARS, "about": MAX_ABOUT_CHARS}
-MAX_FORM_BYTES = 256 * 1024
 
 
 def ago(iso: str, now: datetime | None = None) -> str:
@@ -78,15 +77,20 @@ async def article_page(request: Request, form: dict[str, Any] | None = None, sta
     }, status_code=status_code)
 
 
-async def post_comment_form(request: Request) -> Response:
-    """The no-JavaScript path: a form POST answered with 303 to the new comment."""
+def check_comment_post(request: Request) -> str:
+    """What every comment POST (form or JSON) must pass before its body is read; returns the slug."""
     state = request.app.state
     slug = request.path_params["slug"]
     state.threads.article(slug)
     if not state.security.origin_allowed(request.scope):
-        raise Forbidden("This form was sent from another site.")
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise InvalidMessage("The form is too large.")
+        raise Forbidden("Posting from another site is not allowed.")
+    return slug
+
+
+async def post_comment_form(request: Request) -> Response:
+    """The no-JavaScript path: a form POST answered with 303 to the new comment."""
+    state = request.app.state
+    slug = check_comment_post(request)
     form = await request.form()
     fields = {key: str(form.get(key) or "") for key in ("name", "about", "body", "parent")}
     if not state.security.csrf_ok(request.state.reader_id, str(form.get("csrf_token") or "")):

@@ -16,10 +16,12 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import TooLarge
 from .settings import Settings
 
 READER_COOKIE = "bc_reader"
 READER_COOKIE_MAX_AGE = 365 * 24 * 3600
+MAX_BODY_BYTES = 256 * 1024  # no request of ours needs more; uvicorn itself sets no limit
 
 
 class Security:
@@ -123,4 +125,23 @@ class SecurityMiddleware:
                     headers.append("Set-Cookie", self.security.reader_cookie(reader_id, secure))
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, _limited(receive, scope), send_with_headers)
+
+
+def _limited(receive: Receive, scope: Scope) -> Receive:
+    """Refuse a request body over MAX_BODY_BYTES, declared or chunked, before it is buffered."""
+    declared = Headers(scope=scope).get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        async def refuse() -> Message:
+            raise TooLarge("The request is too large.")
+        return refuse
+    received = 0
+
+    async def counting() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > MAX_BODY_BYTES:
+            raise TooLarge("The request is too large.")
+        return message
+    return counting

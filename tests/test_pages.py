@@ -167,3 +167,19 @@ def test_relative_times_read_naturally():
     assert ago("2026-11-26T09:00:00.000Z", now) == "3 hours ago"
     assert ago("2026-11-24T12:00:00.000Z", now) == "2 days ago"
     assert ago("2026-01-02T12:00:00.000Z", now) == "2 Jan 2026"
+
+
+def test_an_oversized_request_body_is_refused_before_it_is_read(client):
+    token = csrf_token(client.get(f"/articles/{DEMO_SLUG}").text)
+    huge = "x" * (300 * 1024)
+    api = client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token},
+                      json={"name": "Ann", "body": huge})
+    assert api.status_code == 413 and api.json()["error"]["code"] == "too_long"
+
+    def chunked():  # no Content-Length: the size is only known while reading
+        for _ in range(300):
+            yield b"x" * 1024
+    form = client.post(f"/articles/{DEMO_SLUG}/comments", content=chunked(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 413
+    assert client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["seq"] == 4
