@@ -3,11 +3,15 @@
 The Hub holds, per thread, the set of this instance's live connections. It subscribes to the
 backend on a thread's first local reader and unsubscribes after the last, so an instance has
 at most one subscription per active thread however many readers it serves. Each event is
-serialised once here and the same string is queued to every connection.
+serialised once here (or arrives already serialised) and the same string is queued to every
+connection.
 
 Delivery from a backend is at-most-once and may skip (Redis pub/sub drops messages when a
 subscriber falls behind or reconnects). The Hub therefore tracks the last seq it delivered per
 thread and, on a jump, reads the missing events from the log before delivering anything newer.
+When the backend says events may have been lost without a jump to show it (a subscription
+rebuilt), the Hub re-reads the log the same way. When the thread's epoch changes (Redis lost
+its data) or the log no longer reaches back, local readers are told to `reset`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class Subscriber(Protocol):
     def send(self, seq: int | None, frame: str) -> None:
         """Queue a frame without waiting; a subscriber that cannot keep up closes itself."""
 
+    def reset(self, seq: int, frame: str) -> None:
+        """Queue a reset frame; events up to seq are covered by the snapshot it points to."""
+
 
 @dataclass(eq=False)
 class Channel:
@@ -37,17 +44,18 @@ class Channel:
     subscribers: set[Subscriber] = field(default_factory=set)
     last_seq: int = 0
     epoch: str = ""
-    pending: list[Event] = field(default_factory=list)  # held while a gap is being filled
-    filling: bool = False
+    pending: list[Event] = field(default_factory=list)  # held while the log is being read
+    recovering: bool = False
+    resync_requested: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     presence_task: asyncio.Task | None = None
-    readers: int = 0  # across all instances, as last reported
+    readers: int = 0  # across all instances, as last announced
 
 
 class Hub:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.backend.on_event = self.deliver
+        backend.on_event, backend.on_resync, backend.on_presence = self.deliver, self.resync, self._presence_from_backend
         self._channels: dict[str, Channel] = {}
         # Subscribe and unsubscribe of one thread run one at a time, in call order: a reader
         # arriving while the last one's unsubscribe is still under way must not be overtaken by it.
@@ -102,21 +110,28 @@ class Hub:
 
     # --- events ---
 
-    def deliver(self, slug: str, event: Event) -> None:
+    def deliver(self, slug: str, event: Event, epoch: str | None = None) -> None:
         """Called by the backend for every event it receives on a subscribed thread."""
         channel = self._channels.get(slug)
         if channel is None:
             return
-        if channel.filling:
+        if channel.recovering:
             channel.pending.append(event)
+        elif epoch is not None and epoch != channel.epoch:
+            self._recover(channel, event)  # the thread's history started afresh
         elif event.seq <= channel.last_seq:
             return  # already delivered (or covered by the head read at subscribe time)
         elif event.seq == channel.last_seq + 1:
             self._fan_out(channel, event)
         else:
-            channel.filling = True
-            channel.pending.append(event)
-            self._spawn(self._fill_gap(channel))
+            self._recover(channel, event)
+
+    def resync(self, slug: str) -> None:
+        """Events of this thread may have been lost: re-read the log before anything newer."""
+        channel = self._channels.get(slug)
+        if channel is not None:
+            channel.resync_requested = True
+            self._recover(channel)
 
     def _fan_out(self, channel: Channel, event: Event) -> None:
         frame = encode(event)  # once per instance, not once per reader
@@ -124,43 +139,70 @@ class Hub:
         for subscriber in list(channel.subscribers):
             subscriber.send(event.seq, frame)
 
-    async def _fill_gap(self, channel: Channel) -> None:
+    def _recover(self, channel: Channel, event: Event | None = None) -> None:
+        if event is not None:
+            channel.pending.append(event)
+        if not channel.recovering:
+            channel.recovering = True
+            self._spawn(self._read_log(channel))
+
+    async def _read_log(self, channel: Channel) -> None:
+        """Deliver, in order, what the log has after last_seq, then what arrived meanwhile."""
+        backoff = 0.1
         try:
-            while channel.pending:
-                missed = await self.backend.events_since(channel.slug, channel.last_seq)
-                if missed is None:
-                    # The log no longer reaches back: every local reader must reload.
-                    head = await self.backend.head(channel.slug)
-                    log.warning("thread %s: gap after seq %d is older than the log; resetting %d readers",
-                                channel.slug, channel.last_seq, len(channel.subscribers))
-                    channel.last_seq, channel.epoch = head.seq, head.epoch
-                    frame = encode(Reset(seq=head.seq, epoch=head.epoch))
-                    for subscriber in list(channel.subscribers):
-                        subscriber.send(None, frame)
-                    missed = []
+            while channel.pending or channel.resync_requested:
+                channel.resync_requested = False
                 before = channel.last_seq
+                try:
+                    head = await self.backend.head(channel.slug)
+                    missed = None
+                    if head.epoch == channel.epoch:
+                        missed = await self.backend.events_since(channel.slug, channel.last_seq)
+                except Exception:
+                    log.warning("thread %s: cannot read the log yet; retrying", channel.slug, exc_info=True)
+                    channel.resync_requested = True
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if missed is None:
+                    self._reset(channel, head.seq, head.epoch)
+                    missed = []
                 queued, channel.pending = channel.pending, []
                 for event in sorted([*missed, *queued], key=lambda e: e.seq):
                     if event.seq == channel.last_seq + 1:
                         self._fan_out(channel, event)
                     elif event.seq > channel.last_seq + 1:
                         channel.pending.append(event)  # still a hole: read the log again
-                if channel.last_seq == before:
+                if channel.pending and channel.last_seq == before:
                     await asyncio.sleep(0.1)  # the log has not caught up with the channel yet
-        except Exception:
-            log.exception("thread %s: could not fill a gap; will retry on the next event", channel.slug)
         finally:
-            channel.filling = False
+            channel.recovering = False
+
+    def _reset(self, channel: Channel, seq: int, epoch: str) -> None:
+        """The log cannot fill the gap (trimmed, or a new epoch): every local reader reloads."""
+        log.warning("thread %s: resetting %d reader(s) to seq %d of epoch %s",
+                    channel.slug, len(channel.subscribers), seq, epoch)
+        channel.last_seq, channel.epoch = seq, epoch
+        frame = encode(Reset(seq=seq, epoch=epoch))
+        for subscriber in list(channel.subscribers):
+            subscriber.reset(seq, frame)
 
     # --- presence ---
 
     def _presence_changed(self, channel: Channel) -> None:
         if channel.presence_task is None or channel.presence_task.done():
-            channel.presence_task = self._spawn(self._announce_presence(channel))
+            channel.presence_task = self._spawn(self._report_presence(channel))
 
-    async def _announce_presence(self, channel: Channel) -> None:
+    async def _report_presence(self, channel: Channel) -> None:
         await asyncio.sleep(PRESENCE_DELAY)
-        readers = await self.backend.presence(channel.slug, len(channel.subscribers))
+        self._announce(channel, await self.backend.presence(channel.slug, len(channel.subscribers)))
+
+    def _presence_from_backend(self, slug: str, readers: int) -> None:
+        channel = self._channels.get(slug)
+        if channel is not None:
+            self._announce(channel, readers)
+
+    def _announce(self, channel: Channel, readers: int) -> None:
         if readers != channel.readers:
             channel.readers = readers
             frame = encode(Presence(readers=readers))

@@ -11,12 +11,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited
-from .protocol import (CLOSE_POLICY, CLOSE_TOO_SLOW, Ack, Error, Frame, Reset, Welcome, encode,
+from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
+from .protocol import (CLOSE_POLICY, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame, Reset, Welcome, encode,
                        parse_client_frame)
 from .security import client_ip
 from .threads import Author
@@ -27,18 +28,24 @@ log = logging.getLogger("backchannel.live")
 MAX_REFUSED_FRAMES, REFUSED_WINDOW = 20, 10.0
 
 
+@dataclass(frozen=True)
+class ResetTo:
+    """In a connection's queue: a reset frame, after which the stream goes on from seq."""
+    seq: int
+
+
 class Connection:
     """One reader's socket, as the Hub sees it: a bounded queue of (seq, frame)."""
 
     def __init__(self, websocket: WebSocket, max_queue: int) -> None:
         self.websocket = websocket
         self.max_queue = max_queue
-        self.queue: deque[tuple[int | None, str]] = deque()
+        self.queue: deque[tuple[int | ResetTo | None, str]] = deque()
         self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
         self.too_slow = asyncio.Event()
         self._wake = asyncio.Event()
 
-    def send(self, seq: int | None, frame: str) -> None:
+    def send(self, seq: int | ResetTo | None, frame: str) -> None:
         if self.too_slow.is_set():
             return
         if len(self.queue) >= self.max_queue:
@@ -47,6 +54,9 @@ class Connection:
             return
         self.queue.append((seq, frame))
         self._wake.set()
+
+    def reset(self, seq: int, frame: str) -> None:
+        self.send(ResetTo(seq), frame)
 
     def send_frame(self, frame: Frame) -> None:
         self.send(None, encode(frame))
@@ -57,10 +67,12 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
             seq, frame = self.queue.popleft()
-            if seq is not None:
+            if isinstance(seq, int):
                 if seq <= self.last_seq:
                     continue
                 self.last_seq = seq
+            elif isinstance(seq, ResetTo):
+                self.last_seq = seq.seq  # a new epoch may count from 1 again
             await self.websocket.send_text(frame)
 
 
@@ -79,10 +91,18 @@ async def live(websocket: WebSocket) -> None:
 
     connection = Connection(websocket, state.settings.send_queue_size)
     hub = state.hub
-    await hub.join(slug, connection)
+    try:
+        await hub.join(slug, connection)
+    except Unavailable:
+        await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
+        return
     tasks: list[asyncio.Task] = []
     try:
-        await _catch_up(websocket, connection, slug)
+        try:
+            await _catch_up(websocket, connection, slug)
+        except Unavailable:
+            await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
+            return
         tasks = [asyncio.create_task(connection.write_loop()),
                  asyncio.create_task(_read_loop(websocket, connection, slug)),
                  asyncio.create_task(connection.too_slow.wait())]

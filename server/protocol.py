@@ -19,6 +19,7 @@ CLOSE_TOO_SLOW = 4000            # the reader's send queue overflowed: reconnect
 CLOSE_POLICY = 1008              # Origin refused (answered as HTTP 403), or a flood of invalid frames
 CLOSE_TOO_BIG = 1009             # a frame over MAX_FRAME_BYTES (sent by uvicorn)
 CLOSE_SERVICE_RESTART = 1012     # the instance is shutting down (sent by uvicorn on SIGTERM)
+CLOSE_TRY_AGAIN = 1013           # the backend (Redis) is unavailable: reconnect with since, after a backoff
 
 
 # --- client -> server ---------------------------------------------------------------------
@@ -75,10 +76,13 @@ class Welcome:
 
 @dataclass(frozen=True)
 class Event:
-    """A sequenced thread event: `comment`, `removed`, `restored`, ... `data` holds its fields."""
+    """A sequenced thread event: `comment`, `removed`, `restored`, ... `data` holds its fields.
+    `wire` is the event already encoded, when it arrived that way (from the log or Redis), so
+    that an instance serialises each event once, not once per reader."""
     type: str
     seq: int
     data: dict[str, Any] = field(default_factory=dict)
+    wire: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ Frame = Welcome | Event | Reset | Presence | Ack | Error
 def encode(frame: Frame) -> str:
     """The one place frames become JSON. None-valued optional fields are left out."""
     if isinstance(frame, Event):
+        if frame.wire is not None:
+            return frame.wire
         payload = {"type": frame.type, "seq": frame.seq, **frame.data}
     else:
         payload = {"type": frame.type, **{k: v for k, v in asdict(frame).items() if v is not None}}
@@ -127,4 +133,4 @@ def decode_event(text: str | bytes) -> Event:
     """An event as stored in the log (or published) -> Event."""
     data = orjson.loads(text)
     kind, seq = data.pop("type"), data.pop("seq")
-    return Event(type=kind, seq=seq, data=data)
+    return Event(type=kind, seq=seq, data=data, wire=text if isinstance(text, str) else text.decode())

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import limits
-from limits.aio.storage import MemoryStorage
+from limits.errors import StorageError
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from .backends.base import Backend
 from .comments import Comment, Snapshot, utc_now_iso
 from .content import Article
-from .errors import NotFound, RateLimited
+from .errors import NotFound, RateLimited, Unavailable
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .text import clean_body, clean_name, render_body
 
@@ -40,7 +40,7 @@ class Threads:
     def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings) -> None:
         self.backend = backend
         self.articles = dict(articles)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
         self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
         self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
 
@@ -75,7 +75,7 @@ class Threads:
         text = clean_body(body, MAX_BODY_CHARS)
         ref_key = f"{author.reader_id}:{ref}" if ref else None
         # A retry of a post already stored is answered as before, and is not counted again.
-        if ref_key and (earlier := await self.backend.comment_by_ref(ref_key)) is not None:
+        if ref_key and (earlier := await self.backend.comment_by_ref(slug, ref_key)) is not None:
             return earlier, False
         await self._check_rate(author)
         comment = Comment(id=new_comment_id(), slug=slug, parent=parent or None, name=clean_author,
@@ -86,13 +86,16 @@ class Threads:
     async def _check_rate(self, author: Author) -> None:
         checks = [(item, "reader", author.reader_id) for item in self._reader_limits]
         checks += [(item, "ip", author.ip) for item in self._ip_limits]
-        for item, kind, key in checks:
-            if not await self._limiter.test(item, kind, key):
-                stats = await self._limiter.get_window_stats(item, kind, key)
-                retry_after = max(1, int(stats.reset_time - time.time()) + 1)
-                raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
-        for item, kind, key in checks:
-            await self._limiter.hit(item, kind, key)
+        try:
+            for item, kind, key in checks:
+                if not await self._limiter.test(item, kind, key):
+                    stats = await self._limiter.get_window_stats(item, kind, key)
+                    retry_after = max(1, int(stats.reset_time - time.time()) + 1)
+                    raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
+            for item, kind, key in checks:
+                await self._limiter.hit(item, kind, key)
+        except StorageError as exc:  # the shared counters (Redis) are out of reach
+            raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
 
     async def snapshot(self, slug: str) -> Snapshot:
         self.article(slug)

@@ -9,7 +9,16 @@ from starlette.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 
+from .redis_server import RedisServer
 from .servers import ROOT, ServerProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One redis-server for the tests that only need a Redis; fault tests start their own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

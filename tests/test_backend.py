@@ -14,6 +14,7 @@ import pytest
 
 from server.backends.base import Backend
 from server.backends.local import LocalBackend
+from server.backends.redis import RedisBackend
 from server.comments import Comment, utc_now_iso
 from server.errors import NotFound
 from server.fanout import Hub
@@ -31,12 +32,14 @@ def make_comment(slug: str = SLUG, body: str = "hello", parent: str | None = Non
 BackendFactory = Callable[..., Backend]
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "redis"])
 def backend_factory(request, tmp_path: Path) -> BackendFactory:
     """Makes backends that share one store, so a test can reopen it."""
     if request.param == "local":
         return lambda history_size=1000: LocalBackend(tmp_path / "store.sqlite3", history_size=history_size)
-    raise AssertionError(request.param)
+    redis_server = request.getfixturevalue("redis_server")
+    redis_server.client().flushall()
+    return lambda history_size=1000: RedisBackend(redis_server.url, history_size=history_size)
 
 
 @pytest.fixture
@@ -135,7 +138,7 @@ async def test_subscribers_receive_each_event_in_order_until_they_unsubscribe(ba
     received: list[tuple[str, int]] = []
     arrived = asyncio.Event()
 
-    def on_event(slug: str, event: Event) -> None:
+    def on_event(slug: str, event: Event, epoch: str | None) -> None:
         received.append((slug, event.seq))
         if len(received) == 3:
             arrived.set()
@@ -164,6 +167,9 @@ class Recorder:
             self.seqs.append(seq)
             if len(self.seqs) >= self.expect:
                 self.done.set()
+
+    def reset(self, seq: int, frame: str) -> None:
+        raise AssertionError("no reset expected")
 
 
 async def test_the_hub_fills_a_gap_from_the_log_before_delivering_newer_events(backend: Backend):

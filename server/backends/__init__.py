@@ -8,6 +8,7 @@ from .base import Backend
 
 def create_backend(settings: Settings) -> Backend:
     if settings.redis_url:
-        raise NotImplementedError("the Redis backend is not built yet (REDIS_URL must be unset)")
-    from .local import LocalBackend  # imported lazily, like the Redis one will be
+        from .redis import RedisBackend  # imported lazily: only one backend is ever loaded
+        return RedisBackend(settings.redis_url, history_size=settings.history_size)
+    from .local import LocalBackend
     return LocalBackend(settings.data_dir / "backchannel.sqlite3", history_size=settings.history_size)

@@ -13,15 +13,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from limits.aio.storage import Storage
+
 from ..comments import Comment, Head, Snapshot
 from ..protocol import Event
 
-EventCallback = Callable[[str, Event], None]
-
-
 class Backend(ABC):
+    """The callbacks are set by the Hub: on_event(slug, event, epoch) for each event received,
+    on_resync(slug) when events may have been lost (the Hub then re-reads the log), and
+    on_presence(slug, readers) when another instance changed a thread's reader count."""
+
+    rate_limit_storage: Storage  # where rate-limit counters live: in-process, or shared by all instances
+
     def __init__(self) -> None:
-        self.on_event: EventCallback = lambda slug, event: None
+        self.on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
+        self.on_resync: Callable[[str], None] = lambda slug: None
+        self.on_presence: Callable[[str, int], None] = lambda slug, readers: None
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -45,7 +52,7 @@ class Backend(ABC):
         Raises NotFound when comment.parent is not a comment of the same thread."""
 
     @abstractmethod
-    async def comment_by_ref(self, ref_key: str) -> Comment | None:
+    async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         """The comment stored earlier under this idempotency key, if any."""
 
     @abstractmethod

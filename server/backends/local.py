@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from ..comments import VISIBLE, Comment, Head, Snapshot, comment_event
 from ..errors import NotFound
+from limits.aio.storage import MemoryStorage
+
 from ..protocol import Event, decode_event, encode
 from .base import Backend
 
@@ -69,7 +71,7 @@ class LocalBackend(Backend):
         self._db: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribed: set[str] = set()
-        self._readers: dict[str, int] = {}
+        self.rate_limit_storage = MemoryStorage()
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         assert self._loop is not None, "backend not started"
@@ -159,11 +161,11 @@ class LocalBackend(Backend):
 
     def _deliver(self, slug: str, event: Event) -> None:
         if slug in self._subscribed:
-            self.on_event(slug, event)
+            self.on_event(slug, event, None)
 
     # --- reads ---
 
-    async def comment_by_ref(self, ref_key: str) -> Comment | None:
+    async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         return await self._run(self._comment_by_ref, ref_key)
 
     def _comment_by_ref(self, ref_key: str) -> Comment | None:

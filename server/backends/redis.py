@@ -1,0 +1,425 @@
+"""The Redis backend: Redis is the system of record, and pub/sub carries events between instances.
+
+Data model, per thread (every key of a thread shares the hash tag {bc:SLUG}, so that a Redis
+Cluster keeps a thread on one shard):
+
+    {bc:SLUG}:meta      hash    seq (latest event), epoch, seeded, visible (comment count)
+    {bc:SLUG}:comments  hash    comment id -> the comment record as JSON (with its seq)
+    {bc:SLUG}:refs      hash    reader:ref idempotency key -> comment id
+    {bc:SLUG}:log       stream  entry id "<seq>-0", field e = the event as it goes on the wire
+    {bc:SLUG}:presence  hash    instance id -> "<readers> <unix time>"
+    bc:events:SLUG      channel "<epoch> <event JSON>" published for every event
+    bc:hb:INSTANCE      channel this instance's heartbeat, through its own subscription
+
+One event is one Lua script: assign the seq, store the comment, append to the log, publish.
+Redis runs a script atomically, so seqs are contiguous and the publishes leave in seq order.
+Pub/sub is still at-most-once (a subscriber that reconnects, or falls 32 MiB behind, loses
+what was published meanwhile, silently), so the subscription only says "something happened":
+the Hub fills every gap from the log, and after any doubt about the subscription (a lost
+heartbeat, a reconnect) every subscribed thread is re-read from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from limits.aio.storage import RedisStorage
+from redis.exceptions import RedisError
+
+from ..comments import VISIBLE, Comment, Head, Snapshot
+from ..errors import NotFound, Unavailable
+from ..protocol import Event, decode_event
+from .base import Backend
+
+log = logging.getLogger("backchannel.redis")
+
+HEARTBEAT_INTERVAL = 0.5   # seconds between heartbeats through this instance's own subscription
+HEARTBEAT_TIMEOUT = 3.0    # no heartbeat for this long: the subscription is dead, rebuild it
+PRESENCE_TTL = 6.0         # an instance that has not refreshed its counts for this long is gone
+PRESENCE_REFRESH = 2.0
+REDIS_TIMEOUT = 2.0        # every command: a silent link raises instead of hanging
+
+# KEYS: meta, comments, refs, log   ARGV: id, record (JSON object without seq, from after its "{"),
+# public comment JSON, ref key or "", parent or "", history size, visible flag, channel, epoch
+POST_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'nothread'} end
+if ARGV[4] ~= '' then
+  local earlier = redis.call('HGET', KEYS[3], ARGV[4])
+  if earlier then return {'duplicate', redis.call('HGET', KEYS[2], earlier)} end
+end
+if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then return {'noparent'} end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'visible', 1) end
+local record = '{"seq":' .. seq .. ',' .. ARGV[2]
+redis.call('HSET', KEYS[2], ARGV[1], record)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
+local event = '{"type":"comment","seq":' .. seq .. ',"comment":' .. ARGV[3] .. '}'
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[6], seq .. '-0', 'e', event)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. event)
+return {'ok', record}
+"""
+
+# KEYS: meta   ARGV: epoch — creates the thread's meta unless it exists; answers the epoch in force
+ENSURE_SCRIPT = """
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'seq', 0)
+redis.call('HSETNX', KEYS[1], 'visible', 0)
+return redis.call('HMGET', KEYS[1], 'epoch', 'seeded')
+"""
+
+
+def _keys(slug: str) -> dict[str, str]:
+    tag = "{bc:" + slug + "}"
+    return {name: f"{tag}:{name}" for name in ("meta", "comments", "refs", "log", "presence")}
+
+
+def _channel(slug: str) -> str:
+    return f"bc:events:{slug}"
+
+
+def _record(comment: Comment) -> dict[str, Any]:
+    return {"id": comment.id, "slug": comment.slug, "parent": comment.parent, "name": comment.name,
+            "about": comment.about, "body": comment.body, "html": comment.html, "created_at": comment.created_at,
+            "status": comment.status, "reader_id": comment.reader_id}
+
+
+def _comment(record: bytes | str) -> Comment:
+    return Comment(**orjson.loads(record))
+
+
+class RedisBackend(Backend):
+    def __init__(self, url: str, history_size: int = 1000) -> None:
+        super().__init__()
+        self.url = url
+        self.history_size = history_size
+        self.instance = secrets.token_hex(6)
+        options = dict(socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+                       health_check_interval=10)
+        self.redis = aioredis.Redis.from_url(url, **options)
+        self._post_script = self.redis.register_script(POST_SCRIPT)
+        self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
+        self.rate_limit_storage = RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True,
+                                               **options)
+        self._seeds: dict[str, Sequence[Comment]] = {}
+        self._subscribed: set[str] = set()
+        self._confirmations: dict[str, asyncio.Future] = {}
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._subscriber_up = asyncio.Event()
+        self._local_readers: dict[str, int] = {}
+        self._tasks: list[asyncio.Task] = []
+        # redis-py can turn a cancellation into a TimeoutError inside its own timeouts, so the
+        # background loops also stop on this flag rather than trusting cancel() alone.
+        self._running = False
+        self._heartbeat_sent = 0
+        self._heartbeat_seen = 0
+        self._last_heartbeat = 0.0
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        await self._call(self.redis.ping())
+        self._running = True
+        self._tasks = [asyncio.create_task(self._listen(), name="redis-listener"),
+                       asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
+                       asyncio.create_task(self._refresh_presence(), name="redis-presence")]
+        await self._call(asyncio.wait_for(self._subscriber_up.wait(), 2 * REDIS_TIMEOUT))
+
+    async def close(self) -> None:
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=REDIS_TIMEOUT + 1)
+        with contextlib.suppress(Exception):
+            for slug in list(self._local_readers):
+                await self.redis.hdel(_keys(slug)["presence"], self.instance)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pubsub.aclose(), 1.0)
+        await self.redis.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), REDIS_TIMEOUT))
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def _call(self, awaitable):
+        """Every Redis call: failures of the link become Unavailable, never a hang or a 500."""
+        try:
+            return await awaitable
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
+
+    # --- threads ---
+
+    async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
+        self._seeds[slug] = seeds
+        keys = _keys(slug)
+        _epoch, seeded = await self._call(self._ensure_script(keys=[keys["meta"]], args=[secrets.token_hex(8)]))
+        if seeded:
+            return
+        for seed in seeds:  # fixed ids and ref keys: an import cut short resumes without doubles
+            await self._post_once(seed, f"seed:{seed.id}")
+        await self._call(self.redis.hset(keys["meta"], "seeded", 1))
+
+    async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
+        result = await self._post_once(comment, ref_key)
+        if result is None:  # the thread is gone from Redis (flushed, or an old AOF): start a new epoch
+            log.warning("thread %s is missing from Redis: recreating it in a new epoch", comment.slug)
+            await self.ensure_thread(comment.slug, self._seeds.get(comment.slug, ()))
+            result = await self._post_once(comment, ref_key)
+            if result is None:
+                raise Unavailable("The thread could not be recreated; please retry.")
+        return result
+
+    async def _post_once(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool] | None:
+        keys = _keys(comment.slug)
+        record = orjson.dumps(_record(comment)).decode()
+        public = orjson.dumps(comment.public()).decode()
+        reply = await self._call(self._post_script(
+            keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"]],
+            args=[comment.id, record[1:], public, ref_key or "", comment.parent or "", self.history_size,
+                  "1" if comment.status == VISIBLE else "0", _channel(comment.slug)]))
+        outcome = reply[0].decode()
+        if outcome == "nothread":
+            return None
+        if outcome == "noparent":
+            raise NotFound("The comment you are replying to does not exist.")
+        return _comment(reply[1]), outcome == "ok"
+
+    async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
+        keys = _keys(slug)
+        comment_id = await self._call(self.redis.hget(keys["refs"], ref_key))
+        if comment_id is None:
+            return None
+        record = await self._call(self.redis.hget(keys["comments"], comment_id))
+        return _comment(record) if record is not None else None
+
+    async def _read_head(self, slug: str) -> Head | None:
+        seq, epoch = await self._call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch"))
+        return Head(seq=int(seq), epoch=epoch.decode()) if epoch is not None else None
+
+    async def head(self, slug: str) -> Head:
+        head = await self._read_head(slug)
+        if head is None:
+            if slug not in self._seeds:
+                raise NotFound("No such article.")
+            await self.ensure_thread(slug, self._seeds[slug])  # flushed: a new epoch begins
+            head = await self._read_head(slug)
+            assert head is not None
+        return head
+
+    async def snapshot(self, slug: str) -> Snapshot:
+        keys = _keys(slug)
+        await self.head(slug)  # recreates a flushed thread
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys["meta"], "seq", "epoch")
+            pipe.hgetall(keys["comments"])
+            (seq, epoch), records = await self._call(pipe.execute())
+        comments = sorted((_comment(r) for r in records.values()), key=lambda c: c.seq)
+        return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments)
+
+    async def events_since(self, slug: str, since: int) -> list[Event] | None:
+        keys = _keys(slug)
+        async with self.redis.pipeline(transaction=True) as pipe:  # one consistent view of head and log
+            pipe.hget(keys["meta"], "seq")
+            pipe.xrange(keys["log"], "-", "+", count=1)
+            pipe.xrange(keys["log"], f"{since + 1}-0", "+")
+            seq, first, entries = await self._call(pipe.execute())
+        if seq is None or since > int(seq) or since < 0:
+            return None
+        if since == int(seq):
+            return []
+        oldest = int(first[0][0].split(b"-")[0]) if first else int(seq) + 1
+        if since < oldest - 1:
+            return None
+        return [decode_event(fields[b"e"]) for _id, fields in entries]
+
+    async def comment_counts(self) -> dict[str, int]:
+        slugs = list(self._seeds)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for slug in slugs:
+                pipe.hget(_keys(slug)["meta"], "visible")
+            counts = await self._call(pipe.execute())
+        return {slug: int(count or 0) for slug, count in zip(slugs, counts)}
+
+    # --- subscription ---
+
+    async def subscribe(self, slug: str) -> None:
+        self._subscribed.add(slug)
+        try:
+            await asyncio.wait_for(self._subscriber_up.wait(), REDIS_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._subscribed.discard(slug)
+            raise Unavailable("Live updates are reconnecting; please retry.") from None
+        assert self._pubsub is not None
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[_channel(slug)] = confirmed
+        try:
+            await self._call(self._pubsub.subscribe(_channel(slug)))
+            # Only once Redis confirms is every later publish sure to reach us: the caller reads
+            # the head after this, and anything published before is in that head.
+            await self._call(asyncio.wait_for(confirmed, REDIS_TIMEOUT))
+        except BaseException:
+            self._subscribed.discard(slug)
+            raise
+        finally:
+            self._confirmations.pop(_channel(slug), None)
+
+    async def unsubscribe(self, slug: str) -> None:
+        self._subscribed.discard(slug)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await self._pubsub.unsubscribe(_channel(slug))
+
+    async def _connect_subscriber(self) -> aioredis.client.PubSub:
+        pubsub = self.redis.pubsub()
+        channels = [f"bc:hb:{self.instance}", *(_channel(slug) for slug in self._subscribed)]
+        await pubsub.subscribe(*channels)
+        confirmed = 0
+        deadline = time.monotonic() + REDIS_TIMEOUT
+        while confirmed < len(channels):
+            if time.monotonic() > deadline:
+                raise TimeoutError("Redis did not confirm the subscriptions")
+            message = await pubsub.get_message(timeout=REDIS_TIMEOUT)
+            if message and message["type"] == "subscribe":
+                confirmed += 1
+        return pubsub
+
+    async def _listen(self) -> None:
+        """One task per instance reads the one subscription connection. It survives every error:
+        re-raises cancellation, logs, backs off, resubscribes, then has every thread re-read."""
+        backoff = 0.1
+        while self._running:
+            try:
+                if self._pubsub is None:
+                    self._pubsub = await self._connect_subscriber()
+                    self._subscriber_up.set()
+                    self._last_heartbeat = time.monotonic()
+                    self._heartbeat_seen = 0
+                    log.info("subscribed to %d thread(s)", len(self._subscribed))
+                    backoff = 0.1
+                    self._resync_all()
+                message = await self._pubsub.get_message(timeout=HEARTBEAT_INTERVAL)
+                if message is not None:
+                    self._handle(message)
+                if time.monotonic() - self._last_heartbeat > HEARTBEAT_TIMEOUT:
+                    raise ConnectionError(f"no heartbeat through the subscription for {HEARTBEAT_TIMEOUT} s")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Redis subscription lost (%s); reconnecting in %.1f s", exc, backoff)
+                await self._drop_subscriber()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _drop_subscriber(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        self._subscriber_up.clear()
+        for future in self._confirmations.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the subscription was lost"))
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                # A blackholed link must not hang the close: drop the socket without a goodbye.
+                if pubsub.connection is not None:
+                    await pubsub.connection.disconnect(nowait=True)
+                await asyncio.wait_for(pubsub.aclose(), 1.0)
+
+    def _handle(self, message: dict) -> None:
+        channel = message["channel"].decode()
+        if message["type"] == "subscribe":
+            future = self._confirmations.get(channel)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        if message["type"] != "message":
+            return
+        if channel.startswith("bc:hb:"):
+            number = int(message["data"])
+            if self._heartbeat_seen and number != self._heartbeat_seen + 1:
+                # A heartbeat went missing, so other messages may have too.
+                log.warning("a heartbeat was lost on the subscription; re-reading every thread")
+                self._resync_all()
+            self._heartbeat_seen = number
+            self._last_heartbeat = time.monotonic()
+            return
+        slug = channel.removeprefix("bc:events:")
+        data: bytes = message["data"]
+        if data.startswith(b"presence "):
+            self.on_presence(slug, int(data.split(b" ", 1)[1]))
+            return
+        epoch, _, wire = data.partition(b" ")
+        event = decode_event(wire)
+        self.on_event(slug, Event(event.type, event.seq, event.data, wire=wire.decode()), epoch.decode())
+
+    def _resync_all(self) -> None:
+        for slug in list(self._subscribed):
+            self.on_resync(slug)
+
+    async def _heartbeat(self) -> None:
+        channel = f"bc:hb:{self.instance}"
+        while self._running:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            self._heartbeat_sent += 1
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await self.redis.publish(channel, self._heartbeat_sent)
+
+    # --- presence: each instance's count per thread, summed; dead instances age out ---
+
+    async def presence(self, slug: str, local_readers: int) -> int:
+        if local_readers:
+            self._local_readers[slug] = local_readers
+        else:
+            self._local_readers.pop(slug, None)
+        try:
+            total = await self._report_presence(slug, local_readers)
+            await self.redis.publish(_channel(slug), f"presence {total}")
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return local_readers  # the best we know while Redis is away
+        return total
+
+    async def _report_presence(self, slug: str, local_readers: int) -> int:
+        key = _keys(slug)["presence"]
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if local_readers:
+                pipe.hset(key, self.instance, f"{local_readers} {now:.3f}")
+            else:
+                pipe.hdel(key, self.instance)
+            pipe.hgetall(key)
+            *_, entries = await pipe.execute()
+        total, stale = 0, []
+        for instance, value in entries.items():
+            count, seen = value.split()
+            if now - float(seen) > PRESENCE_TTL:
+                stale.append(instance)
+            else:
+                total += int(count)
+        if stale:
+            await self.redis.hdel(key, *stale)
+        return total
+
+    async def _refresh_presence(self) -> None:
+        """Keeps this instance's counts alive, and lets every instance notice a dead one's
+        readers leaving: when a thread's total changes, the new count is announced."""
+        totals: dict[str, int] = {}
+        while self._running:
+            await asyncio.sleep(PRESENCE_REFRESH)
+            for slug in list(self._subscribed):
+                try:
+                    total = await self._report_presence(slug, self._local_readers.get(slug, 0))
+                except (RedisError, OSError, asyncio.TimeoutError):
+                    break
+                if totals.get(slug) != total:
+                    totals[slug] = total
+                    self.on_presence(slug, total)
