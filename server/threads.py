@@ -15,7 +15,7 @@ from typing import Any
 
 import limits
 from limits.errors import StorageError
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from .backends.base import Backend
 from .comments import Comment, Snapshot, utc_now_iso
@@ -40,7 +40,9 @@ class Threads:
     def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings) -> None:
         self.backend = backend
         self.articles = dict(articles)
-        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
+        # A sliding-window counter: two counters per key, O(1) per post, shared through Redis when
+        # there is one (a moving window keeps every timestamp in a list and costs O(limit)).
+        self._limiter = SlidingWindowCounterRateLimiter(backend.rate_limit_storage)
         self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
         self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
 
@@ -87,13 +89,13 @@ class Threads:
         checks = [(item, "reader", author.reader_id) for item in self._reader_limits]
         checks += [(item, "ip", author.ip) for item in self._ip_limits]
         try:
+            # hit() checks and counts in one atomic step: one round trip per limit. A post refused
+            # by a later limit has already counted against the earlier ones; it was an attempt.
             for item, kind, key in checks:
-                if not await self._limiter.test(item, kind, key):
+                if not await self._limiter.hit(item, kind, key):
                     stats = await self._limiter.get_window_stats(item, kind, key)
                     retry_after = max(1, int(stats.reset_time - time.time()) + 1)
                     raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
-            for item, kind, key in checks:
-                await self._limiter.hit(item, kind, key)
         except StorageError as exc:  # the shared counters (Redis) are out of reach
             raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
 
