@@ -24,6 +24,7 @@ run: $(VENV)/.run-deps
 # Chromium); Chromium comes from the system (Debian's `chromium`, which .ci/run installs).
 test: $(VENV)/.test-deps
 	@command -v chromium >/dev/null || { echo "make test needs Debian's chromium: apt-get install chromium"; exit 1; }
+	@command -v redis-server >/dev/null || { echo "make test needs redis-server: apt-get install redis-server"; exit 1; }
 	$(PY) -m pytest
 
 clean:
@@ -32,3 +33,12 @@ clean:
 # How many comments the article page renders server-side in under 100 ms.
 bench-page: $(VENV)/.test-deps
 	$(PY) bench/page_render.py
+
+# Fan-out against its peers (raw websockets broadcast, python-socketio, Node socket.io), one
+# run, one load generator. Quick mode takes three minutes at most; FULL=1 sweeps N over 1k,
+# 5k, 10k, 20k readers and writes bench/results/<date>.md with a plot. The bench installs
+# the peers itself, pinned, into bench/.venv-peers and bench/peers/node/node_modules.
+# PROFILE=1: py-spy on one Backchannel instance under load instead.
+.PHONY: bench
+bench: $(VENV)/.run-deps
+	ulimit -n $$(ulimit -Hn) && $(PY) -m bench.fanout $(if $(FULL),--full) $(if $(PROFILE),--profile) $(BENCH_ARGS)
