@@ -20,7 +20,9 @@ def serve(host: str | None, port: int | None) -> None:
         ws_max_size=settings_module.MAX_FRAME_BYTES,
         # Pings find dead connections (a peer gone without a FIN) and drop them.
         ws_ping_interval=settings.ws_ping_interval, ws_ping_timeout=settings.ws_ping_interval,
-        loop="uvloop", http="httptools", proxy_headers=True, timeout_graceful_shutdown=5, log_level="info")
+        # The client address comes from X-Forwarded-For only when the peer is a trusted proxy.
+        proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=5, log_level="info")
 
 
 def main() -> None:

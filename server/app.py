@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         threads = Threads(backend, articles, settings)
         await threads.start()
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
+        app.state.connections_per_ip = Counter()
         log.info("serving %d article(s) on the %s backend", len(articles), type(backend).__name__)
         try:
             yield

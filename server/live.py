@@ -87,6 +87,22 @@ async def live(websocket: WebSocket) -> None:
     except NotFound:
         await websocket.send_denial_response(PlainTextResponse("No such article.", status_code=404))
         return
+    ip = client_ip(websocket.scope)
+    if state.connections_per_ip[ip] >= state.settings.max_connections_per_ip:
+        log.warning("refusing a live connection from %s: %d already open", ip, state.connections_per_ip[ip])
+        await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
+        return
+    state.connections_per_ip[ip] += 1
+    try:
+        await _serve(websocket, slug)
+    finally:
+        state.connections_per_ip[ip] -= 1
+        if not state.connections_per_ip[ip]:
+            del state.connections_per_ip[ip]
+
+
+async def _serve(websocket: WebSocket, slug: str) -> None:
+    state = websocket.app.state
     await websocket.accept()
 
     connection = Connection(websocket, state.settings.send_queue_size)

@@ -35,6 +35,11 @@ class Settings:
     post_rate_per_ip: str = "30/minute"
     # Frames a connection may queue before it counts as too slow and is closed (4000).
     send_queue_size: int = 256
+    # Live connections one client IP may hold on one instance (a newsroom NAT needs room).
+    max_connections_per_ip: int = 100
+    # Peers whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips); from
+    # anyone else the headers are ignored, so a client cannot pick its own IP.
+    trusted_proxies: str = "127.0.0.1"
     # Seconds between WebSocket pings; a connection that has not answered within as long is dropped.
     ws_ping_interval: float = 20.0
 
@@ -75,4 +80,6 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         post_rate_per_ip=config("POST_RATE_PER_IP", default="30/minute"),
         send_queue_size=config("SEND_QUEUE_SIZE", cast=int, default=256),
         ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
+        max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=100),
+        trusted_proxies=config("TRUSTED_PROXIES", default="127.0.0.1"),
     )

@@ -34,8 +34,12 @@ def grapheme_length(text: str) -> int:
 
 def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str | None:
     """NFKC-normalised, every format/control character (bidi, zero-width) removed, spaces collapsed."""
-    text = " ".join(unicodedata.normalize("NFKC", raw or "").split())
+    # Remove first, normalise after: removing a character from normalised text can leave it
+    # unnormalised ("e\u200b\u0301" -> "e\u0301", not "\u00e9"), so that cleaning the result
+    # again changed it, and a look-alike name slipped past NFKC (found by tests/test_fuzz.py).
+    text = " ".join((raw or "").split())
     text = regex.sub(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]", "", text)
+    text = " ".join(unicodedata.normalize("NFKC", text).split())
     text = _MARK_FLOOD.sub(r"\1", text)
     text = " ".join(text.split())
     if not text:
@@ -48,9 +52,12 @@ def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str |
 
 
 def clean_body(raw: str | None, limit: int) -> str:
-    text = unicodedata.normalize("NFC", (raw or "").replace("\r\n", "\n").replace("\r", "\n"))
+    text = (raw or "").replace("\r\n", "\n").replace("\r", "\n")
     text = _BODY_INVISIBLES.sub("", text)
     text = _CONTROLS.sub("", text)
+    # Normalised after the removals, not before (see clean_name), and before the flood cut,
+    # since NFC can turn one mark into two (U+0344 -> U+0308 U+0301).
+    text = unicodedata.normalize("NFC", text)
     text = _MARK_FLOOD.sub(r"\1", text)
     text = regex.sub(r"\n{3,}", "\n\n", text).strip()
     if not text:

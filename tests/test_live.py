@@ -877,3 +877,37 @@ async def test_json_api_and_form_posts(server: ServerProcess) -> None:
             await script.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "S", "body": "sentinel"})
         sentinel = await next_frame(live, "comment")
         assert (sentinel["seq"], sentinel["comment"]["body"]) == (head + 5, "sentinel")
+
+
+# --- abuse: connection caps and client addresses -----------------------------------------------
+
+async def test_live_connections_per_ip_are_capped(start_server) -> None:
+    """One address cannot hold more than MAX_CONNECTIONS_PER_IP sockets; the others are unaffected
+    and a slot frees up when a socket closes."""
+    server = start_server(MAX_CONNECTIONS_PER_IP="3")
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(ws_connect(live_url(server))) for _ in range(3)]
+        for ws in sockets:
+            assert (await next_frame(ws, "welcome"))["type"] == "welcome"
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(live_url(server)):
+                pass
+        assert refused.value.response.status_code == 403
+        await sockets[0].close()
+        async with ws_connect(live_url(server)) as again:
+            assert (await next_frame(again, "welcome"))["type"] == "welcome"
+
+
+async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(start_server) -> None:
+    """A client cannot dodge the per-IP limit by inventing X-Forwarded-For; a trusted proxy's
+    header does name the client."""
+    limits = dict(POST_RATE_PER_IP="2/minute", POST_RATE_PER_READER="1000/minute")
+    untrusting, trusting = start_server(TRUSTED_PROXIES="", **limits), start_server(**limits)
+    async with httpx.AsyncClient() as client:
+        async def statuses(server: ServerProcess) -> list[int]:
+            return [(await client.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
+                                       json={"name": "Spoofer", "body": f"post {n}"},
+                                       headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
+                    for n in range(3)]
+        assert await statuses(untrusting) == [201, 201, 429]
+        assert await statuses(trusting) == [201, 201, 201]  # three different clients behind the proxy
