@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import api, pages, settings as settings_module
+from . import api, metrics, pages, settings as settings_module
 from .backends import create_backend
 from .content import load_articles
 from .errors import BackchannelError
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await threads.start()
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.connections_per_ip = Counter()
+        metrics.bind(app.state)
         log.info("serving %d article(s) on the %s backend", len(articles), type(backend).__name__)
         try:
             yield
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/articles/{slug}/comments", api.create_comment, methods=["POST"]),
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
+        Route("/metrics", metrics.metrics),
         Mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static"),
     ]
     app = Starlette(

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import metrics
 from .backends.base import Backend
 from .protocol import Event, Presence, Reset, encode
 
@@ -104,6 +105,9 @@ class Hub:
             await self.backend.presence(slug, 0)
             await self.backend.unsubscribe(slug)
 
+    def active_threads(self) -> int:
+        return len(self._channels)
+
     def local_readers(self, slug: str) -> int:
         channel = self._channels.get(slug)
         return len(channel.subscribers) if channel else 0
@@ -138,12 +142,14 @@ class Hub:
         channel.last_seq = event.seq
         for subscriber in list(channel.subscribers):
             subscriber.send(event.seq, frame)
+        metrics.events_delivered.inc(len(channel.subscribers))
 
     def _recover(self, channel: Channel, event: Event | None = None) -> None:
         if event is not None:
             channel.pending.append(event)
         if not channel.recovering:
             channel.recovering = True
+            metrics.gaps_filled.inc()
             self._spawn(self._read_log(channel))
 
     async def _read_log(self, channel: Channel) -> None:

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
 from .protocol import (CLOSE_POLICY, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame, Reset, Welcome, encode,
                        parse_client_frame)
+from . import metrics
 from .security import client_ip
 from .threads import Author
 
@@ -128,6 +129,7 @@ async def _serve(websocket: WebSocket, slug: str) -> None:
                 raise task.exception()
         if connection.too_slow.is_set():
             log.info("closing a reader of %s: its send queue overflowed", slug)
+            metrics.readers_dropped.inc()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(websocket.close(CLOSE_TOO_SLOW, "too slow: reconnect with since"), 1.0)
     except WebSocketDisconnect:

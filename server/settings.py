@@ -40,6 +40,8 @@ class Settings:
     # Peers whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips); from
     # anyone else the headers are ignored, so a client cannot pick its own IP.
     trusted_proxies: str = "127.0.0.1"
+    # Client addresses that may read /metrics.
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     # Seconds between WebSocket pings; a connection that has not answered within as long is dropped.
     ws_ping_interval: float = 20.0
 
@@ -82,4 +84,6 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
         max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=100),
         trusted_proxies=config("TRUSTED_PROXIES", default="127.0.0.1"),
+        metrics_allow=tuple(a.strip() for a in config("METRICS_ALLOW", cast=CommaSeparatedStrings,
+                                                       default="127.0.0.1,::1") if a.strip()),
     )

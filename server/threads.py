@@ -17,6 +17,7 @@ import limits
 from limits.errors import StorageError
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from . import metrics
 from .backends.base import Backend
 from .comments import Comment, Snapshot, utc_now_iso
 from .content import Article
@@ -83,7 +84,10 @@ class Threads:
         comment = Comment(id=new_comment_id(), slug=slug, parent=parent or None, name=clean_author,
                           about=clean_about, body=text, html=render_body(text), created_at=utc_now_iso(),
                           reader_id=author.reader_id)
-        return await self.backend.post(comment, ref_key)
+        stored, created = await self.backend.post(comment, ref_key)
+        if created:
+            metrics.comments_posted.inc()
+        return stored, created
 
     async def _check_rate(self, author: Author) -> None:
         checks = [(item, "reader", author.reader_id) for item in self._reader_limits]

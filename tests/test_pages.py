@@ -183,3 +183,24 @@ def test_an_oversized_request_body_is_refused_before_it_is_read(client):
                        headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 413
     assert client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["seq"] == 4
+
+
+def test_metrics_are_served_to_loopback_only(client, settings):
+    # The TestClient's address is "testclient", not loopback: refused like any outsider.
+    assert client.get("/metrics").status_code == 403
+
+
+def test_metrics_count_what_operators_need(settings, tmp_path):
+    from dataclasses import replace
+
+    from server.app import create_app
+    from starlette.testclient import TestClient
+    def metric(text: str, name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+    with TestClient(create_app(replace(settings, metrics_allow=("testclient",)))) as client:
+        before = metric(client.get("/metrics").text, "backchannel_comments_posted_total")
+        client.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Ann", "body": "counted"})
+        text = client.get("/metrics").text
+    assert metric(text, "backchannel_comments_posted_total") == before + 1
+    assert metric(text, "backchannel_live_connections") == 0 and metric(text, "process_resident_memory_bytes") > 0
