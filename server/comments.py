@@ -1,8 +1,15 @@
-"""The comment record and the thread snapshot, shared by the service and every backend."""
+"""The comment record, its views, the thread snapshot, and the thread events built from them.
+Shared by the service and every backend.
+
+A comment has three views: the record (everything, as stored), the moderator view (all but
+the author's IP), and the public view readers get, in which a removed comment keeps its place
+but not its text. Events are stored in the log in the moderator view; each instance derives
+the public frame once per event.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,29 +34,85 @@ class Comment:
     created_at: str    # ISO-8601 UTC
     status: str = VISIBLE
     reader_id: str | None = None
-    seq: int | None = None  # the seq of the event that published it
+    seq: int | None = None          # the seq of the event that published it; None while pending
+    removed_by: str | None = None   # the moderator, while removed
+    removed_at: str | None = None
+    ip: str | None = None           # the author's address, for IP bans; never shown
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def moderator_view(self) -> dict[str, Any]:
+        return moderator_view(self.record())
 
     def public(self) -> dict[str, Any]:
-        """The contract's comment object, as readers see it: a removed comment keeps its
-        place but not its text."""
-        hidden = self.status == REMOVED
-        return {
-            "id": self.id,
-            "parent": self.parent,
-            "author": {"name": "" if hidden else self.name, "about": None if hidden else self.about},
-            "body": "" if hidden else self.body,
-            "html": "" if hidden else self.html,
-            "created_at": self.created_at,
-            "status": self.status,
-        }
+        return public_view(self.record())
 
     def with_seq(self, seq: int) -> Comment:
         return replace(self, seq=seq)
 
 
-def comment_event(comment: Comment) -> Event:
+def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
+    """Everything a moderator sees of a comment: the text even when removed, who wrote it
+    (reader_id, which the ban routes take) and who removed it."""
+    return {"id": record["id"], "parent": record["parent"],
+            "author": {"name": record["name"], "about": record["about"]},
+            "body": record["body"], "html": record["html"], "created_at": record["created_at"],
+            "status": record["status"], "reader_id": record["reader_id"],
+            "removed_by": record.get("removed_by"), "removed_at": record.get("removed_at")}
+
+
+def public_view(view: dict[str, Any]) -> dict[str, Any]:
+    """The contract's comment object, from a record or a moderator view."""
+    author = view.get("author") or {"name": view["name"], "about": view["about"]}
+    hidden = view["status"] == REMOVED
+    return {"id": view["id"], "parent": view["parent"],
+            "author": {"name": "", "about": None} if hidden else {"name": author["name"], "about": author["about"]},
+            "body": "" if hidden else view["body"], "html": "" if hidden else view["html"],
+            "created_at": view["created_at"], "status": view["status"]}
+
+
+# --- events: stored in the moderator view; public_event() derives what readers get -----------
+
+def comment_event(comment: Comment, kind: str = "comment") -> Event:
+    """`comment` when published (or approved), `restored` when a moderator brings it back."""
     assert comment.seq is not None
-    return Event("comment", comment.seq, {"comment": comment.public()})
+    return Event(kind, comment.seq, {"comment": comment.moderator_view()})
+
+
+def removed_event(seq: int, comment: Comment) -> Event:
+    return Event("removed", seq, {"id": comment.id, "removed_by": comment.removed_by,
+                                  "removed_at": comment.removed_at})
+
+
+def status_change(before: Comment, status: str, moderator: str | None,
+                  at: str) -> tuple[Comment | None, str | None]:
+    """(the comment after the change, the kind of event readers must get, if any).
+    None, None when nothing changes."""
+    if status == before.status:
+        return None, None
+    if status == REMOVED:
+        after = replace(before, status=REMOVED, removed_by=moderator, removed_at=at)
+        return after, ("removed" if before.status == VISIBLE else None)  # a rejected pending one: nobody saw it
+    if status == VISIBLE:
+        after = replace(before, status=VISIBLE, removed_by=None, removed_at=None)
+        return after, ("restored" if before.seq is not None else "comment")  # never published: approval
+    raise ValueError(f"cannot move a comment to {status!r}")
+
+
+def status_event(kind: str, seq: int, comment: Comment) -> Event:
+    if kind == "removed":
+        return removed_event(seq, comment)
+    return Event(kind, seq, {"comment": comment.moderator_view()})
+
+
+def public_event(event: Event) -> Event:
+    """What a reader gets of an event: no reader ids, no moderator names, no removed text."""
+    if "comment" in event.data:
+        return Event(event.type, event.seq, {**event.data, "comment": public_view(event.data["comment"])})
+    if event.type == "removed":
+        return Event(event.type, event.seq, {"id": event.data["id"]})
+    return event
 
 
 @dataclass(frozen=True)
@@ -63,4 +126,4 @@ class Head:
 class Snapshot:
     seq: int
     epoch: str
-    comments: list[Comment]  # in seq order
+    comments: list[Comment]  # published ones in seq order, then pending ones

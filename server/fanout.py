@@ -24,6 +24,7 @@ from typing import Protocol
 
 from . import metrics
 from .backends.base import Backend
+from .comments import public_event
 from .protocol import Event, Presence, Reset, encode
 
 log = logging.getLogger("backchannel.fanout")
@@ -32,6 +33,8 @@ PRESENCE_DELAY = 0.25  # coalesce join/leave bursts into one presence frame per 
 
 
 class Subscriber(Protocol):
+    moderator: bool  # moderators get events whole; readers get public_event(event)
+
     def send(self, seq: int | None, frame: str) -> None:
         """Queue a frame without waiting; a subscriber that cannot keep up closes itself."""
 
@@ -138,9 +141,13 @@ class Hub:
             self._recover(channel)
 
     def _fan_out(self, channel: Channel, event: Event) -> None:
-        frame = encode(event)  # once per instance, not once per reader
+        # Serialised once per instance and audience, not once per reader.
+        frames: dict[bool, str] = {}
         channel.last_seq = event.seq
         for subscriber in list(channel.subscribers):
+            frame = frames.get(subscriber.moderator)
+            if frame is None:
+                frame = frames[subscriber.moderator] = encode(event if subscriber.moderator else public_event(event))
             subscriber.send(event.seq, frame)
         metrics.events_delivered.inc(len(channel.subscribers))
 

@@ -20,6 +20,7 @@ from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Una
 from .protocol import (CLOSE_POLICY, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame, Reset, Welcome, encode,
                        parse_client_frame)
 from . import metrics
+from .comments import public_event
 from .security import client_ip
 from .threads import Author
 
@@ -38,8 +39,9 @@ class ResetTo:
 class Connection:
     """One reader's socket, as the Hub sees it: a bounded queue of (seq, frame)."""
 
-    def __init__(self, websocket: WebSocket, max_queue: int) -> None:
+    def __init__(self, websocket: WebSocket, max_queue: int, moderator: bool = False) -> None:
         self.websocket = websocket
+        self.moderator = moderator
         self.max_queue = max_queue
         self.queue: deque[tuple[int | ResetTo | None, str]] = deque()
         self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
@@ -172,7 +174,7 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
         return
     connection.last_seq = since
     for event in missed:
-        await websocket.send_text(encode(event))
+        await websocket.send_text(encode(event if connection.moderator else public_event(event)))
         connection.last_seq = event.seq
 
 

@@ -157,6 +157,8 @@ async def test_subscribers_receive_each_event_in_order_until_they_unsubscribe(ba
 class Recorder:
     """A Hub subscriber that records the seqs it is given."""
 
+    moderator = False
+
     def __init__(self, expect: int) -> None:
         self.seqs: list[int] = []
         self.expect = expect
@@ -187,3 +189,66 @@ async def test_the_hub_fills_a_gap_from_the_log_before_delivering_newer_events(b
     assert reader.seqs == [1, 2, 3, 4]
     await hub.leave(SLUG, reader)
     await hub.close()
+
+
+async def test_remove_restore_and_approve_are_sequenced_events(backend: Backend):
+    received: list[Event] = []
+    backend.on_event = lambda slug, event, epoch: received.append(event)
+    await backend.subscribe(SLUG)
+    comment, _ = await backend.post(make_comment(body="rude"), None)
+    removed, event = await backend.set_status(SLUG, comment.id, "removed", "alice", "2026-11-26T12:00:00.000Z")
+    assert (removed.status, removed.removed_by, event.type, event.seq) == ("removed", "alice", "removed", 2)
+    assert event.data == {"id": comment.id, "removed_by": "alice", "removed_at": "2026-11-26T12:00:00.000Z"}
+    again, no_event = await backend.set_status(SLUG, comment.id, "removed", "bob", "2026-11-26T12:01:00.000Z")
+    assert no_event is None and again.removed_by == "alice"  # removing twice changes nothing
+    restored, event = await backend.set_status(SLUG, comment.id, "visible", "alice", "2026-11-26T12:02:00.000Z")
+    assert (restored.status, restored.seq, event.type, event.seq) == ("visible", 1, "restored", 3)
+    assert event.data["comment"]["body"] == "rude"
+    assert [e.type for e in await backend.events_since(SLUG, 0)] == ["comment", "removed", "restored"]
+    assert (await backend.comment_counts())[SLUG] == 1
+    with pytest.raises(NotFound):
+        await backend.set_status(SLUG, "no-such-id", "removed", "alice", "2026-11-26T12:00:00.000Z")
+
+
+async def test_a_pending_comment_is_no_event_until_approved(backend: Backend):
+    from dataclasses import replace
+    pending, _ = await backend.post(replace(make_comment(body="wait"), status="pending"), None)
+    assert pending.seq is None and (await backend.head(SLUG)).seq == 0
+    assert (await backend.comment_counts()).get(SLUG, 0) == 0
+    approved, event = await backend.set_status(SLUG, pending.id, "visible", "alice", "2026-11-26T12:00:00.000Z")
+    assert (approved.seq, event.type, event.seq) == (1, "comment", 1)
+    rejected, _ = await backend.post(replace(make_comment(body="spam"), status="pending"), None)
+    _, no_event = await backend.set_status(SLUG, rejected.id, "removed", "alice", "2026-11-26T12:00:00.000Z")
+    assert no_event is None and (await backend.head(SLUG)).seq == 1  # nobody saw it: nothing to tell
+    snapshot = await backend.snapshot(SLUG)
+    assert [(c.body, c.status) for c in snapshot.comments] == [("wait", "visible"), ("spam", "removed")]
+
+
+async def test_shared_state_primitives(backend: Backend):
+    assert await backend.kv_get("k") is None
+    assert await backend.kv_set("k", "v1", only_if_absent=True)
+    assert not await backend.kv_set("k", "v2", only_if_absent=True)
+    assert await backend.kv_get("k") == "v1"
+    await backend.kv_set("short", "x", ttl=0.05)
+    await asyncio.sleep(0.1)  # let the entry expire: expiry is the behaviour under test
+    assert await backend.kv_get("short") is None
+    await backend.kv_delete("k")
+    assert await backend.kv_get("k") is None
+    await backend.set_add("s", "a")
+    await backend.set_add("s", "b")
+    await backend.set_remove("s", "a")
+    assert await backend.set_members("s") == {"b"}
+    for n in range(5):
+        await backend.list_push("l", f"item {n}", keep=3)
+    await backend.list_push("other", "x", keep=3)
+    assert await backend.list_range("l") == ["item 4", "item 3", "item 2"]
+    assert await backend.list_range("l", 2) == ["item 4", "item 3"]
+
+
+async def test_control_messages_reach_this_instance(backend: Backend):
+    got = asyncio.Event()
+    messages = []
+    backend.on_control = lambda message: (messages.append(message), got.set())
+    await backend.publish_control('{"kind": "hello"}')
+    await asyncio.wait_for(got.wait(), 5)
+    assert messages == ['{"kind": "hello"}']

@@ -911,3 +911,16 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(start_serve
                     for n in range(3)]
         assert await statuses(untrusting) == [201, 201, 429]
         assert await statuses(trusting) == [201, 201, 201]  # three different clients behind the proxy
+
+
+async def test_readers_get_exactly_the_contracts_comment_fields(server: ServerProcess) -> None:
+    """Nothing private (the author's reader id or address) leaks into a reader's frames or the API."""
+    contract = {"id", "parent", "author", "body", "html", "created_at", "status"}
+    async with reader(server, since=0) as (ws, _welcome):
+        replayed = await next_frame(ws, "comment")
+        await post(ws, "fields check")
+        live = [f for f in await collect(ws, lambda fs: any(f.get("type") == "comment" and f["comment"]["body"] == "fields check" for f in fs)) if f.get("type") == "comment"]
+    for frame in [replayed, *live]:
+        assert set(frame["comment"]) == contract and set(frame["comment"]["author"]) == {"name", "about"}
+    api = await api_comments(server)
+    assert all(set(c) == contract for c in api["comments"])

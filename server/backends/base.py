@@ -21,7 +21,8 @@ from ..protocol import Event
 class Backend(ABC):
     """The callbacks are set by the Hub: on_event(slug, event, epoch) for each event received,
     on_resync(slug) when events may have been lost (the Hub then re-reads the log), and
-    on_presence(slug, readers) when another instance changed a thread's reader count."""
+    on_presence(slug, readers) when another instance changed a thread's reader count, and
+    on_control(message) for each control message (moderation desk, ended sessions)."""
 
     rate_limit_storage: Storage  # where rate-limit counters live: in-process, or shared by all instances
 
@@ -29,6 +30,7 @@ class Backend(ABC):
         self.on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
         self.on_resync: Callable[[str], None] = lambda slug: None
         self.on_presence: Callable[[str, int], None] = lambda slug, readers: None
+        self.on_control: Callable[[str], None] = lambda message: None
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -50,6 +52,14 @@ class Backend(ABC):
         then publish. Returns (the stored comment with its seq, created). A ref_key seen
         before returns the comment stored then and created=False: retries never double-post.
         Raises NotFound when comment.parent is not a comment of the same thread."""
+
+    @abstractmethod
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
+                         at: str) -> tuple[Comment, Event | None]:
+        """Atomically change a comment's status and, when readers must hear of it, append and
+        publish the event: visible->removed `removed`, removed->visible `restored`, pending->
+        visible `comment` (approval publishes it for the first time). An unchanged status, or
+        a pending comment rejected, makes no event. Raises NotFound."""
 
     @abstractmethod
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
@@ -81,3 +91,38 @@ class Backend(ABC):
     @abstractmethod
     async def presence(self, slug: str, local_readers: int) -> int:
         """Report this instance's reader count for the thread; return the count everywhere."""
+
+    # --- small shared state for moderation (accounts, sessions, bans, reports, audit) ---
+    # Plain primitives, so that what they mean is written once, above the backends.
+
+    @abstractmethod
+    async def kv_get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        """Set key (expiring after ttl seconds); with only_if_absent, only when it is not set.
+        Returns whether it was set."""
+
+    @abstractmethod
+    async def kv_delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def set_add(self, key: str, member: str) -> None: ...
+
+    @abstractmethod
+    async def set_remove(self, key: str, member: str) -> None: ...
+
+    @abstractmethod
+    async def set_members(self, key: str) -> set[str]: ...
+
+    @abstractmethod
+    async def list_push(self, key: str, value: str, keep: int) -> None:
+        """Prepend value; keep only the newest `keep` items."""
+
+    @abstractmethod
+    async def list_range(self, key: str, count: int | None = None) -> list[str]:
+        """The newest `count` items (all when None), newest first."""
+
+    @abstractmethod
+    async def publish_control(self, message: str) -> None:
+        """Send message to on_control on every instance, this one included (not sequenced)."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..comments import VISIBLE, Comment, Head, Snapshot, comment_event
+from ..comments import (PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change,
+                        status_event)
 from ..errors import NotFound
 from limits.aio.storage import MemoryStorage
 
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS threads (
 CREATE TABLE IF NOT EXISTS comments (
     id         TEXT PRIMARY KEY,
     slug       TEXT NOT NULL REFERENCES threads(slug),
-    seq        INTEGER NOT NULL,
+    seq        INTEGER,                  -- NULL while pending moderation
     parent     TEXT,
     name       TEXT NOT NULL,
     about      TEXT,
@@ -44,6 +46,9 @@ CREATE TABLE IF NOT EXISTS comments (
     created_at TEXT NOT NULL,
     status     TEXT NOT NULL,
     reader_id  TEXT,
+    removed_by TEXT,
+    removed_at TEXT,
+    ip         TEXT,
     ref_key    TEXT UNIQUE                -- reader + client ref: a retried post is stored once
 );
 CREATE INDEX IF NOT EXISTS comments_by_thread ON comments (slug, seq);
@@ -53,9 +58,13 @@ CREATE TABLE IF NOT EXISTS events (
     payload TEXT NOT NULL,               -- the event exactly as it goes on the wire
     PRIMARY KEY (slug, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
+CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (key, member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lists (n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS lists_by_key ON lists (key, n);
 """
 
-_COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq"
+_COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip"
 
 
 def _row_to_comment(row: sqlite3.Row) -> Comment:
@@ -133,22 +142,63 @@ class LocalBackend(Backend):
             if comment.parent is not None and db.execute(
                     "SELECT 1 FROM comments WHERE id = ? AND slug = ?", (comment.parent, comment.slug)).fetchone() is None:
                 raise NotFound("The comment you are replying to does not exist.")
-            row = db.execute("UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (comment.slug,)).fetchone()
-            if row is None:
+            if db.execute("SELECT 1 FROM threads WHERE slug = ?", (comment.slug,)).fetchone() is None:
                 raise NotFound("No such article.")
-            stored = comment.with_seq(row[0])
-            db.execute(
-                f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (stored.id, stored.slug, stored.parent, stored.name, stored.about, stored.body, stored.html,
-                 stored.created_at, stored.status, stored.reader_id, stored.seq, ref_key))
-            event = comment_event(stored)
-            self._append(stored.slug, event)
+            event = None
+            stored = comment
+            if comment.status != PENDING:  # a pending comment is no event until it is approved
+                stored = comment.with_seq(self._next_seq(comment.slug))
+                event = comment_event(stored)
+                self._append(stored.slug, event)
+            record = stored.record()
+            db.execute(f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({', '.join('?' * 15)})",
+                       (*(record[c] for c in _COLUMNS.split(", ")), ref_key))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._publish(stored.slug, event)
+        if event is not None:
+            self._publish(stored.slug, event)
         return stored, True
+
+    def _next_seq(self, slug: str) -> int:
+        assert self._db is not None
+        return self._db.execute("UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)).fetchone()[0]
+
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
+                         at: str) -> tuple[Comment, Event | None]:
+        return await self._run(self._set_status, slug, comment_id, status, moderator, at)
+
+    def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
+                    at: str) -> tuple[Comment, Event | None]:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(f"SELECT {_COLUMNS} FROM comments WHERE id = ? AND slug = ?", (comment_id, slug)).fetchone()
+            if row is None:
+                raise NotFound("No such comment.")
+            before = _row_to_comment(row)
+            changed, kind = status_change(before, status, moderator, at)
+            if changed is None:
+                db.execute("ROLLBACK")
+                return before, None
+            event = None
+            if kind is not None:
+                seq = self._next_seq(slug)
+                if kind == "comment":  # approval: the comment is published now, with this seq
+                    changed = changed.with_seq(seq)
+                event = status_event(kind, seq, changed)
+                self._append(slug, event)
+            db.execute("UPDATE comments SET status = ?, removed_by = ?, removed_at = ?, seq = ? WHERE id = ?",
+                       (changed.status, changed.removed_by, changed.removed_at, changed.seq, comment_id))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if event is not None:
+            self._publish(slug, event)
+        return changed, event
 
     def _append(self, slug: str, event: Event) -> None:
         assert self._db is not None
@@ -179,7 +229,8 @@ class LocalBackend(Backend):
     def _snapshot(self, slug: str) -> Snapshot:
         assert self._db is not None
         head = self._head(slug)  # one thread does every write, so nothing changes between these reads
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM comments WHERE slug = ? ORDER BY seq", (slug,)).fetchall()
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM comments WHERE slug = ? "
+                                "ORDER BY seq IS NULL, seq, created_at", (slug,)).fetchall()
         return Snapshot(seq=head.seq, epoch=head.epoch, comments=[_row_to_comment(r) for r in rows])
 
     async def head(self, slug: str) -> Head:
@@ -227,3 +278,64 @@ class LocalBackend(Backend):
 
     async def presence(self, slug: str, local_readers: int) -> int:
         return local_readers
+
+    async def publish_control(self, message: str) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(self.on_control, message)
+
+    # --- small shared state ---
+
+    async def kv_get(self, key: str) -> str | None:
+        return await self._run(self._kv_get, key)
+
+    def _kv_get(self, key: str) -> str | None:
+        assert self._db is not None
+        row = self._db.execute("SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                               (key, time.time())).fetchone()
+        return row[0] if row else None
+
+    async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        return await self._run(self._kv_set, key, value, ttl, only_if_absent)
+
+    def _kv_set(self, key: str, value: str, ttl: float | None, only_if_absent: bool) -> bool:
+        assert self._db is not None
+        if only_if_absent and self._kv_get(key) is not None:
+            return False
+        expires = time.time() + ttl if ttl else None
+        self._db.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, value, expires))
+        return True
+
+    async def kv_delete(self, key: str) -> None:
+        await self._run(self._execute, "DELETE FROM kv WHERE key = ?", (key,))
+
+    async def set_add(self, key: str, member: str) -> None:
+        await self._run(self._execute, "INSERT OR IGNORE INTO sets (key, member) VALUES (?, ?)", (key, member))
+
+    async def set_remove(self, key: str, member: str) -> None:
+        await self._run(self._execute, "DELETE FROM sets WHERE key = ? AND member = ?", (key, member))
+
+    async def set_members(self, key: str) -> set[str]:
+        rows = await self._run(self._query, "SELECT member FROM sets WHERE key = ?", (key,))
+        return {r[0] for r in rows}
+
+    async def list_push(self, key: str, value: str, keep: int) -> None:
+        await self._run(self._list_push, key, value, keep)
+
+    def _list_push(self, key: str, value: str, keep: int) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT INTO lists (key, value) VALUES (?, ?)", (key, value))
+        self._db.execute("DELETE FROM lists WHERE key = ? AND n NOT IN "
+                         "(SELECT n FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?)", (key, key, keep))
+
+    async def list_range(self, key: str, count: int | None = None) -> list[str]:
+        rows = await self._run(self._query, "SELECT value FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?",
+                               (key, -1 if count is None else count))
+        return [r[0] for r in rows]
+
+    def _execute(self, sql: str, args: tuple) -> None:
+        assert self._db is not None
+        self._db.execute(sql, args)
+
+    def _query(self, sql: str, args: tuple) -> list:
+        assert self._db is not None
+        return self._db.execute(sql, args).fetchall()

@@ -32,11 +32,11 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from limits.aio.storage import RedisStorage
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
-from ..comments import VISIBLE, Comment, Head, Snapshot
+from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, status_change, status_event
 from ..errors import NotFound, Unavailable
-from ..protocol import Event, decode_event
+from ..protocol import Event, decode_event, encode
 from .base import Backend
 
 log = logging.getLogger("backchannel.redis")
@@ -46,9 +46,11 @@ HEARTBEAT_TIMEOUT = 3.0    # no heartbeat for this long: the subscription is dea
 PRESENCE_TTL = 6.0         # an instance that has not refreshed its counts for this long is gone
 PRESENCE_REFRESH = 2.0
 REDIS_TIMEOUT = 2.0        # every command: a silent link raises instead of hanging
+CONTROL_CHANNEL = "bc:control"  # moderation desk events and ended sessions, for every instance
 
 # KEYS: meta, comments, refs, log   ARGV: id, record (JSON object without seq, from after its "{"),
-# public comment JSON, ref key or "", parent or "", history size, visible flag, channel, epoch
+# the comment's moderator view as JSON, ref key or "", parent or "", history size, visible flag
+# ("1"/"0"), channel, pending flag ("1": store it, but it is no event until approved)
 POST_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nothread'} end
 if ARGV[4] ~= '' then
@@ -56,6 +58,12 @@ if ARGV[4] ~= '' then
   if earlier then return {'duplicate', redis.call('HGET', KEYS[2], earlier)} end
 end
 if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then return {'noparent'} end
+if ARGV[9] == '1' then
+  local pending = '{"seq":null,' .. ARGV[2]
+  redis.call('HSET', KEYS[2], ARGV[1], pending)
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
+  return {'ok', pending}
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'visible', 1) end
 local record = '{"seq":' .. seq .. ',' .. ARGV[2]
@@ -86,10 +94,10 @@ def _channel(slug: str) -> str:
     return f"bc:events:{slug}"
 
 
-def _record(comment: Comment) -> dict[str, Any]:
-    return {"id": comment.id, "slug": comment.slug, "parent": comment.parent, "name": comment.name,
-            "about": comment.about, "body": comment.body, "html": comment.html, "created_at": comment.created_at,
-            "status": comment.status, "reader_id": comment.reader_id}
+def _record_without_seq(comment: Comment) -> dict[str, Any]:
+    record = comment.record()
+    del record["seq"]  # the script puts the seq it assigns first
+    return record
 
 
 def _comment(record: bytes | str) -> Comment:
@@ -183,18 +191,62 @@ class RedisBackend(Backend):
 
     async def _post_once(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool] | None:
         keys = _keys(comment.slug)
-        record = orjson.dumps(_record(comment)).decode()
-        public = orjson.dumps(comment.public()).decode()
+        record = orjson.dumps(_record_without_seq(comment)).decode()
+        view = orjson.dumps(comment.moderator_view()).decode()
         reply = await self._call(self._post_script(
             keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"]],
-            args=[comment.id, record[1:], public, ref_key or "", comment.parent or "", self.history_size,
-                  "1" if comment.status == VISIBLE else "0", _channel(comment.slug)]))
+            args=[comment.id, record[1:], view, ref_key or "", comment.parent or "", self.history_size,
+                  "1" if comment.status == VISIBLE else "0", _channel(comment.slug),
+                  "1" if comment.status == PENDING else "0"]))
         outcome = reply[0].decode()
         if outcome == "nothread":
             return None
         if outcome == "noparent":
             raise NotFound("The comment you are replying to does not exist.")
         return _comment(reply[1]), outcome == "ok"
+
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
+                         at: str) -> tuple[Comment, Event | None]:
+        return await self._call(self._set_status(slug, comment_id, status, moderator, at))
+
+    async def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
+                          at: str) -> tuple[Comment, Event | None]:
+        # Moderation is rare, so optimistic locking: read under WATCH, decide in Python (the same
+        # status_change as the embedded backend), write in MULTI; a concurrent post retries it.
+        keys = _keys(slug)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(keys["meta"], keys["comments"])
+                    record = await pipe.hget(keys["comments"], comment_id)
+                    seq, epoch = await pipe.hmget(keys["meta"], "seq", "epoch")
+                    if record is None or epoch is None:
+                        raise NotFound("No such comment.")
+                    before = _comment(record)
+                    changed, kind = status_change(before, status, moderator, at)
+                    if changed is None:
+                        await pipe.unwatch()
+                        return before, None
+                    pipe.multi()
+                    event = None
+                    if kind is not None:
+                        new_seq = int(seq) + 1
+                        if kind == "comment":  # approval: the comment is published now, with this seq
+                            changed = changed.with_seq(new_seq)
+                        event = status_event(kind, new_seq, changed)
+                        wire = encode(event)
+                        pipe.hset(keys["meta"], "seq", new_seq)
+                        pipe.xadd(keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size,
+                                  approximate=False)
+                        pipe.publish(_channel(slug), f"{epoch.decode()} {wire}")
+                    visible_change = (changed.status == VISIBLE) - (before.status == VISIBLE)
+                    if visible_change:
+                        pipe.hincrby(keys["meta"], "visible", visible_change)
+                    pipe.hset(keys["comments"], comment_id, orjson.dumps(changed.record()))
+                    await pipe.execute()
+                    return changed, event
+                except WatchError:
+                    continue
 
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         keys = _keys(slug)
@@ -225,7 +277,8 @@ class RedisBackend(Backend):
             pipe.hmget(keys["meta"], "seq", "epoch")
             pipe.hgetall(keys["comments"])
             (seq, epoch), records = await self._call(pipe.execute())
-        comments = sorted((_comment(r) for r in records.values()), key=lambda c: c.seq)
+        comments = sorted((_comment(r) for r in records.values()),
+                          key=lambda c: (c.seq is None, c.seq or 0, c.created_at))  # pending ones last
         return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments)
 
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
@@ -283,7 +336,7 @@ class RedisBackend(Backend):
 
     async def _connect_subscriber(self) -> aioredis.client.PubSub:
         pubsub = self.redis.pubsub()
-        channels = [f"bc:hb:{self.instance}", *(_channel(slug) for slug in self._subscribed)]
+        channels = [f"bc:hb:{self.instance}", CONTROL_CHANNEL, *(_channel(slug) for slug in self._subscribed)]
         await pubsub.subscribe(*channels)
         confirmed = 0
         deadline = time.monotonic() + REDIS_TIMEOUT
@@ -343,6 +396,9 @@ class RedisBackend(Backend):
                 future.set_result(None)
             return
         if message["type"] != "message":
+            return
+        if channel == CONTROL_CHANNEL:
+            self.on_control(message["data"].decode())
             return
         if channel.startswith("bc:hb:"):
             number = int(message["data"])
@@ -423,3 +479,38 @@ class RedisBackend(Backend):
                 if totals.get(slug) != total:
                     totals[slug] = total
                     self.on_presence(slug, total)
+
+    # --- small shared state ---
+
+    async def publish_control(self, message: str) -> None:
+        await self._call(self.redis.publish(CONTROL_CHANNEL, message))
+
+    async def kv_get(self, key: str) -> str | None:
+        value = await self._call(self.redis.get(f"bc:kv:{key}"))
+        return value.decode() if value is not None else None
+
+    async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        return bool(await self._call(self.redis.set(f"bc:kv:{key}", value, px=int(ttl * 1000) if ttl else None,
+                                                    nx=only_if_absent)))
+
+    async def kv_delete(self, key: str) -> None:
+        await self._call(self.redis.delete(f"bc:kv:{key}"))
+
+    async def set_add(self, key: str, member: str) -> None:
+        await self._call(self.redis.sadd(f"bc:set:{key}", member))
+
+    async def set_remove(self, key: str, member: str) -> None:
+        await self._call(self.redis.srem(f"bc:set:{key}", member))
+
+    async def set_members(self, key: str) -> set[str]:
+        return {m.decode() for m in await self._call(self.redis.smembers(f"bc:set:{key}"))}
+
+    async def list_push(self, key: str, value: str, keep: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(f"bc:list:{key}", value)
+            pipe.ltrim(f"bc:list:{key}", 0, keep - 1)
+            await self._call(pipe.execute())
+
+    async def list_range(self, key: str, count: int | None = None) -> list[str]:
+        items = await self._call(self.redis.lrange(f"bc:list:{key}", 0, -1 if count is None else count - 1))
+        return [item.decode() for item in items]
