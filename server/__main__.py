@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import logging
+import sys
 
 import uvicorn
 
 from . import settings as settings_module
+from .backends import create_backend
+from .errors import BackchannelError
+from .moderation import Moderation
 
 
 def serve(host: str | None, port: int | None) -> None:
@@ -25,16 +31,47 @@ def serve(host: str | None, port: int | None) -> None:
         loop="uvloop", http="httptools", timeout_graceful_shutdown=5, log_level="info")
 
 
+def create_moderator(name: str, password_file: str | None) -> None:
+    """Create or reset a moderator in the configured backend. The password never comes from
+    the command line (it would sit in shell history and the process list)."""
+    if password_file:
+        password = open(password_file, encoding="utf-8").read().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {name}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+
+    async def run() -> str:
+        settings = settings_module.load()
+        backend = create_backend(settings)
+        await backend.start()
+        try:
+            return await Moderation(backend, str(settings.secret_key)).create_moderator(name, password)
+        finally:
+            await backend.close()
+
+    try:
+        created = asyncio.run(run())
+    except (ValueError, BackchannelError) as exc:
+        sys.exit(f"create-moderator: {exc}")
+    print(f"moderator {created!r} is ready; log in at /login")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description="Backchannel live comment server")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="serve HTTP and WebSocket on HOST:PORT")
     serve_cmd.add_argument("--host", help="listen address (default: the HOST setting)")
     serve_cmd.add_argument("--port", type=int, help="listen port (default: the PORT setting)")
+    moderator_cmd = commands.add_parser("create-moderator", help="create or reset a moderator (password from stdin)")
+    moderator_cmd.add_argument("name")
+    moderator_cmd.add_argument("--password-file", help="read the password from this file instead of stdin")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         serve(args.host, args.port)
+    elif args.command == "create-moderator":
+        create_moderator(args.name, args.password_file)
 
 
 if __name__ == "__main__":

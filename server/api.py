@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, Response
 from .errors import BackchannelError, Forbidden, InvalidMessage, NotFound
 from .pages import check_comment_post, render
 from .security import READER_COOKIE, client_ip
-from .threads import Author
+from .comments import PENDING
+from .threads import Author, visible_to
 
 log = logging.getLogger("backchannel.api")
 
@@ -30,8 +31,10 @@ async def list_articles(request: Request) -> Response:
 
 async def list_comments(request: Request) -> Response:
     snapshot = await request.app.state.threads.snapshot(request.path_params["slug"])
+    moderator = request.state.moderator is not None
+    comments = visible_to(snapshot.comments, request.state.reader_id, moderator)
     return JSONResponse({"seq": snapshot.seq, "epoch": snapshot.epoch,
-                         "comments": [c.public() for c in snapshot.comments]})
+                         "comments": [c.moderator_view() if moderator else c.public() for c in comments]})
 
 
 async def create_comment(request: Request) -> Response:
@@ -50,11 +53,13 @@ async def create_comment(request: Request) -> Response:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), (str, type(None)))
                                              for k in ("name", "about", "body", "parent", "ref")):
         raise InvalidMessage('Expected {"name": str, "about": str?, "body": str, "parent": str?}.')
-    author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope))
+    author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope),
+                    moderator=request.state.moderator.name if request.state.moderator else None)
     comment, created = await state.threads.post(slug, author, name=data.get("name"), about=data.get("about"),
                                                 body=data.get("body"), parent=data.get("parent"),
                                                 ref=data.get("ref"))
-    return JSONResponse({"comment": comment.public(), "seq": comment.seq}, status_code=201 if created else 200)
+    status = 202 if comment.status == PENDING else 201 if created else 200  # 202: held for moderation
+    return JSONResponse({"comment": comment.public(), "seq": comment.seq}, status_code=status)
 
 
 async def healthz(request: Request) -> Response:

@@ -12,12 +12,13 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import api, metrics, pages, settings as settings_module
+from . import api, metrics, moderation_routes, pages, settings as settings_module
 from .backends import create_backend
 from .content import load_articles
 from .errors import BackchannelError
 from .fanout import Hub
-from .live import live
+from .live import LiveSessions, desk_live, live
+from .moderation import Moderation
 from .security import Security, SecurityMiddleware
 from .settings import Settings
 from .threads import Threads
@@ -35,9 +36,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         backend = create_backend(settings)
         await backend.start()
         hub = Hub(backend)
-        threads = Threads(backend, articles, settings)
+        moderation = Moderation(backend, str(settings.secret_key))
+        threads = Threads(backend, articles, settings, moderation)
         await threads.start()
+        live_sessions = LiveSessions()
+        backend.on_control = live_sessions.on_control
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
+        app.state.moderation, app.state.live_sessions = moderation, live_sessions
         app.state.connections_per_ip = Counter()
         metrics.bind(app.state)
         log.info("serving %d article(s) on the %s backend", len(articles), type(backend).__name__)
@@ -52,6 +57,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/articles/{slug}", pages.article_page),
         Route("/articles/{slug}/comments", pages.post_comment_form, methods=["POST"]),
         WebSocketRoute("/articles/{slug}/live", live),
+        Route("/login", moderation_routes.login_page),
+        Route("/login", moderation_routes.login, methods=["POST"]),
+        Route("/logout", moderation_routes.logout, methods=["POST"]),
+        Route("/moderation", moderation_routes.desk),
+        WebSocketRoute("/moderation/live", desk_live),
+        Route("/api/moderation/queue", moderation_routes.queue),
+        Route("/api/moderation/audit", moderation_routes.audit_export),
+        Route("/api/comments/{comment_id}/remove", moderation_routes.remove, methods=["POST"]),
+        Route("/api/comments/{comment_id}/restore", moderation_routes.restore, methods=["POST"]),
+        Route("/api/comments/{comment_id}/approve", moderation_routes.approve, methods=["POST"]),
+        Route("/api/comments/{comment_id}/dismiss", moderation_routes.dismiss, methods=["POST"]),
+        Route("/api/comments/{comment_id}/report", moderation_routes.report, methods=["POST"]),
+        Route("/api/readers/{reader_id}/ban", moderation_routes.ban, methods=["POST"]),
+        Route("/api/readers/{reader_id}/unban", moderation_routes.unban, methods=["POST"]),
+        Route("/api/articles/{slug}/premoderation", moderation_routes.premoderation, methods=["POST"]),
         Route("/api/articles", api.list_articles),
         Route("/api/articles/{slug}/comments", api.list_comments),
         Route("/api/articles/{slug}/comments", api.create_comment, methods=["POST"]),

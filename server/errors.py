@@ -6,7 +6,9 @@
     ├── TooLong          422 too_long         over a documented limit
     │   └── TooLarge     413 too_long         a request body over the size cap
     ├── NotFound         404 not_found        unknown article, or unknown parent comment
-    ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong
+    ├── Unauthorized     401 unauthorized     not logged in as a moderator, or a wrong password
+    ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
+    │   └── Banned       403 banned           the reader (or their address) is banned
     ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
     └── Unavailable      503 unavailable      the backend cannot take writes right now
 """
@@ -48,6 +50,14 @@ class NotFound(BackchannelError):
 
 class Forbidden(BackchannelError):
     code, status = "forbidden", 403
+
+
+class Unauthorized(BackchannelError):
+    code, status = "unauthorized", 401
+
+
+class Banned(Forbidden):
+    code = "banned"
 
 
 class Unavailable(BackchannelError):

@@ -11,16 +11,19 @@ import contextlib
 import logging
 import time
 from collections import deque
+
+import orjson
 from dataclasses import dataclass
 
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
-from .protocol import (CLOSE_POLICY, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame, Reset, Welcome, encode,
+from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame, Reset, Welcome, encode,
                        parse_client_frame)
 from . import metrics
-from .comments import public_event
+from .comments import PENDING, public_event
+from .moderation import ModeratorSession
 from .security import client_ip
 from .threads import Author
 
@@ -45,18 +48,26 @@ class Connection:
         self.max_queue = max_queue
         self.queue: deque[tuple[int | ResetTo | None, str]] = deque()
         self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
-        self.too_slow = asyncio.Event()
+        self.ended = asyncio.Event()  # set with the close code and reason the server will send
+        self.close_code, self.close_reason = 1000, ""
         self._wake = asyncio.Event()
 
     def send(self, seq: int | ResetTo | None, frame: str) -> None:
-        if self.too_slow.is_set():
+        if self.ended.is_set():
             return
         if len(self.queue) >= self.max_queue:
             self.queue.clear()
-            self.too_slow.set()
+            metrics.readers_dropped.inc()
+            self.end(CLOSE_TOO_SLOW, "too slow: reconnect with since")
             return
         self.queue.append((seq, frame))
         self._wake.set()
+
+    def end(self, code: int, reason: str) -> None:
+        """Close this connection soon, from anywhere, without waiting on the peer."""
+        if not self.ended.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.ended.set()
 
     def reset(self, seq: int, frame: str) -> None:
         self.send(ResetTo(seq), frame)
@@ -107,40 +118,103 @@ async def live(websocket: WebSocket) -> None:
 async def _serve(websocket: WebSocket, slug: str) -> None:
     state = websocket.app.state
     await websocket.accept()
-
-    connection = Connection(websocket, state.settings.send_queue_size)
-    hub = state.hub
+    session = websocket.scope["state"]["moderator"]
+    connection = Connection(websocket, state.settings.send_queue_size, moderator=session is not None)
     try:
-        await hub.join(slug, connection)
+        await state.hub.join(slug, connection)
     except Unavailable:
         await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
         return
-    tasks: list[asyncio.Task] = []
     try:
-        try:
+        with state.live_sessions.track(session, connection):
             await _catch_up(websocket, connection, slug)
-        except Unavailable:
-            await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
-            return
-        tasks = [asyncio.create_task(connection.write_loop()),
-                 asyncio.create_task(_read_loop(websocket, connection, slug)),
-                 asyncio.create_task(connection.too_slow.wait())]
+            await _run(websocket, connection, _read_loop(websocket, connection, slug))
+    except Unavailable:
+        await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await state.hub.leave(slug, connection)
+
+
+async def _run(websocket: WebSocket, connection: Connection, read_loop) -> None:
+    """Drain the connection's queue and read the client until either side ends, or until the
+    server ends it (too slow, session ended): then close with the code set."""
+    tasks = [asyncio.create_task(connection.write_loop()), asyncio.create_task(read_loop),
+             asyncio.create_task(connection.ended.wait())]
+    try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if not task.cancelled() and task.exception() and not isinstance(task.exception(), WebSocketDisconnect):
                 raise task.exception()
-        if connection.too_slow.is_set():
-            log.info("closing a reader of %s: its send queue overflowed", slug)
-            metrics.readers_dropped.inc()
+        if connection.ended.is_set():
+            log.info("closing a live connection: %s", connection.close_reason)
+            # A reader that reads nothing never takes the close frame: do not wait on it.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.close(CLOSE_TOO_SLOW, "too slow: reconnect with since"), 1.0)
-    except WebSocketDisconnect:
-        pass
+                await asyncio.wait_for(websocket.close(connection.close_code, connection.close_reason), 1.0)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await hub.leave(slug, connection)
+
+
+class LiveSessions:
+    """This instance's live connections: by moderator session (to close them when it ends),
+    and the open moderation desks (to give them what happens on every instance)."""
+
+    def __init__(self) -> None:
+        self.by_session: dict[str, set[Connection]] = {}
+        self.desks: set[Connection] = set()
+
+    @contextlib.contextmanager
+    def track(self, session: ModeratorSession | None, connection: Connection, desk: bool = False):
+        if session is not None:
+            self.by_session.setdefault(session.session_id, set()).add(connection)
+        if desk:
+            self.desks.add(connection)
+        try:
+            yield
+        finally:
+            self.desks.discard(connection)
+            if session is not None:
+                connections = self.by_session.get(session.session_id, set())
+                connections.discard(connection)
+                if not connections:
+                    self.by_session.pop(session.session_id, None)
+
+    def on_control(self, message: str) -> None:
+        """A control message from any instance (the backend's control channel)."""
+        try:
+            control = orjson.loads(message)
+            if control["kind"] == "session_ended":
+                for connection in list(self.by_session.get(control["session"], ())):
+                    connection.end(CLOSE_SESSION_ENDED, "the moderator's session ended")
+            elif control["kind"] == "desk":
+                frame = orjson.dumps(control["frame"]).decode()  # once, for every desk here
+                for connection in list(self.desks):
+                    connection.send(None, frame)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignoring a malformed control message: %.200s", message)
+
+
+async def desk_live(websocket: WebSocket) -> None:
+    """The moderation desk's socket: what happens on every instance, as it happens."""
+    state = websocket.app.state
+    session = websocket.scope["state"]["moderator"]
+    if session is None or not state.security.origin_allowed(websocket.scope):
+        await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
+        return
+    await websocket.accept()
+    connection = Connection(websocket, state.settings.send_queue_size, moderator=True)
+    with state.live_sessions.track(session, connection, desk=True):
+        connection.send(None, orjson.dumps({"type": "desk_welcome", "moderator": session.name}).decode())
+        with contextlib.suppress(WebSocketDisconnect):
+            await _run(websocket, connection, _ignore_incoming(websocket))
+
+
+async def _ignore_incoming(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
@@ -180,7 +254,9 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
 
 async def _read_loop(websocket: WebSocket, connection: Connection, slug: str) -> None:
     state = websocket.app.state
-    author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=client_ip(websocket.scope))
+    session = websocket.scope["state"]["moderator"]
+    author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=client_ip(websocket.scope),
+                    moderator=session.name if session else None)
     refused: deque[float] = deque()
     while True:
         message = await websocket.receive()
@@ -195,7 +271,9 @@ async def _read_loop(websocket: WebSocket, connection: Connection, slug: str) ->
             ref = post.ref
             comment, _ = await state.threads.post(slug, author, name=post.name, about=post.about,
                                                   body=post.body, parent=post.parent, ref=ref)
-            connection.send_frame(Ack(ref=ref, id=comment.id, seq=comment.seq))
+            # A comment held for moderation is no event yet: its author gets it in the ack.
+            connection.send_frame(Ack(ref=ref, id=comment.id, seq=comment.seq,
+                                      comment=comment.public() if comment.status == PENDING else None))
         except BackchannelError as exc:
             retry_after = getattr(exc, "retry_after", None)
             connection.send_frame(Error(code=exc.code, message=exc.message, ref=ref, retry_after=retry_after))

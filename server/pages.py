@@ -16,7 +16,7 @@ from .comments import VISIBLE
 from .errors import BackchannelError, Forbidden
 from .security import client_ip
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS
-from .threads import Author, thread_tree
+from .threads import Author, thread_tree, visible_to
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LIMITS = {"body": MAX_BODY_CHARS, "name": MAX_NAME_CHARS, "about": MAX_ABOUT_CHARS}
@@ -49,7 +49,9 @@ def create_templates() -> Jinja2Templates:
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     reader_id = request.state.reader_id
-    context = {"csrf_token": request.app.state.security.csrf_token(reader_id), **context}
+    moderator = request.state.moderator
+    context = {"csrf_token": request.app.state.security.csrf_token(reader_id),
+               "moderator": moderator.name if moderator else None, **context}
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
@@ -66,9 +68,17 @@ async def article_page(request: Request, form: dict[str, Any] | None = None, sta
     slug = request.path_params["slug"]
     article = threads.article(slug)
     snapshot = await threads.snapshot(slug)
+    moderator = request.state.moderator is not None
+    comments = visible_to(snapshot.comments, request.state.reader_id, moderator)
+    report_counts = {}
+    if moderator:
+        reported = {comment_id for report_slug, comment_id in await threads.moderation.open_reports()
+                    if report_slug == slug}
+        report_counts = {comment_id: len(await threads.moderation.reports(comment_id)) for comment_id in reported}
     return render(request, "article.html", {
         "article": article,
-        "thread": thread_tree(snapshot.comments),
+        "thread": thread_tree(comments, moderator, report_counts),
+        "premoderated": await threads.moderation.premoderated(slug),
         "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE),
         "seq": snapshot.seq,
         "epoch": snapshot.epoch,
@@ -95,7 +105,8 @@ async def post_comment_form(request: Request) -> Response:
     fields = {key: str(form.get(key) or "") for key in ("name", "about", "body", "parent")}
     if not state.security.csrf_ok(request.state.reader_id, str(form.get("csrf_token") or "")):
         raise Forbidden("The form has expired. Please reload the page and try again.")
-    author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope))
+    author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope),
+                    moderator=request.state.moderator.name if request.state.moderator else None)
     try:
         comment, _ = await state.threads.post(slug, author, name=fields["name"], about=fields["about"],
                                               body=fields["body"], parent=fields["parent"] or None,

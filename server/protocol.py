@@ -16,6 +16,7 @@ from .errors import InvalidMessage
 
 # Application close codes (4000-4999 are ours; the rest are RFC 6455's, sent by uvicorn).
 CLOSE_TOO_SLOW = 4000            # the reader's send queue overflowed: reconnect with since=<last seq>
+CLOSE_SESSION_ENDED = 4003       # the moderator's session ended (logout): reconnect as a reader
 CLOSE_POLICY = 1008              # Origin refused (answered as HTTP 403), or a flood of invalid frames
 CLOSE_TOO_BIG = 1009             # a frame over MAX_FRAME_BYTES (sent by uvicorn)
 CLOSE_SERVICE_RESTART = 1012     # the instance is shutting down (sent by uvicorn on SIGTERM)
@@ -104,6 +105,7 @@ class Ack:
     ref: str | None
     id: str
     seq: int | None  # None when the comment is held for moderation and is not an event yet
+    comment: dict[str, Any] | None = None  # the held comment, for its author's page
 
 
 @dataclass(frozen=True)

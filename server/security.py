@@ -17,6 +17,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import TooLarge
+from .moderation import SESSION_COOKIE
 from .settings import Settings
 
 READER_COOKIE = "bc_reader"
@@ -33,19 +34,11 @@ class Security:
 
     # --- reader identity ---
 
-    def reader_from_cookie(self, cookie_header: str | None) -> str | None:
-        if not cookie_header:
-            return None
-        cookie = SimpleCookie()
-        try:
-            cookie.load(cookie_header)
-        except Exception:
-            return None
-        morsel = cookie.get(READER_COOKIE)
-        if morsel is None:
+    def reader_from_cookie(self, value: str | None) -> str | None:
+        if not value:
             return None
         try:
-            reader_id = self._cookie.loads(morsel.value)
+            reader_id = self._cookie.loads(value)
         except BadSignature:
             return None
         return reader_id if isinstance(reader_id, str) else None
@@ -74,6 +67,15 @@ class Security:
         return origin == own_origin(scope) or origin in self.allowed_origins
 
 
+def cookies(scope: Scope) -> dict[str, str]:
+    cookie = SimpleCookie()
+    try:
+        cookie.load(Headers(scope=scope).get("cookie", ""))
+    except Exception:  # a malformed Cookie header is no cookie
+        return {}
+    return {name: morsel.value for name, morsel in cookie.items()}
+
+
 def own_origin(scope: Scope) -> str:
     headers = Headers(scope=scope)
     scheme = {"ws": "http", "wss": "https"}.get(scope["scheme"], scope["scheme"])
@@ -86,8 +88,8 @@ def client_ip(scope: Scope) -> str:
 
 
 class SecurityMiddleware:
-    """Gives every request a reader id (setting the cookie on a reader's first page) and every
-    HTTP response the security headers."""
+    """Gives every request a reader id (setting the cookie on a reader's first page), the
+    moderator's session when there is one, and every HTTP response the security headers."""
 
     def __init__(self, app: ASGIApp, security: Security, settings: Settings) -> None:
         self.app = app
@@ -106,11 +108,19 @@ class SecurityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        reader_id = self.security.reader_from_cookie(Headers(scope=scope).get("cookie"))
+        jar = cookies(scope)
+        reader_id = self.security.reader_from_cookie(jar.get(READER_COOKIE))
         is_new = reader_id is None
         if is_new:
             reader_id = secrets.token_urlsafe(12)
-        scope.setdefault("state", {})["reader_id"] = reader_id
+        state = scope.setdefault("state", {})
+        state["reader_id"] = reader_id
+        state["moderator"] = None
+        if SESSION_COOKIE in jar:
+            try:
+                state["moderator"] = await scope["app"].state.moderation.identify(jar[SESSION_COOKIE])
+            except Exception:  # the store is unreachable: treat as a reader; writes fail on their own
+                pass
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
         secure = scope["scheme"] == "https"

@@ -88,3 +88,31 @@ def render_body(text: str) -> str:
         Markup("<p>{}</p>").format(Markup("<br>").join(_linkified(line) for line in p.strip().split("\n")))
         for p in paragraphs
     )
+
+
+def _confusable_representatives() -> dict[str, str]:
+    """Each character that looks like another -> one ASCII letter or digit standing for its group."""
+    from confusable_homoglyphs.confusables import confusables_data
+    table = {}
+    for char, homoglyphs in confusables_data.items():
+        group = [char, *(h["c"].strip("\u200e") for h in homoglyphs)]
+        ascii_like = sorted(c for c in group if len(c) == 1 and c.isascii() and c.isalnum())
+        if ascii_like:
+            table[char] = ascii_like[0]
+    return table
+
+
+_REPRESENTATIVES: dict[str, str] | None = None
+
+
+def name_skeletons(name: str) -> set[str]:
+    """What a name looks like, whatever the characters that draw it (a simplified UTS #39
+    skeleton from confusable-homoglyphs' table): "Аlice" (Cyrillic А), "A1ice" and "alice"
+    give a shared skeleton. Two are given, with and without case, since I/l/1 look alike only
+    in some cases."""
+    global _REPRESENTATIVES
+    if _REPRESENTATIVES is None:
+        _REPRESENTATIVES = _confusable_representatives()
+    cleaned = regex.sub(r"[\p{Cc}\p{Cf}\p{M}\s\p{P}\p{S}]", "", unicodedata.normalize("NFKD", name))
+    return {"".join(_REPRESENTATIVES.get(c, c) for c in variant).casefold()
+            for variant in (cleaned, cleaned.casefold())}

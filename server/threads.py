@@ -19,27 +19,38 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from . import metrics
 from .backends.base import Backend
-from .comments import Comment, Snapshot, utc_now_iso
+from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
 from .content import Article
 from .errors import NotFound, RateLimited, Unavailable
+from .moderation import Moderation
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .text import clean_body, clean_name, render_body
 
 
 @dataclass(frozen=True)
 class Author:
-    """Who is posting: the reader id from their signed cookie, and where from."""
+    """Who is posting: the reader id from their signed cookie, where from, and the moderator's
+    name when it is a moderator's session."""
     reader_id: str
     ip: str
+    moderator: str | None = None
 
 
-def new_comment_id() -> str:
-    return secrets.token_hex(6)
+def thread_tag(slug: str) -> str:
+    return hashlib.sha256(slug.encode()).hexdigest()[:4]
+
+
+def new_comment_id(slug: str) -> str:
+    """Random, prefixed with a tag of its thread, so that /api/comments/{id} finds the thread
+    without a global index (which a Redis Cluster could not update atomically with the thread)."""
+    return thread_tag(slug) + secrets.token_hex(5)
 
 
 class Threads:
-    def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings) -> None:
+    def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings,
+                 moderation: Moderation) -> None:
         self.backend = backend
+        self.moderation = moderation
         self.articles = dict(articles)
         # A sliding-window counter: two counters per key, O(1) per post, shared through Redis when
         # there is one (a moving window keeps every timestamp in a list and costs O(limit)).
@@ -58,7 +69,7 @@ class Threads:
         for n, seed in enumerate(article.seed_comments):
             body = clean_body(seed.body, MAX_BODY_CHARS)
             # A fixed id per seed makes the import idempotent across restarts.
-            seed_id = hashlib.sha256(f"{article.slug}/{n}".encode()).hexdigest()[:12]
+            seed_id = thread_tag(article.slug) + hashlib.sha256(f"{article.slug}/{n}".encode()).hexdigest()[:10]
             seeds.append(Comment(id=seed_id, slug=article.slug, parent=None, name=seed.name, about=seed.about,
                                  body=body, html=render_body(body), created_at=created_at))
         return seeds
@@ -80,14 +91,36 @@ class Threads:
         # A retry of a post already stored is answered as before, and is not counted again.
         if ref_key and (earlier := await self.backend.comment_by_ref(slug, ref_key)) is not None:
             return earlier, False
+        await self.moderation.check_author(author.reader_id, author.ip, clean_author, author.moderator)
         await self._check_rate(author)
-        comment = Comment(id=new_comment_id(), slug=slug, parent=parent or None, name=clean_author,
+        held = author.moderator is None and await self.moderation.premoderated(slug)
+        comment = Comment(id=new_comment_id(slug), slug=slug, parent=parent or None, name=clean_author,
                           about=clean_about, body=text, html=render_body(text), created_at=utc_now_iso(),
-                          reader_id=author.reader_id)
+                          status=PENDING if held else VISIBLE, reader_id=author.reader_id, ip=author.ip)
         stored, created = await self.backend.post(comment, ref_key)
         if created:
             metrics.comments_posted.inc()
+            await self.moderation.publish_desk({"type": "desk_comment", "comment": self.desk_view(stored)})
         return stored, created
+
+    def desk_view(self, comment: Comment) -> dict[str, Any]:
+        return {**comment.moderator_view(), "slug": comment.slug, "article_title": self.articles[comment.slug].title}
+
+    def find_thread(self, comment_id: str) -> list[str]:
+        """The threads a comment id may belong to (its tag names one, rarely a few)."""
+        return [slug for slug in self.articles if comment_id.startswith(thread_tag(slug))]
+
+    async def find(self, comment_id: str) -> Comment:
+        for slug in self.find_thread(comment_id):
+            if (comment := await self.backend.get_comment(slug, comment_id)) is not None:
+                return comment
+        raise NotFound("No such comment.")
+
+    async def set_status(self, comment_id: str, status: str, moderator: str) -> Comment:
+        """Remove, restore or approve a comment; the backend tells every reader."""
+        comment = await self.find(comment_id)
+        changed, _event = await self.backend.set_status(comment.slug, comment.id, status, moderator, utc_now_iso())
+        return changed
 
     async def _check_rate(self, author: Author) -> None:
         checks = [(item, "reader", author.reader_id) for item in self._reader_limits]
@@ -111,9 +144,20 @@ class Threads:
         return await self.backend.comment_counts()
 
 
-def thread_tree(comments: list[Comment]) -> list[dict[str, Any]]:
+def visible_to(comments: list[Comment], reader_id: str, moderator: bool) -> list[Comment]:
+    """A pending comment is seen only by its author and by moderators."""
+    return [c for c in comments if c.status != PENDING or moderator or c.reader_id == reader_id]
+
+
+def thread_tree(comments: list[Comment], moderator: bool = False,
+                report_counts: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """Nest a snapshot for rendering: top-level comments newest first, replies oldest first."""
-    nodes = {c.id: {"comment": c.public(), "replies": []} for c in comments}
+    def view(c: Comment) -> dict[str, Any]:
+        if not moderator:
+            return c.public()
+        return {**c.moderator_view(), "report_count": (report_counts or {}).get(c.id, 0)}
+
+    nodes = {c.id: {"comment": view(c), "replies": []} for c in comments}
     roots = []
     for c in comments:  # in seq order, so replies come out oldest first
         parent = nodes.get(c.parent) if c.parent else None

@@ -62,6 +62,9 @@ class Backend(ABC):
         a pending comment rejected, makes no event. Raises NotFound."""
 
     @abstractmethod
+    async def get_comment(self, slug: str, comment_id: str) -> Comment | None: ...
+
+    @abstractmethod
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         """The comment stored earlier under this idempotency key, if any."""
 

@@ -215,6 +215,11 @@ class LocalBackend(Backend):
 
     # --- reads ---
 
+    async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
+        rows = await self._run(self._query, f"SELECT {_COLUMNS} FROM comments WHERE id = ? AND slug = ?",
+                               (comment_id, slug))
+        return _row_to_comment(rows[0]) if rows else None
+
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         return await self._run(self._comment_by_ref, ref_key)
 

@@ -248,6 +248,10 @@ class RedisBackend(Backend):
                 except WatchError:
                     continue
 
+    async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
+        record = await self._call(self.redis.hget(_keys(slug)["comments"], comment_id))
+        return _comment(record) if record is not None else None
+
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         keys = _keys(slug)
         comment_id = await self._call(self.redis.hget(keys["refs"], ref_key))

@@ -1,0 +1,245 @@
+"""Moderation over HTTP: login and logout, the desk page, and the actions.
+
+Every action accepts JSON (from live.js and desk.js, with the X-CSRF-Token header) or a plain
+form (without JavaScript: the csrf_token field, then 303 back to `next`). Roles are enforced
+here, on the server, for each request: a reader, a forged or expired session, a missing CSRF
+token or a foreign Origin gets 401/403 and nothing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from .comments import REMOVED, VISIBLE, Comment
+from .errors import BackchannelError, Forbidden, InvalidMessage, NotFound, Unauthorized
+from .moderation import ModeratorSession
+from .pages import render
+from .security import client_ip
+
+QUEUE_SIZE = 100
+
+
+# --- the checks every state-changing request passes ---
+
+async def _input(request: Request) -> tuple[dict[str, Any], bool]:
+    """(the fields, whether it came from a plain form)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type == "application/json":
+        try:
+            data = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise InvalidMessage("The request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise InvalidMessage("Expected a JSON object.")
+        return data, False
+    form = await request.form()
+    return {key: str(value) for key, value in form.items()}, True
+
+
+async def _checked(request: Request, moderator_only: bool = True) -> tuple[dict[str, Any], bool, ModeratorSession | None]:
+    state = request.app.state
+    if not state.security.origin_allowed(request.scope):
+        raise Forbidden("Requests from another site are not allowed.")
+    data, from_form = await _input(request)
+    token = request.headers.get("x-csrf-token") or data.get("csrf_token")
+    if not state.security.csrf_ok(request.state.reader_id, token if isinstance(token, str) else None):
+        raise Forbidden("Missing or wrong CSRF token. Reload the page and try again.")
+    moderator = request.state.moderator
+    if moderator_only and moderator is None:
+        raise Unauthorized("Moderators only: please log in.")
+    return data, from_form, moderator
+
+
+def _done(request: Request, data: dict[str, Any], from_form: bool, result: dict[str, Any]) -> Response:
+    if from_form:
+        target = str(data.get("next") or "/")
+        if not target.startswith("/") or target.startswith("//"):  # only back into this site
+            target = "/"
+        return RedirectResponse(target, status_code=303)
+    return JSONResponse({"ok": True, **result})
+
+
+def _text(data: dict[str, Any], key: str, limit: int = 500) -> str | None:
+    value = data.get(key)
+    return str(value).strip()[:limit] or None if value not in (None, "") else None
+
+
+# --- sessions ---
+
+async def login_page(request: Request) -> Response:
+    return render(request, "login.html", {"error": None, "username": "", "next": _safe_next(request.query_params.get("next"))})
+
+
+async def login(request: Request) -> Response:
+    state = request.app.state
+    if not state.security.origin_allowed(request.scope):
+        raise Forbidden("Requests from another site are not allowed.")
+    form = await request.form()
+    username, password = str(form.get("username") or ""), str(form.get("password") or "")
+    target = _safe_next(str(form.get("next") or ""))
+    if not state.security.csrf_ok(request.state.reader_id, str(form.get("csrf_token") or "")):
+        raise Forbidden("The form has expired. Please reload the page and try again.")
+    try:
+        session = await state.moderation.login(username, password, client_ip(request.scope))
+    except BackchannelError as exc:
+        return render(request, "login.html", {"error": exc.message, "username": username, "next": target},
+                      status_code=exc.status)
+    if request.state.moderator is not None:  # a new session id at every login; the old one ends
+        await state.moderation.logout(request.state.moderator)
+    response = RedirectResponse(target, status_code=303)
+    response.headers.append("Set-Cookie", state.moderation.session_cookie(session, request.url.scheme == "https"))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    _data, _from_form, moderator = await _checked(request, moderator_only=False)
+    response = RedirectResponse("/", status_code=303)
+    if moderator is not None:
+        await request.app.state.moderation.logout(moderator)
+    response.headers.append("Set-Cookie", request.app.state.moderation.expired_session_cookie())
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith("/") and not target.startswith("//") else "/moderation"
+
+
+# --- the desk ---
+
+async def desk(request: Request) -> Response:
+    if request.state.moderator is None:
+        return RedirectResponse("/login?next=/moderation", status_code=303)
+    return render(request, "desk.html", {"queue": await _queue(request)})
+
+
+async def queue(request: Request) -> Response:
+    if request.state.moderator is None:
+        raise Unauthorized("Moderators only: please log in.")
+    return JSONResponse(await _queue(request))
+
+
+async def audit_export(request: Request) -> Response:
+    if request.state.moderator is None:
+        raise Unauthorized("Moderators only: please log in.")
+    entries = await request.app.state.moderation.audit_log()
+    return JSONResponse(entries, headers={"Content-Disposition": 'attachment; filename="backchannel-audit.json"'})
+
+
+async def _queue(request: Request) -> dict[str, Any]:
+    """Recent comments of every article, the open reports, and the audit log's newest entries."""
+    threads, moderation = request.app.state.threads, request.app.state.moderation
+    snapshots = await asyncio.gather(*(threads.snapshot(slug) for slug in threads.articles))
+    recent = sorted((c for s in snapshots for c in s.comments), key=lambda c: c.created_at, reverse=True)[:QUEUE_SIZE]
+    reports = []
+    for slug, comment_id in await moderation.open_reports():
+        comment = await request.app.state.backend.get_comment(slug, comment_id)
+        if comment is not None:
+            reports.append(await _report_card(request, comment))
+    reports.sort(key=lambda r: r["last_reported_at"], reverse=True)
+    return {"comments": [threads.desk_view(c) for c in recent], "reports": reports,
+            "audit": await moderation.audit_log(QUEUE_SIZE)}
+
+
+async def _report_card(request: Request, comment: Comment) -> dict[str, Any]:
+    reports = await request.app.state.moderation.reports(comment.id)
+    return {"comment": request.app.state.threads.desk_view(comment), "reasons": [r["reason"] for r in reports if r["reason"]],
+            "count": len(reports), "last_reported_at": reports[0]["at"] if reports else comment.created_at}
+
+
+# --- actions on comments ---
+
+async def _set_status(request: Request, status: str, action: str) -> Response:
+    data, from_form, moderator = await _checked(request)
+    state = request.app.state
+    comment = await state.threads.set_status(request.path_params["comment_id"], status, moderator.name)
+    if action in ("remove", "approve"):
+        await state.moderation.dismiss_reports(comment.slug, comment.id)  # acted on: off the reports queue
+    await state.moderation.record(moderator.name, action, comment_id=comment.id, slug=comment.slug,
+                                  reader_id=comment.reader_id, reason=_text(data, "reason"))
+    return _done(request, data, from_form, {"comment": comment.moderator_view()})
+
+
+async def remove(request: Request) -> Response:
+    return await _set_status(request, REMOVED, "remove")
+
+
+async def restore(request: Request) -> Response:
+    return await _set_status(request, VISIBLE, "restore")
+
+
+async def approve(request: Request) -> Response:
+    return await _set_status(request, VISIBLE, "approve")
+
+
+async def dismiss(request: Request) -> Response:
+    data, from_form, moderator = await _checked(request)
+    state = request.app.state
+    comment = await state.threads.find(request.path_params["comment_id"])
+    await state.moderation.dismiss_reports(comment.slug, comment.id)
+    await state.moderation.record(moderator.name, "dismiss", comment_id=comment.id, slug=comment.slug,
+                                  reader_id=comment.reader_id, reason=_text(data, "reason"))
+    return _done(request, data, from_form, {})
+
+
+async def report(request: Request) -> Response:
+    """Any reader may report a comment, once; a moderator sees it on the desk at once."""
+    data, from_form, _moderator = await _checked(request, moderator_only=False)
+    state = request.app.state
+    comment = await state.threads.find(request.path_params["comment_id"])
+    if comment.status != VISIBLE:
+        raise NotFound("That comment is not shown any more.")
+    first = await state.moderation.report(comment.slug, comment.id, request.state.reader_id, _text(data, "reason"))
+    if first:
+        await state.moderation.publish_desk({"type": "desk_report", "report": await _report_card(request, comment)})
+    return _done(request, data, from_form, {"reported": True, "already": not first})
+
+
+# --- readers ---
+
+async def ban(request: Request) -> Response:
+    data, from_form, moderator = await _checked(request)
+    state = request.app.state
+    reader_id = request.path_params["reader_id"]
+    raw_minutes = data.get("duration")
+    try:
+        minutes = int(raw_minutes) if raw_minutes not in (None, "") else None
+    except (TypeError, ValueError):
+        raise InvalidMessage("duration must be a number of minutes, or empty for good.") from None
+    if minutes is not None and minutes <= 0:
+        raise InvalidMessage("duration must be positive.")
+    ip = None
+    if str(data.get("ip") or "") in ("1", "true", "True", "on") and data.get("comment_id"):
+        comment = await state.threads.find(str(data["comment_id"]))
+        if comment.reader_id != reader_id:
+            raise InvalidMessage("That comment is not this reader's.")
+        ip = comment.ip
+    ban_record = await state.moderation.ban(reader_id, minutes, _text(data, "reason"), moderator.name, ip)
+    await state.moderation.record(moderator.name, "ban", reader_id=reader_id, reason=_text(data, "reason"),
+                                  comment_id=data.get("comment_id") or None,
+                                  detail=("until " + ban_record["until"] if ban_record["until"] else "for good")
+                                  + (" with the address" if ip else ""))
+    return _done(request, data, from_form, {"ban": {k: v for k, v in ban_record.items() if k != "ip"}})
+
+
+async def unban(request: Request) -> Response:
+    data, from_form, moderator = await _checked(request)
+    reader_id = request.path_params["reader_id"]
+    await request.app.state.moderation.unban(reader_id)
+    await request.app.state.moderation.record(moderator.name, "unban", reader_id=reader_id)
+    return _done(request, data, from_form, {})
+
+
+async def premoderation(request: Request) -> Response:
+    data, from_form, moderator = await _checked(request)
+    slug = request.path_params["slug"]
+    request.app.state.threads.article(slug)
+    enabled = str(data.get("enabled") or "") in ("1", "true", "True", "on")
+    await request.app.state.moderation.set_premoderation(slug, enabled)
+    await request.app.state.moderation.record(moderator.name, "premoderation", slug=slug,
+                                              detail="on" if enabled else "off")
+    return _done(request, data, from_form, {"enabled": enabled})
