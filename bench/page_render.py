@@ -40,7 +40,7 @@ async def fill(data_dir: Path, count: int) -> None:
     rng = random.Random(1)
     for _ in range(count):
         parent = rng.choice(ids) if ids and rng.random() < 0.33 else None
-        comment = Comment(id=new_comment_id(), slug=SLUG, parent=parent, name="Reader Name", about="Teacher, Leeds",
+        comment = Comment(id=new_comment_id(SLUG), slug=SLUG, parent=parent, name="Reader Name", about="Teacher, Leeds",
                           body=BODY, html=render_body(BODY), created_at=utc_now_iso())
         stored, _ = await backend.post(comment, None)
         ids.append(stored.id)

@@ -25,7 +25,7 @@ SLUG, OTHER = "a-thread", "another-thread"
 
 
 def make_comment(slug: str = SLUG, body: str = "hello", parent: str | None = None) -> Comment:
-    return Comment(id=new_comment_id(), slug=slug, parent=parent, name="Ann", about=None, body=body,
+    return Comment(id=new_comment_id(slug), slug=slug, parent=parent, name="Ann", about=None, body=body,
                    html=f"<p>{body}</p>", created_at=utc_now_iso(), reader_id="reader-1")
 
 
