@@ -19,6 +19,7 @@ from .errors import BackchannelError
 from .fanout import Hub
 from .live import LiveSessions, desk_live, live
 from .moderation import Moderation
+from .spam import SpamRules
 from .security import Security, SecurityMiddleware
 from .settings import Settings
 from .threads import Threads
@@ -37,10 +38,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await backend.start()
         hub = Hub(backend)
         moderation = Moderation(backend, str(settings.secret_key))
-        threads = Threads(backend, articles, settings, moderation)
+        spam = SpamRules(backend)
+        await spam.load()
+        threads = Threads(backend, articles, settings, moderation, spam)
         await threads.start()
         live_sessions = LiveSessions()
-        backend.on_control = live_sessions.on_control
+
+        def on_control(message: str) -> None:
+            live_sessions.on_control(message)
+            spam.on_control(message)
+        backend.on_control = on_control
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
         app.state.connections_per_ip = Counter()
@@ -64,6 +71,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/moderation/live", desk_live),
         Route("/api/moderation/queue", moderation_routes.queue),
         Route("/api/moderation/audit", moderation_routes.audit_export),
+        Route("/moderation/rules", moderation_routes.rules_page),
+        Route("/api/moderation/rules", moderation_routes.rules),
+        Route("/api/moderation/rules", moderation_routes.save_rules, methods=["POST"]),
         Route("/api/comments/{comment_id}/remove", moderation_routes.remove, methods=["POST"]),
         Route("/api/comments/{comment_id}/restore", moderation_routes.restore, methods=["POST"]),
         Route("/api/comments/{comment_id}/approve", moderation_routes.approve, methods=["POST"]),

@@ -3,6 +3,8 @@
     BackchannelError
     ├── InvalidMessage   400 invalid_message  a frame or request body that is not what the protocol says
     ├── Empty            422 empty            a required text is empty or whitespace only
+    ├── Rejected         422 rejected         a word on the banned list
+    ├── Repeat           409 repeat           the same text again from the same reader, too soon
     ├── TooLong          422 too_long         over a documented limit
     │   └── TooLarge     413 too_long         a request body over the size cap
     ├── NotFound         404 not_found        unknown article, or unknown parent comment
@@ -34,6 +36,14 @@ class InvalidMessage(BackchannelError):
 
 class Empty(BackchannelError):
     code, status = "empty", 422
+
+
+class Rejected(BackchannelError):
+    code, status = "rejected", 422
+
+
+class Repeat(BackchannelError):
+    code, status = "repeat", 409
 
 
 class TooLong(BackchannelError):

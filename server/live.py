@@ -189,7 +189,7 @@ class LiveSessions:
             if control["kind"] == "session_ended":
                 for connection in list(self.by_session.get(control["session"], ())):
                     connection.end(CLOSE_SESSION_ENDED, "the moderator's session ended")
-            elif control["kind"] == "desk":
+            elif control["kind"] == "desk":  # (other kinds are for others: spam rules reload themselves)
                 frame = orjson.dumps(control["frame"]).decode()  # once, for every desk here
                 for connection in list(self.desks):
                     connection.send(None, frame)

@@ -243,3 +243,28 @@ async def premoderation(request: Request) -> Response:
     await request.app.state.moderation.record(moderator.name, "premoderation", slug=slug,
                                               detail="on" if enabled else "off")
     return _done(request, data, from_form, {"enabled": enabled})
+
+
+# --- spam rules ---
+
+async def rules_page(request: Request) -> Response:
+    if request.state.moderator is None:
+        return RedirectResponse("/login?next=/moderation/rules", status_code=303)
+    return render(request, "rules.html", {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False})
+
+
+async def rules(request: Request) -> Response:
+    if request.state.moderator is None:
+        raise Unauthorized("Moderators only: please log in.")
+    return JSONResponse(request.app.state.threads.spam.current.to_dict())
+
+
+async def save_rules(request: Request) -> Response:
+    data, from_form, moderator = await _checked(request)
+    spam = request.app.state.threads.spam
+    before = spam.current.to_dict()
+    fields = {k: v for k, v in data.items() if k in before}
+    saved = await spam.save(fields)
+    changed = sorted(k for k, v in saved.to_dict().items() if before[k] != v)
+    await request.app.state.moderation.record(moderator.name, "rules", detail="changed " + (", ".join(changed) or "nothing"))
+    return _done(request, {**data, "next": data.get("next") or "/moderation/rules"}, from_form, {"rules": saved.to_dict()})

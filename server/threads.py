@@ -21,8 +21,9 @@ from . import metrics
 from .backends.base import Backend
 from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
 from .content import Article
-from .errors import NotFound, RateLimited, Unavailable
+from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
 from .moderation import Moderation
+from .spam import SpamRules, text_fingerprint
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .text import clean_body, clean_name, render_body
 
@@ -48,9 +49,10 @@ def new_comment_id(slug: str) -> str:
 
 class Threads:
     def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings,
-                 moderation: Moderation) -> None:
+                 moderation: Moderation, spam: SpamRules) -> None:
         self.backend = backend
         self.moderation = moderation
+        self.spam = spam
         self.articles = dict(articles)
         # A sliding-window counter: two counters per key, O(1) per post, shared through Redis when
         # there is one (a moving window keeps every timestamp in a list and costs O(limit)).
@@ -93,15 +95,46 @@ class Threads:
             return earlier, False
         await self.moderation.check_author(author.reader_id, author.ip, clean_author, author.moderator)
         await self._check_rate(author)
-        held = author.moderator is None and await self.moderation.premoderated(slug)
+        html = render_body(text)
+        rules = self.spam.current
+        if (word := rules.matches(f"{clean_author} {clean_about or ''} {text}", banned=True)) is not None:
+            raise Rejected(f"Comments here may not use the word “{word}”.")
+        repeat_key = f"recent:{author.reader_id}:{text_fingerprint(text)}"
+        if rules.repeat_window_minutes and not await self.backend.kv_set(
+                repeat_key, "1", ttl=rules.repeat_window_minutes * 60, only_if_absent=True):
+            raise Repeat("You posted this a moment ago.")
+        held_for = None if author.moderator else await self._hold_reason(slug, author, text, html)
         comment = Comment(id=new_comment_id(slug), slug=slug, parent=parent or None, name=clean_author,
-                          about=clean_about, body=text, html=render_body(text), created_at=utc_now_iso(),
-                          status=PENDING if held else VISIBLE, reader_id=author.reader_id, ip=author.ip)
-        stored, created = await self.backend.post(comment, ref_key)
+                          about=clean_about, body=text, html=html, created_at=utc_now_iso(),
+                          status=PENDING if held_for else VISIBLE, reader_id=author.reader_id, ip=author.ip)
+        try:
+            stored, created = await self.backend.post(comment, ref_key)
+        except BaseException:
+            if rules.repeat_window_minutes:  # not stored: the same text may be sent again
+                await self.backend.kv_delete(repeat_key)
+            raise
         if created:
             metrics.comments_posted.inc()
-            await self.moderation.publish_desk({"type": "desk_comment", "comment": self.desk_view(stored)})
+            if stored.status == VISIBLE:
+                await self.backend.list_push(f"published-by:{author.reader_id}", stored.id, keep=100)
+            await self.moderation.publish_desk({"type": "desk_comment",
+                                                "comment": {**self.desk_view(stored), "held_for": held_for}})
         return stored, created
+
+    async def _hold_reason(self, slug: str, author: Author, text: str, html: str) -> str | None:
+        """Why this comment must wait for a moderator, if it must."""
+        rules = self.spam.current
+        if await self.moderation.premoderated(slug):
+            return "the article is pre-moderated"
+        if (word := rules.matches(text, banned=False)) is not None:
+            return f"it uses “{word}”"
+        needed = max(rules.new_reader_comments, rules.premoderate_first_comments)
+        published = len(await self.backend.list_range(f"published-by:{author.reader_id}", needed)) if needed else 0
+        if published < rules.premoderate_first_comments:
+            return "a reader's first comments are pre-moderated"
+        if published < rules.new_reader_comments and html.count("<a ") > rules.max_links_new_reader:
+            return "many links from a reader new to the site"
+        return None
 
     def desk_view(self, comment: Comment) -> dict[str, Any]:
         return {**comment.moderator_view(), "slug": comment.slug, "article_title": self.articles[comment.slug].title}
@@ -120,6 +153,8 @@ class Threads:
         """Remove, restore or approve a comment; the backend tells every reader."""
         comment = await self.find(comment_id)
         changed, _event = await self.backend.set_status(comment.slug, comment.id, status, moderator, utc_now_iso())
+        if comment.status == PENDING and changed.status == VISIBLE and changed.reader_id:
+            await self.backend.list_push(f"published-by:{changed.reader_id}", changed.id, keep=100)
         return changed
 
     async def _check_rate(self, author: Author) -> None:

@@ -114,3 +114,19 @@ async def test_logout_on_one_instance_closes_the_moderators_sockets_on_the_other
             pass
     assert refused.value.response.status_code == 403
     await moderator.aclose()
+
+
+async def test_spam_rules_changed_on_one_instance_apply_on_the_other_at_once(cluster):
+    a, b = cluster
+    moderator, token = await logged_in(a)
+    async with connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(moderator)) as desk_on_b:
+        await frame_of(desk_on_b, "desk_welcome")
+        saved = await moderator.post(f"{a.url}/api/moderation/rules", json={"banned_words": ["casino"]},
+                                     headers={"X-CSRF-Token": token})
+        assert saved.status_code == 200
+        await frame_of(desk_on_b, "desk_action")  # B has heard of the change: it came before this
+    async with httpx.AsyncClient() as reader:
+        refused = await reader.post(f"{b.url}/api/articles/{DEMO_SLUG}/comments",
+                                    json={"name": "Ann", "body": "the casino is open"})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "rejected"
+    await moderator.aclose()

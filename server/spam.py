@@ -1,0 +1,117 @@
+"""Spam rules: what a comment must pass before it is published, held, or refused.
+
+Each rule is configurable (README, "Spam rules") and moderators edit them from the desk; they
+live in the backend, and a change is sent to every instance on the control channel, so it
+applies everywhere at once. Matching costs O(length of the comment) whatever the size of
+the word lists: the text is split into words once and each word (and each phrase of up to
+MAX_PHRASE_WORDS words) is looked up in a set, with no regular expression built from the lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from dataclasses import asdict, dataclass, field
+
+import regex
+
+from .backends.base import Backend
+
+MAX_PHRASE_WORDS = 3
+MAX_LIST_ENTRIES = 5000
+RULES_KEY = "spam-rules"
+_WORD = regex.compile(r"[\p{L}\p{N}]+(?:['’][\p{L}]+)?")
+
+
+@dataclass(frozen=True)
+class Rules:
+    repeat_window_minutes: int = 10       # the same text from the same reader within this is refused
+    max_links_new_reader: int = 2         # more links than this from a reader new to the site: held
+    new_reader_comments: int = 3          # a reader is new until this many of their comments were published
+    premoderate_first_comments: int = 0   # a reader's first N comments wait for a moderator
+    banned_words: tuple[str, ...] = ()    # refused outright
+    suspect_words: tuple[str, ...] = ()   # held for a moderator
+    _banned: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _suspect: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Rules:
+        def words(key: str) -> tuple[str, ...]:
+            entries = data.get(key) or []
+            if isinstance(entries, str):
+                entries = entries.splitlines()
+            cleaned = {_normalise(" ".join(_words(str(e)))) for e in entries}
+            return tuple(sorted(w for w in cleaned if w and len(w.split()) <= MAX_PHRASE_WORDS))[:MAX_LIST_ENTRIES]
+
+        def number(key: str, default: int) -> int:
+            try:
+                return max(0, min(int(data.get(key, default)), 100_000))
+            except (TypeError, ValueError):
+                return default
+        defaults = cls()
+        banned, suspect = words("banned_words"), words("suspect_words")
+        return cls(repeat_window_minutes=number("repeat_window_minutes", defaults.repeat_window_minutes),
+                   max_links_new_reader=number("max_links_new_reader", defaults.max_links_new_reader),
+                   new_reader_comments=number("new_reader_comments", defaults.new_reader_comments),
+                   premoderate_first_comments=number("premoderate_first_comments", defaults.premoderate_first_comments),
+                   banned_words=banned, suspect_words=suspect, _banned=frozenset(banned), _suspect=frozenset(suspect))
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if not k.startswith("_")}
+
+    def matches(self, text: str, banned: bool) -> str | None:
+        """The first listed word or phrase in text, if any. Linear in the text's length."""
+        listed = self._banned if banned else self._suspect
+        if not listed:
+            return None
+        words = _words(text)
+        for size in range(1, MAX_PHRASE_WORDS + 1):
+            for start in range(len(words) - size + 1):
+                phrase = _normalise(" ".join(words[start:start + size]))
+                if phrase in listed:
+                    return phrase
+        return None
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def text_fingerprint(text: str) -> str:
+    """The same words in the same order, whatever the case, spacing or punctuation."""
+    return hashlib.sha256(" ".join(_normalise(w) for w in _words(text)).encode()).hexdigest()[:32]
+
+
+class SpamRules:
+    """The rules in force on this instance, reloaded when any instance changes them."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.current = Rules()
+
+    async def load(self) -> Rules:
+        stored = await self.backend.kv_get(RULES_KEY)
+        self.current = Rules.from_dict(json.loads(stored)) if stored else Rules()
+        return self.current
+
+    def on_control(self, message: str) -> None:
+        """Another instance (or this one) changed the rules: they come with the message, so they
+        apply here before anything published after them is seen."""
+        try:
+            control = json.loads(message)
+            if control.get("kind") == "rules_changed":
+                self.current = Rules.from_dict(control["rules"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # not ours, or malformed: LiveSessions logs malformed control messages
+
+    async def save(self, data: dict) -> Rules:
+        rules = Rules.from_dict({**self.current.to_dict(), **data})
+        await self.backend.kv_set(RULES_KEY, json.dumps(rules.to_dict()))
+        await self.backend.publish_control(json.dumps({"kind": "rules_changed", "rules": rules.to_dict()}))
+        self.current = rules
+        return rules
