@@ -889,11 +889,13 @@ async def test_live_connections_per_ip_are_capped(start_server) -> None:
         sockets = [await stack.enter_async_context(ws_connect(live_url(server))) for _ in range(3)]
         for ws in sockets:
             assert (await next_frame(ws, "welcome"))["type"] == "welcome"
+        await wait_presence(sockets[1], 3)
         with pytest.raises(InvalidStatus) as refused:
             async with ws_connect(live_url(server)):
                 pass
         assert refused.value.response.status_code == 403
         await sockets[0].close()
+        await wait_presence(sockets[1], 2)  # the server has let go of the closed one
         async with ws_connect(live_url(server)) as again:
             assert (await next_frame(again, "welcome"))["type"] == "welcome"
 

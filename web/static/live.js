@@ -6,7 +6,11 @@
  *   - posts go over the socket (ack/error by ref), falling back to fetch, then to a plain
  *     form submit;
  *   - new comments are built by cloning <template id="comment-template">, which the server
- *     renders from the same Jinja macro as every other comment.
+ *     renders from the same Jinja macro as every other comment;
+ *   - the small action forms (a reader's Report; on a moderator's page, data-moderator="1",
+ *     Remove / Restore / Approve / Ban author and the pre-moderation switch) are sent with
+ *     fetch and answered in place. A moderator's page also keeps a removed comment's text,
+ *     dimmed and marked "Removed by NAME".
  *
  * Reader text only ever reaches the DOM through textContent; the one innerHTML is
  * comment.html, which the server has already made safe.
@@ -27,6 +31,9 @@
   let lastSeq = toInt(root.dataset.seq, 0);
   let epoch = root.dataset.epoch || "";
   let count = toInt(root.dataset.count, thread.querySelectorAll('.comment[data-status="visible"]').length);
+  // A moderator's page (the server renders it so): removed text stays, moderation tools show.
+  const isMod = root.dataset.moderator === "1";
+  const me = root.dataset.moderatorName || "";
 
   const TOMBSTONE = "This comment was removed by a moderator.";
   const ACK_TIMEOUT_MS = 8000;
@@ -35,6 +42,7 @@
   const BACKOFF_CAP_MS = 15000;
   const CLOSE_SERVICE_RESTART = 1012;
   const CLOSE_TOO_SLOW = 4000;
+  const CLOSE_SESSION_ENDED = 4003; // a moderator's session ended: this page is a reader's again
   const KEY_NAME = "backchannel.name";
   const KEY_ABOUT = "backchannel.about";
   const KEY_DRAFTS = "backchannel.drafts." + slug;
@@ -157,7 +165,7 @@
 
   function updateTimes() {
     const now = Date.now();
-    thread.querySelectorAll('time[data-field="time"]').forEach((el) => setTime(el, now));
+    thread.querySelectorAll('time[data-field="time"], time[data-ago]').forEach((el) => setTime(el, now));
   }
 
   // --- counts, status, announcements ------------------------------------------------------
@@ -272,6 +280,7 @@
     }
     const replies = li.querySelector(":scope > ol.replies");
     if (replies) replies.dataset.repliesOf = c.id;
+    wireActionForms(li, c.id);
     fillComment(li, c);
     showInReplyTo(li, c.parent, depth);
     return li;
@@ -291,13 +300,51 @@
     if (nameEl) nameEl.textContent = parentName;
   }
 
+  // The clone's forms were rendered for id "": point them at this comment.
+  function wireActionForms(li, id) {
+    const card = cardOf(li);
+    if (!card) return;
+    const enc = encodeURIComponent(id);
+    card.querySelectorAll("form[data-action-form]").forEach((form) => {
+      const action = form.dataset.actionForm;
+      if (action !== "ban") form.setAttribute("action", "/api/comments/" + enc + "/" + action);
+      const next = field(form, "next");
+      if (next) next.value = location.pathname + "#c-" + id;
+      const commentId = field(form, "comment_id");
+      if (commentId) commentId.value = id;
+    });
+  }
+
+  // Moderator pages: whose comment it is, so the ban form can name the reader.
+  function setReader(li, readerId) {
+    li.dataset.readerId = readerId || "";
+    const ban = part(li, "ban");
+    if (!ban) return;
+    ban.hidden = !readerId;
+    const form = ban.querySelector("form[data-action-form]");
+    if (form && readerId) form.setAttribute("action", "/api/readers/" + encodeURIComponent(readerId) + "/ban");
+  }
+
+  function setReports(li, n) {
+    const flag = part(li, "reports");
+    if (!flag) return;
+    const reports = toInt(n, 0);
+    flag.hidden = reports <= 0;
+    flag.textContent = "Reported " + plural(reports, "time", "times");
+  }
+
   function fillComment(li, c) {
     const status = c.status || "visible";
-    const removed = status === "removed";
+    // Readers lose a removed comment's words; a moderator keeps them, dimmed.
+    const removed = status === "removed" && !isMod;
     const author = c.author || {};
     const name = removed ? "" : author.name || "";
     const about = removed ? "" : author.about || "";
 
+    if (isMod) {
+      if ("reader_id" in c) setReader(li, c.reader_id);
+      if ("report_count" in c) setReports(li, c.report_count);
+    }
     const nameEl = part(li, "name");
     if (nameEl) { nameEl.textContent = name; nameEl.hidden = removed; }
     const aboutEl = part(li, "about");
@@ -313,16 +360,18 @@
     const body = part(li, "body");
     // comment.html is produced by the server's sanitiser: the one place HTML is inserted.
     if (body) body.innerHTML = removed ? "" : c.html || "";
-    applyStatus(li, status);
+    applyStatus(li, status, c);
   }
 
-  function applyStatus(li, status) {
+  // `info` may carry removed_by / removed_at (moderator pages show who removed it and when).
+  function applyStatus(li, status, info) {
     const removed = status === "removed";
+    const hideText = removed && !isMod;
     li.dataset.status = status;
     const body = part(li, "body");
-    if (body) body.hidden = removed;
+    if (body) body.hidden = hideText;
     const tomb = part(li, "tombstone");
-    if (tomb) { tomb.hidden = !removed; tomb.textContent = TOMBSTONE; }
+    if (tomb) { tomb.hidden = !hideText; tomb.textContent = TOMBSTONE; }
     const pending = part(li, "pending");
     if (pending) pending.hidden = status !== "pending";
     const reply = part(li, "reply");
@@ -330,9 +379,56 @@
       reply.hidden = removed || status === "pending";
       if (reply.hidden) reply.open = false;
     }
+    const report = part(li, "report");
+    if (report) {
+      report.hidden = status !== "visible" || li.dataset.reported === "1";
+      if (report.hidden) report.open = false;
+    }
+    if (isMod) applyModStatus(li, status, info || {});
     const card = cardOf(li);
     const nameEl = part(li, "name");
-    if (card && nameEl && tomb) card.setAttribute("aria-labelledby", removed ? tomb.id : nameEl.id);
+    if (card && nameEl && tomb) card.setAttribute("aria-labelledby", hideText ? tomb.id : nameEl.id);
+  }
+
+  function applyModStatus(li, status, info) {
+    const removed = status === "removed";
+    if (removed) {
+      if (info.removed_by !== undefined) li.dataset.removedBy = info.removed_by || "";
+      if (info.removed_at !== undefined) li.dataset.removedAt = info.removed_at || "";
+    } else {
+      li.dataset.removedBy = "";
+      li.dataset.removedAt = "";
+    }
+    const note = part(li, "removed-note");
+    if (note) {
+      note.hidden = !removed;
+      const by = part(li, "removed-by");
+      if (by) by.textContent = li.dataset.removedBy ? "Removed by " + li.dataset.removedBy : "Removed";
+      const when = part(li, "removed-when");
+      const time = when && when.querySelector("time");
+      if (when && time) {
+        when.hidden = !li.dataset.removedAt;
+        time.setAttribute("datetime", li.dataset.removedAt || "");
+        time.removeAttribute("title");
+        if (li.dataset.removedAt) setTime(time, Date.now());
+      }
+    }
+    const card = cardOf(li);
+    if (!card) return;
+    card.querySelectorAll("form[data-action-form]").forEach((form) => {
+      const action = form.dataset.actionForm;
+      if (action === "remove") form.hidden = removed;
+      else if (action === "restore") form.hidden = !removed;
+      else if (action === "approve") form.hidden = status !== "pending";
+    });
+  }
+
+  // A status change that keeps the comment's words: only visible comments are counted.
+  function changeStatus(li, status, info) {
+    const was = li.dataset.status;
+    applyStatus(li, status, info);
+    if (was !== "visible" && status === "visible") setCount(count + 1);
+    else if (was === "visible" && status !== "visible") setCount(count - 1);
   }
 
   function depthOf(list) {
@@ -506,11 +602,12 @@
     return false;
   }
 
-  function onRemoved(id) {
-    const li = commentEl(id);
+  function onRemoved(msg) {
+    const li = commentEl(msg.id);
     if (!li) return;
+    if (isMod) { changeStatus(li, "removed", msg); return; } // the text stays, marked removed
     const was = li.dataset.status;
-    fillComment(li, { id, status: "removed", author: {}, html: "" });
+    fillComment(li, { id: msg.id, status: "removed", author: {}, html: "" });
     if (was === "visible") setCount(count - 1);
   }
 
@@ -523,7 +620,7 @@
   function applyEvent(msg) {
     switch (msg.type) {
       case "comment": onComment(msg.comment); break;
-      case "removed": onRemoved(msg.id); break;
+      case "removed": onRemoved(msg); break;
       case "restored": onRestored(msg.comment); break;
       default: break; // a sequenced event this client does not know: it still advances seq
     }
@@ -571,6 +668,7 @@
       ws = null;
       welcomed = false;
       onSocketLost();
+      if (isMod && ev.code === CLOSE_SESSION_ENDED) { resetThread(); return; } // reload as a reader
       const quick = ev.code === CLOSE_SERVICE_RESTART || ev.code === CLOSE_TOO_SLOW;
       scheduleReconnect(quick);
     });
@@ -902,6 +1000,150 @@
       default: return message || "Something went wrong. Please try again.";
     }
   }
+
+  // --- actions: a reader's Report; a moderator's Remove, Restore, Approve, Ban, pre-moderation
+
+  // The JSON the action routes take; without JavaScript the same forms post as they are.
+  function actionPayload(form) {
+    const data = {};
+    const el = (name) => form.elements.namedItem(name);
+    const reason = el("reason");
+    if (reason && "value" in reason) data.reason = reason.value.trim();
+    const duration = el("duration");
+    if (duration && "value" in duration) data.duration = duration.value === "" ? null : toInt(duration.value, null);
+    const ip = el("ip");
+    if (ip && "checked" in ip) data.ip = ip.checked;
+    const commentId = el("comment_id");
+    if (commentId && "value" in commentId) data.comment_id = commentId.value;
+    const enabled = el("enabled");
+    if (enabled && "value" in enabled) data.enabled = enabled.value === "1";
+    return data;
+  }
+
+  async function sendAction(form) {
+    let res;
+    try {
+      res = await fetch(form.getAttribute("action"), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrfToken() },
+        body: JSON.stringify(actionPayload(form)),
+      });
+    } catch (e) {
+      return { ok: false, status: 0, data: null };
+    }
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    return { ok: res.ok && !(data && data.error), status: res.status, data: data || {} };
+  }
+
+  function actionError(outcome) {
+    const err = outcome.data && outcome.data.error;
+    if (outcome.status === 0) return "Could not reach the server. Please try again.";
+    if (outcome.status === 401) return "Your moderator session has ended. Please log in again.";
+    if (err && err.code === "rate_limited") return err.message || "Too many at once. Please wait a moment.";
+    if (outcome.status === 403 && !isMod) return "Your session has expired. Please reload the page and try again.";
+    return (err && err.message) || "That did not work. Please try again.";
+  }
+
+  function showResult(el, text, isError) {
+    if (!el) return;
+    el.classList.toggle("is-error", !!isError);
+    el.textContent = text || "";
+  }
+
+  function setActionBusy(form, busy) {
+    form.dataset.busy = busy ? "1" : "";
+    form.setAttribute("aria-busy", busy ? "true" : "false");
+    form.querySelectorAll("button").forEach((b) => { b.disabled = busy; });
+  }
+
+  // A button that hid itself (Remove becomes Restore) must not leave the focus nowhere.
+  function keepFocus(scope, fallbackSelector) {
+    const active = document.activeElement;
+    if (active && scope.contains(active) && active.offsetParent !== null) return;
+    const next = scope.querySelector(fallbackSelector);
+    if (next && next.offsetParent !== null) next.focus();
+  }
+
+  function onActionDone(action, form, li, data, resultEl) {
+    const now = new Date().toISOString();
+    const same = li && data.comment && data.comment.id === li.dataset.id;
+    switch (action) {
+      case "report": {
+        if (li) li.dataset.reported = "1";
+        const details = form.closest("details");
+        if (details) { details.open = false; details.hidden = true; }
+        showResult(resultEl, data.already ? "You have already reported this comment. Thank you."
+          : "Thank you — a moderator will take a look.");
+        return;
+      }
+      case "remove":
+        if (same) placeComment(data.comment);
+        else changeStatus(li, "removed", { removed_by: me, removed_at: now });
+        showResult(resultEl, "Removed. Readers see that a moderator removed it.");
+        break;
+      case "restore":
+      case "approve":
+        if (same) placeComment(data.comment);
+        else changeStatus(li, "visible", {});
+        showResult(resultEl, action === "approve" ? "Approved — readers can see it now." : "Restored.");
+        break;
+      case "ban": {
+        const details = form.closest("details");
+        if (details) details.open = false;
+        const duration = form.elements.namedItem("duration");
+        const label = duration && duration.selectedOptions && duration.selectedOptions[0]
+          ? duration.selectedOptions[0].textContent.trim().toLowerCase() : "";
+        const ip = form.elements.namedItem("ip");
+        const how = !label || label === "for good" ? " for good" : " for " + label;
+        showResult(resultEl, "Author banned" + how + (ip && ip.checked ? ", with their IP address." : "."));
+        break;
+      }
+      case "premoderation": {
+        const sent = form.elements.namedItem("enabled");
+        const on = typeof data.enabled === "boolean" ? data.enabled
+          : typeof data.premoderation === "boolean" ? data.premoderation : !!sent && sent.value === "1";
+        setPremoderation(form, on);
+        showResult(resultEl, on ? "Pre-moderation is on." : "Pre-moderation is off.");
+        return;
+      }
+      default:
+        showResult(resultEl, "Done.");
+    }
+    if (li) keepFocus(cardOf(li) || li, ".mod-tools form:not([hidden]) button");
+  }
+
+  function setPremoderation(form, on) {
+    const bar = form.closest(".mod-bar") || form;
+    const next = form.elements.namedItem("enabled");
+    if (next) next.value = on ? "0" : "1";
+    const sw = bar.querySelector('[data-field="premod-switch"]');
+    if (sw) sw.setAttribute("aria-pressed", on ? "true" : "false");
+    const state = bar.querySelector('[data-field="premod-state"]');
+    if (state) state.textContent = on ? "on" : "off";
+    const note = bar.querySelector('[data-field="premod-note"]');
+    if (note) note.textContent = on ? "New comments wait for a moderator before readers see them." : "New comments appear at once.";
+  }
+
+  async function onActionSubmit(event) {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.matches("[data-action-form]")) return;
+    event.preventDefault();
+    if (form.dataset.busy === "1") return;
+    const action = form.dataset.actionForm;
+    const li = form.closest(".comment");
+    const scope = li ? cardOf(li) : form.closest(".mod-bar");
+    const resultEl = scope ? scope.querySelector('[data-field="action-result"]') : null;
+    showResult(resultEl, "");
+    setActionBusy(form, true);
+    const outcome = await sendAction(form);
+    setActionBusy(form, false);
+    if (!outcome.ok) { showResult(resultEl, actionError(outcome), true); return; }
+    onActionDone(action, form, li, outcome.data, resultEl);
+  }
+
+  root.addEventListener("submit", onActionSubmit);
 
   // --- identity and drafts ----------------------------------------------------------------
 

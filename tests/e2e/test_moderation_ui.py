@@ -1,0 +1,253 @@
+"""Moderation in real headless Chromium against two real instances sharing one real Redis:
+the article page's moderator tools, the live desk, its keyboard, and the forms without JavaScript."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx2 as httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from ..redis_server import RedisServer
+from ..servers import CHROMIUM_ARGS, DEMO_SLUG, ROOT, ServerProcess, chromium_path
+
+ARTICLE = f"/articles/{DEMO_SLUG}"
+API = f"/api/articles/{DEMO_SLUG}/comments"
+PASSWORD = "correct horse battery staple"
+LIVE = 1000  # ms: what "at once" means for a moderator's action reaching another instance
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class Cluster:
+    a: ServerProcess
+    b: ServerProcess
+
+
+def create_moderator(redis_url: str, name: str) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": "test-secret-key"}
+    subprocess.run([sys.executable, "-m", "server", "create-moderator", name], input=PASSWORD + "\n",
+                   text=True, cwd=ROOT, env=env, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer, tmp_path_factory) -> Iterator[Cluster]:
+    """Instances A and B on one Redis, with moderators alice and bob (shared by the module's
+    tests: each works on comments of its own)."""
+    redis_server.client().flushall()
+    servers = [ServerProcess(tmp_path_factory.mktemp(name), REDIS_URL=redis_server.url) for name in "ab"]
+    try:
+        with ThreadPoolExecutor() as pool:  # four process start-ups at once, not one after another
+            started = [pool.submit(server.start) for server in servers]
+            started += [pool.submit(create_moderator, redis_server.url, name) for name in ("alice", "bob")]
+            for future in started:
+                future.result()
+        yield Cluster(*servers)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser):
+    """new_page(javascript=True, width=1280) -> a page in a context of its own (its own cookies),
+    collecting console errors (CSP violations included) into page.errors."""
+    contexts = []
+
+    def open_(javascript: bool = True, width: int = 1280, height: int = 900) -> Page:
+        context = browser.new_context(java_script_enabled=javascript, viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def log_in(page: Page, server: ServerProcess, name: str, then: str) -> None:
+    page.goto(f"{server.url}/login?next={then}")
+    page.fill("#login-username", name)
+    page.fill("#login-password", PASSWORD)
+    page.click(".login-form button[type=submit]")
+    page.wait_for_url(f"{server.url}{then}*")
+    expect(page.locator(".mod-nav")).to_contain_text(f"Log out ({name})")
+
+
+def open_live(page: Page, url: str) -> Page:
+    page.goto(url)
+    expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
+    return page
+
+
+def post(server: ServerProcess, body: str, name: str = "Reader", parent: str | None = None) -> str:
+    res = httpx.post(server.url + API, json={"name": name, "body": body, "parent": parent})
+    assert res.status_code in (201, 202), res.text
+    return res.json()["comment"]["id"]
+
+
+def status_of(server: ServerProcess, comment_id: str) -> str:
+    return next(c["status"] for c in httpx.get(server.url + API).json()["comments"] if c["id"] == comment_id)
+
+
+def card(page: Page, comment_id: str):
+    """The comment's own card (not its replies')."""
+    return page.locator(f"#c-{comment_id} > .comment-card")
+
+
+def test_a_removal_on_one_instance_reaches_a_reader_on_the_other_at_once(cluster, new_page):
+    parent = post(cluster.a, "A comment a moderator will remove", name="Ann")
+    reply = post(cluster.a, "A reply that stays", name="Bo", parent=parent)
+    alice = new_page()
+    log_in(alice, cluster.a, "alice", ARTICLE)
+    open_live(alice, cluster.a.url + ARTICLE)
+    reader = open_live(new_page(width=375, height=800), cluster.b.url + ARTICLE)
+    expect(card(reader, parent).locator('[data-field="body"]')).to_have_text("A comment a moderator will remove")
+
+    card(alice, parent).locator('form[data-action-form="remove"] button').click()
+    expect(card(reader, parent).locator('[data-field="tombstone"]')).to_be_visible(timeout=LIVE)
+    expect(card(reader, parent).locator('[data-field="body"]')).to_be_hidden()
+    expect(card(reader, parent)).not_to_contain_text("Ann")
+    expect(card(reader, reply).locator('[data-field="body"]')).to_have_text("A reply that stays")
+    # The moderator still reads what was removed, marked as such, and can undo it.
+    expect(card(alice, parent).locator('[data-field="removed-note"]')).to_contain_text("Removed by alice")
+    expect(card(alice, parent).locator('[data-field="body"]')).to_have_text("A comment a moderator will remove")
+    restore = card(alice, parent).locator('form[data-action-form="restore"] button')
+    expect(restore).to_be_focused()  # the Remove button pressed is gone; the focus is not lost
+
+    restore.click()
+    expect(card(reader, parent).locator('[data-field="body"]')).to_have_text(
+        "A comment a moderator will remove", timeout=LIVE)
+    expect(card(reader, parent).locator('[data-field="tombstone"]')).to_be_hidden()
+    expect(card(reader, parent).locator('[data-field="name"]')).to_have_text("Ann")
+    assert reader.evaluate("document.documentElement.scrollWidth") <= 375
+    assert alice.errors == [] and reader.errors == []
+
+
+def test_two_desks_on_two_instances_see_each_other_work(cluster, new_page):
+    alice, bob = new_page(), new_page()
+    log_in(alice, cluster.a, "alice", "/moderation")
+    log_in(bob, cluster.b, "bob", "/moderation")
+    for desk in (alice, bob):
+        expect(desk.locator("[data-conn]")).to_have_attribute("data-state", "live")
+    reader = open_live(new_page(), cluster.b.url + ARTICLE)
+    reader.fill(".composer textarea[name=body]", "Fresh from a reader")
+    reader.fill(".composer input[name=name]", "Cy")
+    reader.click(".composer [data-submit]")
+    expect(reader.locator("#thread > li.comment").first).to_contain_text("Fresh from a reader")
+    comment_id = reader.locator("#thread > li.comment").first.get_attribute("data-id")
+
+    for desk in (alice, bob):
+        expect(desk.locator(f"#desk-comment-{comment_id}")).to_contain_text("Fresh from a reader")
+        expect(desk.locator(f"#desk-comment-{comment_id}")).to_contain_text("Cy")
+    alice.locator(f'#desk-comment-{comment_id} form[data-action-form="remove"] button').click()
+    on_bob = bob.locator(f"#desk-comment-{comment_id}")
+    expect(on_bob.locator('[data-field="handled"]')).to_contain_text("Removed by alice", timeout=LIVE)
+    expect(on_bob).to_have_attribute("data-status", "removed")
+    expect(on_bob.locator('form[data-action-form="remove"]')).to_be_hidden()
+    expect(on_bob.locator('form[data-action-form="restore"]')).to_be_visible()
+    expect(bob.locator(".audit-item").first).to_contain_text("alice removed a comment")
+    expect(alice.locator(f"#desk-comment-{comment_id} [data-field=handled]")).to_contain_text("Removed by you")
+    expect(card(reader, comment_id).locator('[data-field="tombstone"]')).to_be_visible()
+    assert alice.errors == [] and bob.errors == [] and reader.errors == []
+
+
+def test_the_desk_works_from_the_keyboard(cluster, new_page):
+    comment_id = post(cluster.b, "Removed with two keys", name="Dee")
+    desk = new_page()
+    log_in(desk, cluster.a, "alice", "/moderation")
+    expect(desk.locator("[data-conn]")).to_have_attribute("data-state", "live")
+    target = desk.locator(f"#desk-comment-{comment_id}")
+    expect(target).to_be_visible()
+    assert desk.locator('[data-list="report"] .desk-card').count() == 0  # so the newest comment leads
+
+    desk.keyboard.press("j")
+    expect(target).to_be_focused()
+    desk.keyboard.press("r")
+    expect(target).to_have_attribute("data-status", "removed")
+    expect(target.locator('[data-field="handled"]')).to_contain_text("Removed by you")
+    assert status_of(cluster.b, comment_id) == "removed"
+    desk.keyboard.press("u")  # undo
+    expect(target).to_have_attribute("data-status", "visible")
+    # Shortcuts never fire while typing: "r" in the ban form's reason field is just a letter.
+    desk.keyboard.press("b")
+    expect(target.locator("details.ban")).to_have_attribute("open", "")
+    target.locator("input[name=reason]").type("rrr")
+    expect(target).to_have_attribute("data-status", "visible")
+    desk.keyboard.press("Escape")  # closes the ban form, back on the card
+    expect(target.locator("details.ban")).not_to_have_attribute("open", "")
+    expect(target).to_be_focused()
+    desk.keyboard.press("?")
+    expect(desk.locator("#desk-keys")).to_have_attribute("open", "")
+    assert desk.errors == []
+
+
+def test_a_moderator_removes_a_comment_without_javascript(cluster, new_page):
+    comment_id = post(cluster.a, "Removed by a plain form", name="Eve")
+    page = new_page(javascript=False)
+    log_in(page, cluster.b, "alice", ARTICLE)
+    with page.expect_response(lambda r: r.request.method == "POST" and "/remove" in r.url) as answer:
+        card(page, comment_id).locator('form[data-action-form="remove"] button').click()
+    assert answer.value.status == 303
+    page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+    expect(page.locator(f"#c-{comment_id}")).to_have_attribute("data-status", "removed")
+    expect(card(page, comment_id).locator('[data-field="removed-note"]')).to_contain_text("Removed by alice")
+    expect(card(page, comment_id).locator('form[data-action-form="restore"]')).to_be_visible()
+    # Readers get the tombstone only.
+    public = next(c for c in httpx.get(cluster.a.url + API).json()["comments"] if c["id"] == comment_id)
+    assert public["status"] == "removed" and public["body"] == ""
+
+
+def test_a_held_comment_waits_for_approval_then_appears_once(cluster, new_page):
+    alice = new_page()
+    log_in(alice, cluster.a, "alice", ARTICLE)
+    open_live(alice, cluster.a.url + ARTICLE)
+    switch = alice.locator('[data-field="premod-switch"]')
+    if switch.get_attribute("aria-pressed") != "true":
+        switch.click()
+    expect(switch).to_have_attribute("aria-pressed", "true")
+    try:
+        author = open_live(new_page(), cluster.b.url + ARTICLE)
+        other = open_live(new_page(), cluster.a.url + ARTICLE)
+        author.fill(".composer textarea[name=body]", "Held for a moderator")
+        author.fill(".composer input[name=name]", "Fay")
+        author.click(".composer [data-submit]")
+        held = author.locator("li.comment", has=author.locator(".comment-body", has_text="Held for a moderator"))
+        expect(held).to_have_attribute("data-status", "pending")
+        expect(held.locator('[data-field="pending"]')).to_be_visible()
+        comment_id = held.get_attribute("data-id")
+        expect(other.locator(f"#c-{comment_id}")).to_have_count(0)
+
+        alice.goto(cluster.a.url + "/moderation")
+        pending = alice.locator(f"#desk-comment-{comment_id}")
+        expect(pending).to_have_attribute("data-status", "pending")
+        pending.locator('form[data-action-form="approve"] button').click()
+        expect(other.locator(f"#c-{comment_id} .comment-body")).to_have_text("Held for a moderator", timeout=LIVE)
+        expect(held).to_have_attribute("data-status", "visible", timeout=LIVE)
+        expect(held.locator('[data-field="pending"]')).to_be_hidden()
+        expect(author.locator(f"#c-{comment_id}")).to_have_count(1)  # replaced in place, not doubled
+        assert author.errors == [] and other.errors == []
+    finally:
+        alice.goto(cluster.a.url + ARTICLE)
+        switch = alice.locator('[data-field="premod-switch"]')
+        if switch.get_attribute("aria-pressed") == "true":
+            switch.click()
+            expect(switch).to_have_attribute("aria-pressed", "false")
