@@ -16,6 +16,7 @@
  */
 (function () {
   "use strict";
+  const { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy } = window.Backchannel;
 
   const desk = document.getElementById("desk");
   const template = document.getElementById("desk-card-template");
@@ -52,20 +53,6 @@
 
   // --- small helpers ----------------------------------------------------------------------
 
-  function toInt(value, fallback) {
-    const n = parseInt(value, 10);
-    return Number.isFinite(n) ? n : fallback;
-  }
-
-  function plural(n, one, many) {
-    return n + " " + (n === 1 ? one : many);
-  }
-
-  function csrfToken() {
-    const meta = document.querySelector('meta[name="csrf-token"]');
-    return meta ? meta.getAttribute("content") || "" : "";
-  }
-
   // "remove", "removed", "comment.remove" … -> "remove"
   function verbOf(action) {
     const a = String(action || "").toLowerCase().split(/[.:]/).pop();
@@ -96,26 +83,6 @@
 
   // --- relative times (as on the article page) --------------------------------------------
 
-  const dateFormat = (() => {
-    try { return new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric" }); } catch (e) { return null; }
-  })();
-  const fullFormat = (() => {
-    try { return new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" }); } catch (e) { return null; }
-  })();
-
-  function ago(iso, now) {
-    const t = Date.parse(iso);
-    if (Number.isNaN(t)) return "";
-    const seconds = Math.max(0, (now - t) / 1000);
-    if (seconds < 60) return "just now";
-    const minutes = Math.floor(seconds / 60);
-    if (minutes < 60) return plural(minutes, "minute ago", "minutes ago");
-    const hours = Math.floor(minutes / 60);
-    if (hours < 24) return plural(hours, "hour ago", "hours ago");
-    const days = Math.floor(hours / 24);
-    if (days < 30) return plural(days, "day ago", "days ago");
-    return dateFormat ? dateFormat.format(new Date(t)) : new Date(t).toDateString();
-  }
 
   function setTime(el, iso) {
     if (iso !== undefined) {
@@ -126,10 +93,7 @@
     if (!value) { el.textContent = ""; return; }
     const text = ago(value, Date.now());
     if (el.textContent !== text) el.textContent = text;
-    if (!el.title && fullFormat) {
-      const t = Date.parse(value);
-      if (!Number.isNaN(t)) el.title = fullFormat.format(new Date(t));
-    }
+    titleTime(el, value);
   }
 
   const whenFormat = (() => {
@@ -491,37 +455,6 @@
 
   // --- actions ----------------------------------------------------------------------------
 
-  function actionPayload(form) {
-    const data = {};
-    const el = (name) => form.elements.namedItem(name);
-    const reason = el("reason");
-    if (reason && "value" in reason) data.reason = reason.value.trim();
-    const duration = el("duration");
-    if (duration && "value" in duration) data.duration = duration.value === "" ? null : toInt(duration.value, null);
-    const ip = el("ip");
-    if (ip && "checked" in ip) data.ip = ip.checked;
-    const commentId = el("comment_id");
-    if (commentId && "value" in commentId) data.comment_id = commentId.value;
-    return data;
-  }
-
-  async function sendAction(form) {
-    let res;
-    try {
-      res = await fetch(form.getAttribute("action"), {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrfToken() },
-        body: JSON.stringify(actionPayload(form)),
-      });
-    } catch (e) {
-      return { ok: false, status: 0, data: {} };
-    }
-    let data = null;
-    try { data = await res.json(); } catch (e) { data = null; }
-    return { ok: res.ok && !(data && data.error), status: res.status, data: data || {} };
-  }
-
   function actionError(outcome) {
     const err = outcome.data && outcome.data.error;
     if (outcome.status === 0) return "Could not reach the server. Please try again.";
@@ -536,12 +469,6 @@
     el.textContent = text || "";
   }
 
-  function setBusy(form, busy) {
-    form.dataset.busy = busy ? "1" : "";
-    form.setAttribute("aria-busy", busy ? "true" : "false");
-    form.querySelectorAll("button").forEach((b) => { b.disabled = busy; });
-  }
-
   const DONE_TEXT = { remove: "Removed.", restore: "Restored.", approve: "Approved.", dismiss: "Reports dismissed." };
 
   desk.addEventListener("submit", async (event) => {
@@ -552,9 +479,9 @@
     const card = form.closest(".desk-card");
     const action = form.dataset.actionForm;
     showResult(card, "");
-    setBusy(form, true);
+    setActionBusy(form, true);
     const outcome = await sendAction(form);
-    setBusy(form, false);
+    setActionBusy(form, false);
     if (!outcome.ok) { showResult(card, actionError(outcome), true); return; }
     const id = card ? card.dataset.id : "";
     if (action === "ban") {
