@@ -11,6 +11,7 @@ from server.settings import Settings
 
 from .redis_server import RedisServer
 from .servers import ROOT, ServerProcess
+from .visitors import PASSWORD, Visitor, login
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,30 @@ def start_server(tmp_path: Path) -> Iterator:
 @pytest.fixture
 def server(start_server) -> ServerProcess:
     return start_server()
+
+
+@pytest.fixture
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    """The app in-process with a moderator, alice, for visitors to share."""
+    app = create_app(settings)
+    with TestClient(app, base_url="http://testserver") as test_client:
+        test_client.portal.call(app.state.moderation.create_moderator, "alice", PASSWORD)
+        yield test_client
+
+
+@pytest.fixture
+def new_visitor(app_client: TestClient):
+    """new_visitor() -> a new visitor, with no cookies yet."""
+    return lambda: Visitor(app_client)
+
+
+@pytest.fixture
+def moderator(new_visitor) -> Visitor:
+    alice = new_visitor()
+    assert login(alice).status_code == 303
+    return alice
+
+
+@pytest.fixture
+def reader(new_visitor) -> Visitor:
+    return new_visitor()

@@ -2,78 +2,12 @@
 
 from __future__ import annotations
 
-import re
 
-import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import create_app
-
 from .servers import DEMO_SLUG
-
-PASSWORD = "correct horse battery"
-
-
-def token(client: TestClient, path: str = "/") -> str:
-    return re.search(r'<meta name="csrf-token" content="([^"]+)"', client.get(path).text).group(1)
-
-
-def login(client: TestClient, name: str = "alice", password: str = PASSWORD):
-    return client.post("/login", data={"username": name, "password": password, "csrf_token": token(client, "/login"),
-                                       "next": "/moderation"}, follow_redirects=False)
-
-
-class Browser:
-    """One browser (its own cookies) on the shared in-process app. A second TestClient would run
-    the app's lifespan again on another event loop, so browsers take turns on one client."""
-
-    def __init__(self, client: TestClient) -> None:
-        self.client = client
-        self.cookies = httpx.Cookies()
-
-    def _as_me(self, method: str, *args, **kwargs):
-        saved, self.client.cookies = self.client.cookies, self.cookies
-        try:
-            return getattr(self.client, method)(*args, **kwargs)
-        finally:
-            self.cookies, self.client.cookies = self.client.cookies, saved
-
-    def get(self, *args, **kwargs):
-        return self._as_me("get", *args, **kwargs)
-
-    def post(self, *args, **kwargs):
-        return self._as_me("post", *args, **kwargs)
-
-
-@pytest.fixture
-def app(settings):
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app):
-    with TestClient(app, base_url="http://testserver") as test_client:
-        test_client.portal.call(app.state.moderation.create_moderator, "alice", PASSWORD)
-        yield test_client
-
-
-@pytest.fixture
-def browser(client):
-    """browser() -> a new browser with no cookies yet."""
-    return lambda: Browser(client)
-
-
-@pytest.fixture
-def moderator(browser):
-    alice = browser()
-    assert login(alice).status_code == 303
-    return alice
-
-
-@pytest.fixture
-def reader(browser):
-    return browser()
+from .visitors import PASSWORD, login, token
 
 
 def first_comment(client: TestClient) -> dict:
@@ -110,20 +44,20 @@ def test_a_moderator_request_without_the_csrf_token_or_from_another_site_changes
     assert moderator.get("/api/moderation/audit").json() == []
 
 
-def test_a_forged_or_tampered_session_cookie_is_no_session(browser, moderator):
+def test_a_forged_or_tampered_session_cookie_is_no_session(new_visitor, moderator):
     real = moderator.cookies["bc_session"]
     for forged in (real[:-2] + ("AA" if not real.endswith("AA") else "BB"), "InNvbWVvbmUi.forged", ""):
-        attacker = browser()
+        attacker = new_visitor()
         attacker.cookies.set("bc_session", forged)
         assert attacker.get("/moderation", follow_redirects=False).status_code == 303  # to /login
         assert attacker.get("/api/moderation/queue").status_code == 401
 
 
-def test_logout_ends_the_session_even_for_a_copied_cookie(browser, moderator):
+def test_logout_ends_the_session_even_for_a_copied_cookie(new_visitor, moderator):
     copied = moderator.cookies["bc_session"]
     assert moderator.get("/api/moderation/queue").status_code == 200
     moderator.post("/logout", data={"csrf_token": token(moderator)}, follow_redirects=False)
-    thief = browser()
+    thief = new_visitor()
     thief.cookies.set("bc_session", copied)
     assert thief.get("/api/moderation/queue").status_code == 401
 
@@ -134,14 +68,14 @@ def test_the_session_id_changes_at_every_login(moderator):
     assert moderator.cookies["bc_session"] != before
 
 
-def test_the_session_cookie_is_httponly_and_samesite(browser):
-    cookie = login(browser()).headers["set-cookie"]
+def test_the_session_cookie_is_httponly_and_samesite(new_visitor):
+    cookie = login(new_visitor()).headers["set-cookie"]
     assert "bc_session=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Secure" not in cookie  # plain http here; https gets Secure
 
 
-def test_wrong_passwords_are_refused_and_then_slowed_down(browser):
-    guesser = browser()
+def test_wrong_passwords_are_refused_and_then_slowed_down(new_visitor):
+    guesser = new_visitor()
     codes = [login(guesser, "alice", "wrong password").status_code for _ in range(6)]
     assert codes == [401] * 5 + [429]
     assert login(guesser, "alice", PASSWORD).status_code == 429  # even the right one, for a while
@@ -220,7 +154,7 @@ def test_reports_are_rate_limited(moderator, reader):
     assert 429 in codes and codes[:10] == [200] * 10
 
 
-def test_premoderation_holds_comments_until_approved(moderator, reader, browser):
+def test_premoderation_holds_comments_until_approved(moderator, reader, new_visitor):
     moderator.post(f"/api/articles/{DEMO_SLUG}/premoderation", json={"enabled": "1"},
                    headers={"X-CSRF-Token": token(moderator)})
     reader_token = token(reader, f"/articles/{DEMO_SLUG}")
@@ -228,7 +162,7 @@ def test_premoderation_holds_comments_until_approved(moderator, reader, browser)
                        headers={"X-CSRF-Token": reader_token})
     assert held.status_code == 202 and held.json()["comment"]["status"] == "pending" and held.json()["seq"] is None
     assert "held back" in reader.get(f"/articles/{DEMO_SLUG}").text  # its author sees it, marked pending
-    someone_else = browser()
+    someone_else = new_visitor()
     assert "held back" not in someone_else.get(f"/articles/{DEMO_SLUG}").text
     assert someone_else.get(f"/api/articles/{DEMO_SLUG}/comments").json()["seq"] == 4
     approved = moderator.post(f"/api/comments/{held.json()['comment']['id']}/approve", json={},

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from server.spam import Rules, text_fingerprint
 
 from .servers import DEMO_SLUG
-from .test_moderation import Browser, client, app, browser, moderator, reader, token  # noqa: F401 (fixtures)
+from .visitors import token
 
 
 def test_listed_words_and_phrases_match_whatever_their_case_or_punctuation():
@@ -74,9 +72,9 @@ def test_links_from_a_reader_new_to_the_site_are_held(reader, moderator):
     assert post(reader, links + " again").status_code == 201
 
 
-def test_a_readers_first_comments_can_be_premoderated(moderator, browser):
+def test_a_readers_first_comments_can_be_premoderated(moderator, new_visitor):
     save_rules(moderator, premoderate_first_comments=1)
-    newcomer = browser()
+    newcomer = new_visitor()
     first = post(newcomer, "my first comment")
     assert first.status_code == 202
     moderator.post(f"/api/comments/{first.json()['comment']['id']}/approve", json={},

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import httpx2 as httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from ..redis_server import RedisServer
-from ..servers import CHROMIUM_ARGS, DEMO_SLUG, ROOT, ServerProcess, chromium_path
+from ..servers import DEMO_SLUG, ROOT, ServerProcess
 
 ARTICLE = f"/articles/{DEMO_SLUG}"
 API = f"/api/articles/{DEMO_SLUG}/comments"
@@ -53,34 +53,6 @@ def cluster(redis_server: RedisServer, tmp_path_factory) -> Iterator[Cluster]:
     finally:
         for server in servers:
             server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def new_page(browser: Browser):
-    """new_page(javascript=True, width=1280) -> a page in a context of its own (its own cookies),
-    collecting console errors (CSP violations included) into page.errors."""
-    contexts = []
-
-    def open_(javascript: bool = True, width: int = 1280, height: int = 900) -> Page:
-        context = browser.new_context(java_script_enabled=javascript, viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        page.errors = []
-        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
 
 
 def log_in(page: Page, server: ServerProcess, name: str, then: str) -> None:
