@@ -10,7 +10,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from ..servers import CHROMIUM_ARGS, chromium_path
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, and the asyncio tests that follow cannot start theirs beside it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
