@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test clean bench-page
+.PHONY: run test clean bench-page bench-redis
 
 $(VENV)/.run-deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ clean:
 bench-page: $(VENV)/.test-deps
 	$(PY) bench/page_render.py
 
+# Post-to-delivery latency across two instances sharing Redis, and convergence after a Redis restart.
+bench-redis: $(VENV)/.test-deps
+	$(PY) bench/redis_latency.py
+
 # Fan-out against its peers (raw websockets broadcast, python-socketio, Node socket.io), one
 # run, one load generator. Quick mode takes three minutes at most; FULL=1 sweeps N over 1k,
 # 5k, 10k, 20k readers and writes bench/results/<date>.md with a plot. The bench installs
@@ -42,3 +46,31 @@ bench-page: $(VENV)/.test-deps
 .PHONY: bench
 bench: $(VENV)/.run-deps
 	ulimit -n $$(ulimit -Hn) && $(PY) -m bench.fanout $(if $(FULL),--full) $(if $(PROFILE),--profile) $(BENCH_ARGS)
+
+# WebSocket conformance: Autobahn|Testsuite's fuzzing client against an echo app that runs
+# under uvicorn with the product's own WebSocket options (tests/conformance/). Autobahn runs
+# on Python 2.7 only, in its own virtualenv (.venv/autobahn27, pinned in
+# tests/conformance/requirements-autobahn.txt). Takes a few minutes.
+#   make conformance                 the product's implementation (websockets-sansio)
+#   make conformance WS=wsproto      another one: websockets-sansio, websockets or wsproto
+#   make conformance FULL=1          also the 9.* limits/performance cases (much longer)
+#   make conformance CASES=7.*,12.1.* only these cases
+#   make conformance STRICT=1        exit 1 if any case did not pass
+.PHONY: conformance
+WS       ?=
+PYTHON27 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/2.7*/bin/python2.7) python2.7)
+AUTOBAHN := $(VENV)/autobahn27
+
+$(AUTOBAHN)/.installed: tests/conformance/requirements-autobahn.txt
+	@$(PYTHON27) -c 'import sys; assert sys.version_info[:2] == (2, 7)' || { echo "make conformance needs Python 2.7 (set PYTHON27=...)"; exit 1; }
+	test -d $(AUTOBAHN)-bootstrap || $(PYTHON27) -m pip install --quiet --disable-pip-version-check --target $(AUTOBAHN)-bootstrap 'virtualenv==20.15.1'
+	test -x $(AUTOBAHN)/bin/python || PYTHONPATH=$(AUTOBAHN)-bootstrap $(PYTHON27) -m virtualenv --quiet $(AUTOBAHN)
+	$(AUTOBAHN)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/conformance/requirements-autobahn.txt
+	touch $@
+
+$(VENV)/.conformance-deps: $(VENV)/.run-deps tests/conformance/requirements-app.txt
+	$(PY) -m pip install --quiet -r tests/conformance/requirements-app.txt
+	touch $@
+
+conformance: $(AUTOBAHN)/.installed $(VENV)/.conformance-deps
+	$(PY) tests/conformance/run.py --wstest $(AUTOBAHN)/bin/wstest $(if $(WS),--ws $(WS)) $(if $(CASES),--cases "$(CASES)") $(if $(FULL),--full) $(if $(STRICT),--strict)

@@ -222,8 +222,12 @@ class Hub:
             for subscriber in list(channel.subscribers):
                 subscriber.send(None, frame)
 
-    async def readers(self, slug: str) -> int:
-        return await self.backend.presence(slug, self.local_readers(slug))
+    def readers(self, slug: str) -> int:
+        """The last count announced (at least this instance's own readers), without asking the
+        backend: a reader joining must not cost a round trip, let alone a publish to every
+        instance (that made connecting N readers O(N²)). The coalesced report corrects it."""
+        channel = self._channels.get(slug)
+        return max(channel.readers, len(channel.subscribers)) if channel else 0
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -233,7 +233,7 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     already receiving live events into its queue; the writer drops those already replayed."""
     state = websocket.app.state
     head = await state.backend.head(slug)
-    readers = await state.hub.readers(slug)
+    readers = state.hub.readers(slug)
     await websocket.send_text(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch)))
     since, epoch, valid = _parse_since(websocket)
     if since is None and valid:
