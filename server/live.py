@@ -11,19 +11,18 @@ import contextlib
 import logging
 import time
 from collections import deque
-
-import orjson
 from dataclasses import dataclass
 
+import orjson
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
-from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame, Reset, Welcome, encode,
-                       parse_client_frame)
 from . import metrics
 from .comments import PENDING, public_event
+from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
 from .moderation import ModeratorSession
+from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame,
+                       Reset, Welcome, encode, parse_client_frame)
 from .security import client_ip
 from .threads import Author
 
