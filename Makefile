@@ -74,3 +74,9 @@ $(VENV)/.conformance-deps: $(VENV)/.run-deps tests/conformance/requirements-app.
 
 conformance: $(AUTOBAHN)/.installed $(VENV)/.conformance-deps
 	$(PY) tests/conformance/run.py --wstest $(AUTOBAHN)/bin/wstest $(if $(WS),--ws $(WS)) $(if $(CASES),--cases "$(CASES)") $(if $(FULL),--full) $(if $(STRICT),--strict)
+
+# Ten minutes, 1,000 readers over two instances, a post every 100 ms, Redis restarted twice.
+# SOAK_MINUTES and SOAK_READERS shorten it.
+.PHONY: soak
+soak: $(VENV)/.test-deps
+	$(PY) bench/soak.py
