@@ -58,6 +58,7 @@ async def soak() -> list[str]:
             restarts = [start + MINUTES * 60 / 3, start + MINUTES * 60 * 2 / 3]
             baseline = None
             posts = 0
+            next_post = start
             while time.monotonic() < end:
                 if baseline is None and time.monotonic() - start > WARM_UP:
                     baseline = [(await metrics(client, s))["process_resident_memory_bytes"] for s in servers]
@@ -67,7 +68,8 @@ async def soak() -> list[str]:
                     redis.restart()
                 await poster.post(f"soak {posts}")
                 posts += 1
-                await asyncio.sleep(POST_EVERY)
+                next_post += POST_EVERY  # on a fixed beat, however long a post took
+                await asyncio.sleep(max(0.0, next_post - time.monotonic()))
             final = await poster.post("final")
             epoch = (await client.get(f"{servers[0].url}/api/articles/{DEMO_SLUG}/comments")).json()["epoch"]
             await asyncio.wait_for(asyncio.gather(*(r.wait_for(final["seq"], epoch, 120) for r in readers)), 150)
