@@ -90,5 +90,14 @@ window.Backchannel = (() => {
     form.querySelectorAll("button").forEach((b) => { b.disabled = busy; });
   }
 
-  return { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy };
+  // Whose comment it is, so that a moderator's ban form names the reader (hidden without one).
+  function setReader(el, ban, readerId) {
+    el.dataset.readerId = readerId || "";
+    if (!ban) return;
+    ban.hidden = !readerId;
+    const form = ban.querySelector("form[data-action-form]");
+    if (form && readerId) form.setAttribute("action", "/api/readers/" + encodeURIComponent(readerId) + "/ban");
+  }
+
+  return { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy, setReader };
 })();

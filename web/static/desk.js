@@ -16,7 +16,8 @@
  */
 (function () {
   "use strict";
-  const { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy } = window.Backchannel;
+  const { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy, setReader: setBanReader } =
+    window.Backchannel;
 
   const desk = document.getElementById("desk");
   const template = document.getElementById("desk-card-template");
@@ -181,12 +182,7 @@
   }
 
   function setReader(card, readerId) {
-    card.dataset.readerId = readerId || "";
-    const ban = f(card, "ban");
-    if (!ban) return;
-    ban.hidden = !readerId;
-    const form = ban.querySelector("form[data-action-form]");
-    if (form && readerId) form.setAttribute("action", "/api/readers/" + encodeURIComponent(readerId) + "/ban");
+    setBanReader(card, f(card, "ban"), readerId);
   }
 
   function setStatus(card, status) {

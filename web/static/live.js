@@ -17,7 +17,8 @@
  */
 (function () {
   "use strict";
-  const { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy } = window.Backchannel;
+  const { toInt, plural, csrfToken, ago, titleTime, sendAction, setActionBusy, setReader: setBanReader } =
+    window.Backchannel;
 
   const root = document.getElementById("comments");
   const thread = document.getElementById("thread");
@@ -280,12 +281,7 @@
 
   // Moderator pages: whose comment it is, so the ban form can name the reader.
   function setReader(li, readerId) {
-    li.dataset.readerId = readerId || "";
-    const ban = part(li, "ban");
-    if (!ban) return;
-    ban.hidden = !readerId;
-    const form = ban.querySelector("form[data-action-form]");
-    if (form && readerId) form.setAttribute("action", "/api/readers/" + encodeURIComponent(readerId) + "/ban");
+    setBanReader(li, part(li, "ban"), readerId);
   }
 
   function setReports(li, n) {
