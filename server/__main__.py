@@ -14,14 +14,18 @@ from . import settings as settings_module
 from .backends import create_backend
 from .errors import BackchannelError
 from .moderation import Moderation
+from .wire import LiveWebSocketProtocol
 
 
 def serve(host: str | None, port: int | None) -> None:
     settings = settings_module.load()
     uvicorn.run(
         "server.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-        # websockets' sans-I/O protocol: the fastest of uvicorn's WebSocket implementations here.
-        ws="websockets-sansio",
+        # uvicorn's websockets sans-I/O protocol (the fastest of its implementations here),
+        # extended so the fan-out writes each event's frame, built once, to every socket.
+        # No permessage-deflate: every reader's copy would be compressed apart, each socket
+        # would keep zlib state (tens of KiB), and comment frames are small.
+        ws=LiveWebSocketProtocol, ws_per_message_deflate=False,
         # Frames over 64 KiB close with 1009, also when a compressed frame would inflate past it.
         ws_max_size=settings_module.MAX_FRAME_BYTES,
         # Pings find dead connections (a peer gone without a FIN) and drop them.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
 from collections import Counter
 
@@ -52,10 +54,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
         app.state.connections_per_ip = Counter()
         metrics.bind(app.state)
+        lag_watch = asyncio.create_task(live_sessions.watch_lag())
+        # What start-up allocated lives as long as the process: keep it out of every collection.
+        gc.freeze()
         log.info("serving %d article(s) on the %s backend", len(articles), type(backend).__name__)
         try:
             yield
         finally:
+            lag_watch.cancel()
             await hub.close()
             await backend.close()
 

@@ -3,8 +3,8 @@
 The Hub holds, per thread, the set of this instance's live connections. It subscribes to the
 backend on a thread's first local reader and unsubscribes after the last, so an instance has
 at most one subscription per active thread however many readers it serves. Each event is
-serialised once here (or arrives already serialised) and the same string is queued to every
-connection.
+serialised and framed once here (or arrives already serialised) and the same bytes are written
+to every connection.
 
 Delivery from a backend is at-most-once and may skip (Redis pub/sub drops messages when a
 subscriber falls behind or reconnects). The Hub therefore tracks the last seq it delivered per
@@ -26,6 +26,7 @@ from . import metrics
 from .backends.base import Backend
 from .comments import public_event
 from .protocol import Event, Presence, Reset, encode
+from .wire import text_frame
 
 log = logging.getLogger("backchannel.fanout")
 
@@ -35,11 +36,11 @@ PRESENCE_DELAY = 0.25  # coalesce join/leave bursts into one presence frame per 
 class Subscriber(Protocol):
     moderator: bool  # moderators get events whole; readers get public_event(event)
 
-    def send(self, seq: int | None, frame: str) -> None:
-        """Queue a frame without waiting; a subscriber that cannot keep up closes itself."""
+    def send(self, seq: int | None, frame: bytes) -> None:
+        """Send a WebSocket frame without waiting; a subscriber that cannot keep up closes itself."""
 
-    def reset(self, seq: int, frame: str) -> None:
-        """Queue a reset frame; events up to seq are covered by the snapshot it points to."""
+    def reset(self, seq: int, frame: bytes) -> None:
+        """Send a reset frame; events up to seq are covered by the snapshot it points to."""
 
 
 @dataclass(eq=False)
@@ -141,14 +142,12 @@ class Hub:
             self._recover(channel)
 
     def _fan_out(self, channel: Channel, event: Event) -> None:
-        # Serialised once per instance and audience, not once per reader.
-        frames: dict[bool, str] = {}
+        # Serialised and framed once per instance and audience, not once per reader.
         channel.last_seq = event.seq
+        public_frame = text_frame(encode(public_event(event)))
+        moderator_frame = text_frame(encode(event))
         for subscriber in list(channel.subscribers):
-            frame = frames.get(subscriber.moderator)
-            if frame is None:
-                frame = frames[subscriber.moderator] = encode(event if subscriber.moderator else public_event(event))
-            subscriber.send(event.seq, frame)
+            subscriber.send(event.seq, moderator_frame if subscriber.moderator else public_frame)
         metrics.events_delivered.inc(len(channel.subscribers))
 
     def _recover(self, channel: Channel, event: Event | None = None) -> None:
@@ -196,7 +195,7 @@ class Hub:
         log.warning("thread %s: resetting %d reader(s) to seq %d of epoch %s",
                     channel.slug, len(channel.subscribers), seq, epoch)
         channel.last_seq, channel.epoch = seq, epoch
-        frame = encode(Reset(seq=seq, epoch=epoch))
+        frame = text_frame(encode(Reset(seq=seq, epoch=epoch)))
         for subscriber in list(channel.subscribers):
             subscriber.reset(seq, frame)
 
@@ -218,7 +217,7 @@ class Hub:
     def _announce(self, channel: Channel, readers: int) -> None:
         if readers != channel.readers:
             channel.readers = readers
-            frame = encode(Presence(readers=readers))
+            frame = text_frame(encode(Presence(readers=readers)))
             for subscriber in list(channel.subscribers):
                 subscriber.send(None, frame)
 

@@ -1,7 +1,10 @@
 """The WebSocket endpoint: catch-up from the log, then live events, posts, presence.
 
-Each connection has a bounded queue drained by its own writer task, so fan-out never waits
-on a reader: a reader whose queue overflows is closed with 4000 and recovers with `since`.
+Frames go straight to the reader's socket (server/wire.py): the fan-out never waits on a
+reader and never wakes a task per reader. A reader that falls behind is closed with 4000 and
+recovers with `since`: when more than SEND_BUFFER_BYTES wait for it in this process, or when it
+leaves a lag probe unanswered for MAX_LAG seconds (LiveSessions.watch_lag) — a reader that
+reads nothing is found that way long before the kernel's socket buffers fill.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 from starlette.responses import PlainTextResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from . import metrics
 from .comments import PENDING, public_event
@@ -25,68 +28,83 @@ from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CLOSE_
                        Reset, Welcome, encode, parse_client_frame)
 from .security import client_ip
 from .threads import Author
+from .wire import WIRE_EXTENSION, LiveWebSocketProtocol, text_frame
 
 log = logging.getLogger("backchannel.live")
 
 # A reader that sends this many refused frames within the window is closed with 1008.
 MAX_REFUSED_FRAMES, REFUSED_WINDOW = 20, 10.0
+# The lag watch: every LAG_SWEEP seconds, a reader with more than PROBE_BACKLOG bytes
+# unacknowledged gets a ping behind them; one that has not answered it after MAX_LAG seconds
+# has not read what was sent that long ago, and is closed. Honest readers on a fast link stay
+# far below PROBE_BACKLOG (a few KiB in flight), so they are never probed.
+LAG_SWEEP, PROBE_BACKLOG, MAX_LAG = 0.25, 16 * 1024, 1.5
 
 
 @dataclass(frozen=True)
 class ResetTo:
-    """In a connection's queue: a reset frame, after which the stream goes on from seq."""
+    """A reset frame's place in the stream: events up to seq are covered by it."""
     seq: int
 
 
 class Connection:
-    """One reader's socket, as the Hub sees it: a bounded queue of (seq, frame)."""
+    """One reader's socket, as the Hub sees it. While the reader is catching up from the log,
+    live events are held (up to max_backlog bytes) and written after the replay, doubles dropped."""
 
-    def __init__(self, websocket: WebSocket, max_queue: int, moderator: bool = False) -> None:
-        self.websocket = websocket
+    def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False) -> None:
+        self.wire = wire
         self.moderator = moderator
-        self.max_queue = max_queue
-        self.queue: deque[tuple[int | ResetTo | None, str]] = deque()
+        self.max_backlog = max_backlog
         self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
-        self.ended = asyncio.Event()  # set with the close code and reason the server will send
-        self.close_code, self.close_reason = 1000, ""
-        self._wake = asyncio.Event()
+        self.held: list[tuple[int | ResetTo | None, bytes]] | None = []  # None once live
+        self._held_bytes = 0
 
-    def send(self, seq: int | ResetTo | None, frame: str) -> None:
-        if self.ended.is_set():
-            return
-        if len(self.queue) >= self.max_queue:
-            self.queue.clear()
-            metrics.readers_dropped.inc()
-            self.end(CLOSE_TOO_SLOW, "too slow: reconnect with since")
-            return
-        self.queue.append((seq, frame))
-        self._wake.set()
+    @property
+    def ended(self) -> bool:
+        return not self.wire.open
 
-    def end(self, code: int, reason: str) -> None:
-        """Close this connection soon, from anywhere, without waiting on the peer."""
-        if not self.ended.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.ended.set()
+    def send(self, seq: int | ResetTo | None, frame: bytes) -> None:
+        """Write a frame built by text_frame(), or hold it while catching up. Never waits."""
+        if self.held is None:
+            self._write(seq, frame)
+        elif self._held_bytes + len(frame) > self.max_backlog:
+            self.too_slow()
+        else:
+            self.held.append((seq, frame))
+            self._held_bytes += len(frame)
 
-    def reset(self, seq: int, frame: str) -> None:
+    def reset(self, seq: int, frame: bytes) -> None:
         self.send(ResetTo(seq), frame)
 
     def send_frame(self, frame: Frame) -> None:
-        self.send(None, encode(frame))
+        self.send(None, text_frame(encode(frame)))
 
-    async def write_loop(self) -> None:
-        while True:
-            while not self.queue:
-                self._wake.clear()
-                await self._wake.wait()
-            seq, frame = self.queue.popleft()
-            if isinstance(seq, int):
-                if seq <= self.last_seq:
-                    continue
-                self.last_seq = seq
-            elif isinstance(seq, ResetTo):
-                self.last_seq = seq.seq  # a new epoch may count from 1 again
-            await self.websocket.send_text(frame)
+    def go_live(self) -> None:
+        """The replay is written: write what was held during it, then everything as it comes."""
+        held, self.held = self.held or [], None
+        for seq, frame in held:
+            self._write(seq, frame)
+
+    def end(self, code: int, reason: str) -> None:
+        """Close this connection now, from anywhere, without waiting on the peer."""
+        if not self.ended:
+            log.info("closing a live connection: %s", reason)
+            self.wire.end(code, reason)
+
+    def _write(self, seq: int | ResetTo | None, frame: bytes) -> None:
+        if isinstance(seq, int):
+            if seq <= self.last_seq:
+                return
+            self.last_seq = seq
+        elif isinstance(seq, ResetTo):
+            self.last_seq = seq.seq  # a new epoch may count from 1 again
+        if self.wire.write(frame) > self.max_backlog:
+            self.too_slow()
+
+    def too_slow(self) -> None:
+        if not self.ended:
+            metrics.readers_dropped.inc()
+            self.end(CLOSE_TOO_SLOW, "too slow: reconnect with since")
 
 
 async def live(websocket: WebSocket) -> None:
@@ -114,59 +132,49 @@ async def live(websocket: WebSocket) -> None:
             del state.connections_per_ip[ip]
 
 
+def _wire(websocket: WebSocket) -> LiveWebSocketProtocol | None:
+    """The socket's protocol, when the server runs under `python -m server serve`."""
+    return websocket.scope.get("extensions", {}).get(WIRE_EXTENSION)
+
+
 async def _serve(websocket: WebSocket, slug: str) -> None:
     state = websocket.app.state
+    wire = _wire(websocket)
+    if wire is None:
+        log.error("live connections need the server's own WebSocket protocol: run `python -m server serve`")
+        await websocket.close(CLOSE_TRY_AGAIN)
+        return
     await websocket.accept()
     session = websocket.scope["state"]["moderator"]
-    connection = Connection(websocket, state.settings.send_queue_size, moderator=session is not None)
+    connection = Connection(wire, state.settings.send_buffer_bytes, moderator=session is not None)
     try:
         await state.hub.join(slug, connection)
     except Unavailable:
-        await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
+        connection.end(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
         return
     try:
         with state.live_sessions.track(session, connection):
             await _catch_up(websocket, connection, slug)
-            await _run(websocket, connection, _read_loop(websocket, connection, slug))
+            await _read_loop(websocket, connection, slug)
     except Unavailable:
-        await websocket.close(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
-    except WebSocketDisconnect:
-        pass
+        connection.end(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
     finally:
         await state.hub.leave(slug, connection)
 
 
-async def _run(websocket: WebSocket, connection: Connection, read_loop) -> None:
-    """Drain the connection's queue and read the client until either side ends, or until the
-    server ends it (too slow, session ended): then close with the code set."""
-    tasks = [asyncio.create_task(connection.write_loop()), asyncio.create_task(read_loop),
-             asyncio.create_task(connection.ended.wait())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if not task.cancelled() and task.exception() and not isinstance(task.exception(), WebSocketDisconnect):
-                raise task.exception()
-        if connection.ended.is_set():
-            log.info("closing a live connection: %s", connection.close_reason)
-            # A reader that reads nothing never takes the close frame: do not wait on it.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.close(connection.close_code, connection.close_reason), 1.0)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 class LiveSessions:
-    """This instance's live connections: by moderator session (to close them when it ends),
-    and the open moderation desks (to give them what happens on every instance)."""
+    """This instance's live connections: all of them (for the lag watch), by moderator session
+    (to close them when it ends), and the open moderation desks (to give them what happens on
+    every instance)."""
 
     def __init__(self) -> None:
+        self.connections: set[Connection] = set()
         self.by_session: dict[str, set[Connection]] = {}
         self.desks: set[Connection] = set()
 
     @contextlib.contextmanager
     def track(self, session: ModeratorSession | None, connection: Connection, desk: bool = False):
+        self.connections.add(connection)
         if session is not None:
             self.by_session.setdefault(session.session_id, set()).add(connection)
         if desk:
@@ -174,12 +182,27 @@ class LiveSessions:
         try:
             yield
         finally:
+            self.connections.discard(connection)
             self.desks.discard(connection)
             if session is not None:
                 connections = self.by_session.get(session.session_id, set())
                 connections.discard(connection)
                 if not connections:
                     self.by_session.pop(session.session_id, None)
+
+    async def watch_lag(self) -> None:
+        """Close readers that have stopped reading (see LAG_SWEEP, PROBE_BACKLOG, MAX_LAG)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(LAG_SWEEP)
+            now = loop.time()
+            for connection in list(self.connections):
+                wire = connection.wire
+                if wire.lag_probe_sent_at:
+                    if now - wire.lag_probe_sent_at > MAX_LAG:
+                        connection.too_slow()
+                elif wire.backlog() > PROBE_BACKLOG:
+                    wire.probe_lag()
 
     def on_control(self, message: str) -> None:
         """A control message from any instance (the backend's control channel)."""
@@ -189,7 +212,7 @@ class LiveSessions:
                 for connection in list(self.by_session.get(control["session"], ())):
                     connection.end(CLOSE_SESSION_ENDED, "the moderator's session ended")
             elif control["kind"] == "desk":  # (other kinds are for others: spam rules reload themselves)
-                frame = orjson.dumps(control["frame"]).decode()  # once, for every desk here
+                frame = text_frame(orjson.dumps(control["frame"]))  # once, for every desk here
                 for connection in list(self.desks):
                     connection.send(None, frame)
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -200,20 +223,17 @@ async def desk_live(websocket: WebSocket) -> None:
     """The moderation desk's socket: what happens on every instance, as it happens."""
     state = websocket.app.state
     session = websocket.scope["state"]["moderator"]
-    if session is None or not state.security.origin_allowed(websocket.scope):
+    wire = _wire(websocket)
+    if session is None or wire is None or not state.security.origin_allowed(websocket.scope):
         await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
         return
     await websocket.accept()
-    connection = Connection(websocket, state.settings.send_queue_size, moderator=True)
+    connection = Connection(wire, state.settings.send_buffer_bytes, moderator=True)
+    connection.go_live()
     with state.live_sessions.track(session, connection, desk=True):
-        connection.send(None, orjson.dumps({"type": "desk_welcome", "moderator": session.name}).decode())
-        with contextlib.suppress(WebSocketDisconnect):
-            await _run(websocket, connection, _ignore_incoming(websocket))
-
-
-async def _ignore_incoming(websocket: WebSocket) -> None:
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
+        connection.send(None, text_frame(orjson.dumps({"type": "desk_welcome", "moderator": session.name})))
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # the desk acts over HTTP; anything it sends here is ignored
 
 
 def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
@@ -229,26 +249,30 @@ def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
 
 async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> None:
     """welcome, then every event after `since` from the log (or reset). The connection is
-    already receiving live events into its queue; the writer drops those already replayed."""
+    already receiving live events, held until this is written; go_live() drops the doubles."""
     state = websocket.app.state
+    wire = connection.wire
     head = await state.backend.head(slug)
     readers = state.hub.readers(slug)
-    await websocket.send_text(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch)))
+    wire.write(text_frame(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch))))
     since, epoch, valid = _parse_since(websocket)
+    missed = None
+    if since is not None and since <= head.seq and (epoch is None or epoch == head.epoch):
+        missed = await state.backend.events_since(slug, since)
     if since is None and valid:
         connection.last_seq = head.seq
-        return
-    missed = None
-    if valid and since <= head.seq and (epoch is None or epoch == head.epoch):
-        missed = await state.backend.events_since(slug, since)
-    if missed is None:
-        await websocket.send_text(encode(Reset(seq=head.seq, epoch=head.epoch)))
+    elif missed is None:
+        wire.write(text_frame(encode(Reset(seq=head.seq, epoch=head.epoch))))
         connection.last_seq = head.seq
-        return
-    connection.last_seq = since
-    for event in missed:
-        await websocket.send_text(encode(event if connection.moderator else public_event(event)))
-        connection.last_seq = event.seq
+    else:
+        connection.last_seq = since
+        for event in missed:
+            if wire.write(text_frame(encode(event if connection.moderator else public_event(event)))) \
+                    > connection.max_backlog:
+                connection.too_slow()  # too far behind to replay at once: it comes back with a later since
+                return
+            connection.last_seq = event.seq
+    connection.go_live()
 
 
 async def _read_loop(websocket: WebSocket, connection: Connection, slug: str) -> None:
@@ -283,7 +307,7 @@ async def _read_loop(websocket: WebSocket, connection: Connection, slug: str) ->
             while refused and refused[0] < now - REFUSED_WINDOW:
                 refused.popleft()
             if len(refused) > MAX_REFUSED_FRAMES:
-                await websocket.close(CLOSE_POLICY, "too many refused messages")
+                connection.end(CLOSE_POLICY, "too many refused messages")
                 return
         except Exception:
             log.exception("could not store a post on %s", slug)

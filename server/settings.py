@@ -33,8 +33,10 @@ class Settings:
     # limits-library rate strings, per reader and per client IP.
     post_rate_per_reader: str = "5/10 seconds;30/hour"
     post_rate_per_ip: str = "30/minute"
-    # Frames a connection may queue before it counts as too slow and is closed (4000).
-    send_queue_size: int = 256
+    # Bytes that may wait in this process for one reader (behind its socket's kernel buffer, or
+    # held while it catches up) before it counts as too slow and is closed (4000). A whole
+    # HISTORY_SIZE replay of ordinary comments fits.
+    send_buffer_bytes: int = 1024 * 1024
     # Live connections one client IP may hold on one instance (a newsroom NAT needs room).
     max_connections_per_ip: int = 100
     # Peers whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips); from
@@ -80,7 +82,7 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         history_size=config("HISTORY_SIZE", cast=int, default=1000),
         post_rate_per_reader=config("POST_RATE_PER_READER", default="5/10 seconds;30/hour"),
         post_rate_per_ip=config("POST_RATE_PER_IP", default="30/minute"),
-        send_queue_size=config("SEND_QUEUE_SIZE", cast=int, default=256),
+        send_buffer_bytes=config("SEND_BUFFER_BYTES", cast=int, default=1024 * 1024),
         ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
         max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=100),
         trusted_proxies=config("TRUSTED_PROXIES", default="127.0.0.1"),

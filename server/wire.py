@@ -1,0 +1,135 @@
+"""The WebSocket protocol the server runs under uvicorn: uvicorn's websockets sans-I/O protocol,
+with what a live fan-out needs and the ASGI interface cannot give.
+
+* **Frames built once, written straight to each socket.** Through ASGI every reader's copy of an
+  event costs an `await send()`, a task wake-up and its own framing. The fan-out instead builds
+  an event's frame once (`text_frame`) and `write()`s the same bytes to every reader's
+  transport, synchronously, in the loop iteration the event arrived in. Frames from the
+  server are not masked, and permessage-deflate is off (`python -m server serve`), so the bytes
+  are the same for every reader.
+* **A measure of how far behind a reader is** (`backlog()`, `probe_lag()`): bytes written but
+  not yet acknowledged by the peer (the transport's buffer plus the kernel's send queue), and
+  a ping whose answer says the reader has read everything sent before it.
+* **Closing without waiting on the peer** (`end()`): the close frame goes out behind what is
+  queued, the app hears `websocket.disconnect` at once, and the socket is aborted if the peer
+  has not answered within CLOSE_GRACE seconds (a reader that reads nothing never will).
+* **A close frame between the fragments of a message closes normally.** RFC 6455 §5.4 allows
+  control frames between fragments; websockets fails the connection with 1002 instead
+  (Autobahn|Testsuite case 7.1.5). The unfinished message is dropped, the close echoed.
+
+The app finds the protocol in the scope: `scope["extensions"]["backchannel.wire"]`.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fcntl
+import termios
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+WIRE_EXTENSION = "backchannel.wire"
+CLOSE_GRACE = 1.0  # seconds a peer has to answer our close frame before the socket is aborted
+_LAG_PROBE_PAYLOAD = b"lag"
+_LAG_PROBE = Frame(Opcode.PING, _LAG_PROBE_PAYLOAD).serialize(mask=False)
+
+
+def text_frame(payload: str | bytes) -> bytes:
+    """One unfragmented, uncompressed text frame, as the server sends it to any reader."""
+    return Frame(Opcode.TEXT, payload.encode() if isinstance(payload, str) else payload).serialize(mask=False)
+
+
+class _ServerProtocol(ServerProtocol):
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE and self.current_size is not None:
+            self.current_size = None  # a close between fragments: drop the unfinished message
+        super().recv_frame(frame)
+
+
+class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The same ServerProtocol uvicorn made, but for the fragment-then-close fix above.
+        self.conn = _ServerProtocol(extensions=self.conn.available_extensions, max_size=self.config.ws_max_size,
+                                    logger=self.conn.logger)
+        self.lag_probe_sent_at = 0.0  # loop time of the unanswered lag probe, 0 when none is out
+        self._fd = -1
+
+    # --- uvicorn's protocol, extended ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        # The app's task was created above but has not run yet: it sees the extension.
+        if hasattr(self, "scope"):
+            self.scope["extensions"][WIRE_EXTENSION] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if hasattr(self, "scope"):
+            self.scope["extensions"].pop(WIRE_EXTENSION, None)  # no cycle left for the collector
+
+    def handle_pong(self, event: Frame) -> None:
+        if bytes(event.data) == _LAG_PROBE_PAYLOAD:
+            self.lag_probe_sent_at = 0.0
+            return
+        super().handle_pong(event)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            # A denial response (e.g. 404 for an unknown article) is a complete answer: without
+            # this, uvicorn logs "ASGI callable returned without completing handshake".
+            self.handshake_complete = True
+
+    # --- for the fan-out ---
+
+    @property
+    def open(self) -> bool:
+        return self.conn.state is State.OPEN and not self.close_sent and not self.disconnected
+
+    def write(self, frame: bytes) -> int:
+        """Queue a frame built by text_frame() behind what is already on its way. Returns the
+        bytes now waiting in this process for the kernel to take them."""
+        if self.open:
+            self.transport.write(frame)
+        return self.transport.get_write_buffer_size()
+
+    def backlog(self) -> int:
+        """Bytes written to this socket that the peer has not acknowledged yet."""
+        unacknowledged = array.array("i", [0])
+        if self._fd >= 0:
+            try:
+                fcntl.ioctl(self._fd, termios.TIOCOUTQ, unacknowledged)  # SIOCOUTQ on a socket
+            except OSError:
+                pass
+        return self.transport.get_write_buffer_size() + unacknowledged[0]
+
+    def probe_lag(self) -> None:
+        """Send a ping behind everything queued; its pong clears lag_probe_sent_at."""
+        if self.open and not self.lag_probe_sent_at:
+            self.lag_probe_sent_at = self.loop.time()
+            self.transport.write(_LAG_PROBE)
+
+    def end(self, code: int, reason: str) -> None:
+        """Close now: the close frame follows what is queued; the app hears the disconnect at
+        once; the socket is aborted if the peer has not finished closing in CLOSE_GRACE."""
+        if not self.open:
+            return
+        self.close_sent = True
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(CLOSE_GRACE, self.transport.abort)
