@@ -10,10 +10,8 @@ reads nothing is found that way long before the kernel's socket buffers fill.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import orjson
@@ -50,6 +48,8 @@ class ResetTo:
 class Connection:
     """One reader's socket, as the Hub sees it. While the reader is catching up from the log,
     live events are held (up to max_backlog bytes) and written after the replay, doubles dropped."""
+
+    __slots__ = ("wire", "moderator", "max_backlog", "last_seq", "held", "_held_bytes")  # one per reader
 
     def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False) -> None:
         self.wire = wire
@@ -108,8 +108,15 @@ class Connection:
 
 
 async def live(websocket: WebSocket) -> None:
+    """Checks, handshake and catch-up run in this ASGI call; then it returns and the socket
+    lives on in its protocol (LiveReader): an idle reader costs no task and no coroutine frames."""
     state = websocket.app.state
     slug = websocket.path_params["slug"]
+    wire = _wire(websocket)
+    if wire is None:
+        log.error("live connections need the server's own WebSocket protocol: run `python -m server serve`")
+        await websocket.close(CLOSE_TRY_AGAIN)
+        return
     if not state.security.origin_allowed(websocket.scope):
         await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
         return
@@ -123,13 +130,8 @@ async def live(websocket: WebSocket) -> None:
         log.warning("refusing a live connection from %s: %d already open", ip, state.connections_per_ip[ip])
         await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
         return
-    state.connections_per_ip[ip] += 1
-    try:
-        await _serve(websocket, slug)
-    finally:
-        state.connections_per_ip[ip] -= 1
-        if not state.connections_per_ip[ip]:
-            del state.connections_per_ip[ip]
+    await websocket.accept()
+    await LiveReader(websocket, wire, slug, ip).open(websocket)
 
 
 def _wire(websocket: WebSocket) -> LiveWebSocketProtocol | None:
@@ -137,29 +139,79 @@ def _wire(websocket: WebSocket) -> LiveWebSocketProtocol | None:
     return websocket.scope.get("extensions", {}).get(WIRE_EXTENSION)
 
 
-async def _serve(websocket: WebSocket, slug: str) -> None:
-    state = websocket.app.state
-    wire = _wire(websocket)
-    if wire is None:
-        log.error("live connections need the server's own WebSocket protocol: run `python -m server serve`")
-        await websocket.close(CLOSE_TRY_AGAIN)
-        return
-    await websocket.accept()
-    session = websocket.scope["state"]["moderator"]
-    connection = Connection(wire, state.settings.send_buffer_bytes, moderator=session is not None)
-    try:
-        await state.hub.join(slug, connection)
-    except Unavailable:
-        connection.end(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
-        return
-    try:
-        with state.live_sessions.track(session, connection):
-            await _catch_up(websocket, connection, slug)
-            await _read_loop(websocket, connection, slug)
-    except Unavailable:
-        connection.end(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
-    finally:
-        await state.hub.leave(slug, connection)
+class LiveReader:
+    """One reader's open socket on one thread: joined to the Hub, counted against its IP,
+    posting through Threads. It outlives the ASGI call that opened it: once caught up, the
+    socket's protocol hands it each message (on_message) and the end (on_closed)."""
+
+    __slots__ = ("state", "slug", "ip", "session", "author", "connection", "refused", "_left")
+
+    def __init__(self, websocket: WebSocket, wire: LiveWebSocketProtocol, slug: str, ip: str) -> None:
+        self.state = websocket.app.state
+        self.slug, self.ip = slug, ip
+        self.session: ModeratorSession | None = websocket.scope["state"]["moderator"]
+        self.author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=ip,
+                             moderator=self.session.name if self.session else None)
+        self.connection = Connection(wire, self.state.settings.send_buffer_bytes, moderator=self.session is not None)
+        self.refused: list[float] = []  # when recent frames were refused (a list: most readers never have one)
+        self._left = False
+
+    async def open(self, websocket: WebSocket) -> None:
+        state, connection = self.state, self.connection
+        state.connections_per_ip[self.ip] += 1
+        state.live_sessions.add(self.session, connection)
+        try:
+            await state.hub.join(self.slug, connection)
+            await _catch_up(websocket, connection, self.slug)
+        except Unavailable:
+            connection.end(CLOSE_TRY_AGAIN, "the backend is unavailable: retry with since")
+        except BaseException:
+            connection.end(1011, "")
+            await self._leave()
+            raise
+        connection.wire.detach(self.on_message, self.on_closed)
+
+    def on_closed(self) -> None:
+        self.state.live_sessions.spawn(self._leave())
+
+    async def _leave(self) -> None:
+        if self._left:
+            return
+        self._left = True
+        state = self.state
+        state.live_sessions.discard(self.session, self.connection)
+        state.connections_per_ip[self.ip] -= 1
+        if not state.connections_per_ip[self.ip]:
+            del state.connections_per_ip[self.ip]
+        await state.hub.leave(self.slug, self.connection)
+
+    async def on_message(self, message: dict) -> None:
+        """A frame from the reader: a post, answered with ack or error on this socket."""
+        connection, ref = self.connection, None
+        try:
+            text = message.get("text")
+            if text is None:
+                raise InvalidMessage("frames must be JSON text, not binary")
+            post = parse_client_frame(text)
+            ref = post.ref
+            comment, _ = await self.state.threads.post(self.slug, self.author, name=post.name, about=post.about,
+                                                       body=post.body, parent=post.parent, ref=ref)
+            # A comment held for moderation is no event yet: its author gets it in the ack.
+            connection.send_frame(Ack(ref=ref, id=comment.id, seq=comment.seq,
+                                      comment=comment.public() if comment.status == PENDING else None))
+        except BackchannelError as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            connection.send_frame(Error(code=exc.code, message=exc.message, ref=ref, retry_after=retry_after))
+            if isinstance(exc, RateLimited):
+                return  # answered cheaply; the socket stays open
+            now = time.monotonic()
+            self.refused = [t for t in self.refused if t >= now - REFUSED_WINDOW] + [now]
+            if len(self.refused) > MAX_REFUSED_FRAMES:
+                connection.end(CLOSE_POLICY, "too many refused messages")
+        except Exception:
+            log.exception("could not store a post on %s", self.slug)
+            connection.send_frame(Error(code="unavailable", message="The comment could not be stored; please retry.",
+                                        ref=ref))
 
 
 class LiveSessions:
@@ -171,24 +223,29 @@ class LiveSessions:
         self.connections: set[Connection] = set()
         self.by_session: dict[str, set[Connection]] = {}
         self.desks: set[Connection] = set()
+        self._tasks: set[asyncio.Task] = set()
 
-    @contextlib.contextmanager
-    def track(self, session: ModeratorSession | None, connection: Connection, desk: bool = False):
+    def add(self, session: ModeratorSession | None, connection: Connection, desk: bool = False) -> None:
         self.connections.add(connection)
         if session is not None:
             self.by_session.setdefault(session.session_id, set()).add(connection)
         if desk:
             self.desks.add(connection)
-        try:
-            yield
-        finally:
-            self.connections.discard(connection)
-            self.desks.discard(connection)
-            if session is not None:
-                connections = self.by_session.get(session.session_id, set())
-                connections.discard(connection)
-                if not connections:
-                    self.by_session.pop(session.session_id, None)
+
+    def discard(self, session: ModeratorSession | None, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self.desks.discard(connection)
+        if session is not None:
+            connections = self.by_session.get(session.session_id, set())
+            connections.discard(connection)
+            if not connections:
+                self.by_session.pop(session.session_id, None)
+
+    def spawn(self, coro) -> None:
+        """Run a reader's leaving (Hub, presence) to its end, even when nothing awaits it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def watch_lag(self) -> None:
         """Close readers that have stopped reading (see LAG_SWEEP, PROBE_BACKLOG, MAX_LAG)."""
@@ -230,10 +287,13 @@ async def desk_live(websocket: WebSocket) -> None:
     await websocket.accept()
     connection = Connection(wire, state.settings.send_buffer_bytes, moderator=True)
     connection.go_live()
-    with state.live_sessions.track(session, connection, desk=True):
+    state.live_sessions.add(session, connection, desk=True)
+    try:
         connection.send(None, text_frame(orjson.dumps({"type": "desk_welcome", "moderator": session.name})))
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # the desk acts over HTTP; anything it sends here is ignored
+    finally:
+        state.live_sessions.discard(session, connection)
 
 
 def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
@@ -273,43 +333,3 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
                 return
             connection.last_seq = event.seq
     connection.go_live()
-
-
-async def _read_loop(websocket: WebSocket, connection: Connection, slug: str) -> None:
-    state = websocket.app.state
-    session = websocket.scope["state"]["moderator"]
-    author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=client_ip(websocket.scope),
-                    moderator=session.name if session else None)
-    refused: deque[float] = deque()
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        ref = None
-        try:
-            text = message.get("text")
-            if text is None:
-                raise InvalidMessage("frames must be JSON text, not binary")
-            post = parse_client_frame(text)
-            ref = post.ref
-            comment, _ = await state.threads.post(slug, author, name=post.name, about=post.about,
-                                                  body=post.body, parent=post.parent, ref=ref)
-            # A comment held for moderation is no event yet: its author gets it in the ack.
-            connection.send_frame(Ack(ref=ref, id=comment.id, seq=comment.seq,
-                                      comment=comment.public() if comment.status == PENDING else None))
-        except BackchannelError as exc:
-            retry_after = getattr(exc, "retry_after", None)
-            connection.send_frame(Error(code=exc.code, message=exc.message, ref=ref, retry_after=retry_after))
-            if isinstance(exc, RateLimited):
-                continue  # answered cheaply; the socket stays open
-            now = time.monotonic()
-            refused.append(now)
-            while refused and refused[0] < now - REFUSED_WINDOW:
-                refused.popleft()
-            if len(refused) > MAX_REFUSED_FRAMES:
-                connection.end(CLOSE_POLICY, "too many refused messages")
-                return
-        except Exception:
-            log.exception("could not store a post on %s", slug)
-            connection.send_frame(Error(code="unavailable", message="The comment could not be stored; please retry.",
-                                        ref=ref))

@@ -26,8 +26,9 @@ import array
 import asyncio
 import fcntl
 import termios
-from typing import Any
+from typing import Any, Awaitable, Callable
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
@@ -51,14 +52,93 @@ class _ServerProtocol(ServerProtocol):
         super().recv_frame(frame)
 
 
+class _Inbox:
+    """What uvicorn's asyncio.Queue does for the app's receive(), for its one consumer: messages
+    are few (a handshake, the odd post, a disconnect), and an asyncio.Queue with its Event and
+    three deques costs ~3 KiB per idle connection."""
+
+    __slots__ = ("_items", "_waiter", "_listener")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[Any], None] | None = None
+
+    def listen(self, listener: Callable[[Any], None]) -> None:
+        """From now on hand every message to listener, beginning with those waiting."""
+        self._listener = listener
+        items, self._items = self._items, []
+        for item in items:
+            listener(item)
+
+    def put_nowait(self, item: Any) -> None:
+        if self._listener is not None:
+            self._listener(item)
+            return
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class _Writable:
+    """uvicorn's `writable` asyncio.Event, without the Event's deque when nobody waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set, self._waiters = True, None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiters is not None:
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters = [*(self._waiters or ()), waiter]
+        await waiter
+
+
 class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Writable()  # type: ignore[assignment]
         # The same ServerProtocol uvicorn made, but for the fragment-then-close fix above.
         self.conn = _ServerProtocol(extensions=self.conn.available_extensions, max_size=self.config.ws_max_size,
                                     logger=self.conn.logger)
         self.lag_probe_sent_at = 0.0  # loop time of the unanswered lag probe, 0 when none is out
         self._fd = -1
+        # Once detached (see detach()): where messages and the end go, and the one task, while
+        # there are messages, that hands them over in order.
+        self._detached = False
+        self._on_message: Callable[[dict], Awaitable[None]] | None = None
+        self._on_closed: Callable[[], None] | None = None
+        self._messages: list[dict] = []
+        self._handling: asyncio.Task | None = None
 
     # --- uvicorn's protocol, extended ---
 
@@ -72,11 +152,32 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
         # The app's task was created above but has not run yet: it sees the extension.
         if hasattr(self, "scope"):
             self.scope["extensions"][WIRE_EXTENSION] = self
+        # websockets' parser generator keeps the handshake request for the connection's whole
+        # life; its headers are in the scope now, so let their ~3 KiB go.
+        event.headers.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if hasattr(self, "scope"):
+        if getattr(self, "scope", None) is not None:
             self.scope["extensions"].pop(WIRE_EXTENSION, None)  # no cycle left for the collector
+
+    async def run_asgi(self) -> None:
+        # uvicorn's, but for the last line: a detached connection stays open when the app returns.
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.close_timer is None and not self._detached:
+            self.transport.close()
 
     def handle_pong(self, event: Frame) -> None:
         if bytes(event.data) == _LAG_PROBE_PAYLOAD:
@@ -86,7 +187,10 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+        if message["type"] == "websocket.accept":
+            # The parsed handshake is done with (the app has its scope): ~4 KiB per connection.
+            self.request = self.response = None
+        elif message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             # A denial response (e.g. 404 for an unknown article) is a complete answer: without
             # this, uvicorn logs "ASGI callable returned without completing handshake".
             self.handshake_complete = True
@@ -119,6 +223,37 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.open and not self.lag_probe_sent_at:
             self.lag_probe_sent_at = self.loop.time()
             self.transport.write(_LAG_PROBE)
+
+    def detach(self, on_message: Callable[[dict], Awaitable[None]], on_closed: Callable[[], None]) -> None:
+        """Go on without the app's task: the ASGI call returns and the socket stays open. Each
+        `websocket.receive` message is awaited in on_message, one at a time, in order (reading
+        pauses meanwhile); `websocket.disconnect` calls on_closed, once. An idle connection
+        then holds no task and none of the app's coroutine frames, only this object."""
+        self._detached = True
+        self._on_message, self._on_closed = on_message, on_closed
+        self.scope = None  # the app has taken what it needs from it
+        self.queue.listen(self._dispatch)
+
+    def _dispatch(self, message: dict) -> None:
+        if message["type"] == "websocket.disconnect":
+            on_closed, self._on_closed, self._on_message = self._on_closed, None, None
+            if on_closed is not None:
+                on_closed()
+        elif self._on_message is not None:
+            self._messages.append(message)
+            if self._handling is None:
+                self._handling = self.loop.create_task(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        try:
+            while self._messages and self._on_message is not None:
+                await self._on_message(self._messages.pop(0))
+        finally:
+            self._handling = None
+            self._messages.clear()
+            if self.read_paused and not self.disconnected:
+                self.read_paused = False
+                self.transport.resume_reading()
 
     def end(self, code: int, reason: str) -> None:
         """Close now: the close frame follows what is queued; the app hears the disconnect at
