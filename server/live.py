@@ -49,7 +49,7 @@ class Connection:
     """One reader's socket, as the Hub sees it. While the reader is catching up from the log,
     live events are held (up to max_backlog bytes) and written after the replay, doubles dropped."""
 
-    __slots__ = ("wire", "moderator", "max_backlog", "last_seq", "held", "_held_bytes")  # one per reader
+    __slots__ = ("wire", "moderator", "max_backlog", "last_seq", "held", "written", "_held_bytes")  # one per reader
 
     def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False) -> None:
         self.wire = wire
@@ -57,6 +57,7 @@ class Connection:
         self.max_backlog = max_backlog
         self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
         self.held: list[tuple[int | ResetTo | None, bytes]] | None = []  # None once live
+        self.written = False  # since the lag watch last looked
         self._held_bytes = 0
 
     @property
@@ -98,6 +99,7 @@ class Connection:
             self.last_seq = seq
         elif isinstance(seq, ResetTo):
             self.last_seq = seq.seq  # a new epoch may count from 1 again
+        self.written = True
         if self.wire.write(frame) > self.max_backlog:
             self.too_slow()
 
@@ -258,8 +260,10 @@ class LiveSessions:
                 if wire.lag_probe_sent_at:
                     if now - wire.lag_probe_sent_at > MAX_LAG:
                         connection.too_slow()
-                elif wire.backlog() > PROBE_BACKLOG:
-                    wire.probe_lag()
+                elif connection.written:  # a reader nothing was sent to cannot fall further behind
+                    connection.written = False
+                    if wire.backlog() > PROBE_BACKLOG:
+                        wire.probe_lag()
 
     def on_control(self, message: str) -> None:
         """A control message from any instance (the backend's control channel)."""

@@ -38,6 +38,7 @@ WIRE_EXTENSION = "backchannel.wire"
 CLOSE_GRACE = 1.0  # seconds a peer has to answer our close frame before the socket is aborted
 _LAG_PROBE_PAYLOAD = b"lag"
 _LAG_PROBE = Frame(Opcode.PING, _LAG_PROBE_PAYLOAD).serialize(mask=False)
+_OUTQ = array.array("i", [0])  # backlog()'s ioctl buffer, reused: everything here runs on one loop
 
 
 def text_frame(payload: str | bytes) -> bytes:
@@ -210,13 +211,13 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def backlog(self) -> int:
         """Bytes written to this socket that the peer has not acknowledged yet."""
-        unacknowledged = array.array("i", [0])
+        _OUTQ[0] = 0
         if self._fd >= 0:
             try:
-                fcntl.ioctl(self._fd, termios.TIOCOUTQ, unacknowledged)  # SIOCOUTQ on a socket
+                fcntl.ioctl(self._fd, termios.TIOCOUTQ, _OUTQ)  # SIOCOUTQ on a socket
             except OSError:
                 pass
-        return self.transport.get_write_buffer_size() + unacknowledged[0]
+        return self.transport.get_write_buffer_size() + _OUTQ[0]
 
     def probe_lag(self) -> None:
         """Send a ping behind everything queued; its pong clears lag_probe_sent_at."""
