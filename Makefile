@@ -51,8 +51,9 @@ bench: $(VENV)/.run-deps
 # under uvicorn with the product's own WebSocket options (tests/conformance/). Autobahn runs
 # on Python 2.7 only, in its own virtualenv (.venv/autobahn27, pinned in
 # tests/conformance/requirements-autobahn.txt). Takes a few minutes.
-#   make conformance                 the product's implementation (websockets-sansio)
-#   make conformance WS=wsproto      another one: websockets-sansio, websockets or wsproto
+#   make conformance                 the product's own protocol class (server/wire.py: uvicorn's
+#                                    websockets sans-I/O protocol, extended)
+#   make conformance WS=wsproto      one of uvicorn's stock ones: websockets-sansio, websockets or wsproto
 #   make conformance FULL=1          also the 9.* limits/performance cases (much longer)
 #   make conformance CASES=7.*,12.1.* only these cases
 #   make conformance STRICT=1        exit 1 if any case did not pass

@@ -4,7 +4,14 @@ The route exists only here, never in the product. The uvicorn options are not co
 taken from `python -m server serve` itself (server/__main__.py), by calling it with uvicorn.run
 replaced, so this app always runs with whatever the product runs with: the WebSocket
 implementation (unless --ws picks another to compare), the frame size limit, pings,
-per-message deflate, event loop and HTTP parser.
+per-message deflate, event loop and HTTP parser. The product runs its own protocol class
+(server/wire.py: uvicorn's websockets sans-I/O protocol, extended); --ws picks one of uvicorn's
+stock implementations instead.
+
+Text messages are echoed the way the product sends to readers: `wire.write(text_frame(...))` on
+the protocol found at scope["extensions"]["backchannel.wire"], not ASGI websocket.send; when
+that extension is absent (a stock --ws), through websocket.send_text. Binary messages, which
+the product never sends, go through websocket.send_bytes.
 
     python -m tests.conformance.echo_app --port 9001 [--ws websockets-sansio|websockets|wsproto]
 """
@@ -21,19 +28,25 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from server.wire import WIRE_EXTENSION, text_frame
+
 # Of the options serve() gives uvicorn.run, these are this app's own: where it listens, what it runs.
 LEFT_TO_THIS_APP = {"app", "factory", "host", "port", "proxy_headers", "timeout_graceful_shutdown", "log_level"}
 
 
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
+    wire = (websocket.scope.get("extensions") or {}).get(WIRE_EXTENSION)  # the product's protocol
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             if message.get("text") is not None:
-                await websocket.send_text(message["text"])
+                if wire is not None:
+                    wire.write(text_frame(message["text"]))
+                else:
+                    await websocket.send_text(message["text"])
             else:
                 await websocket.send_bytes(message["bytes"])
     except WebSocketDisconnect:  # the peer went away while its echo was being sent
