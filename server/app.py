@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             lag_watch.cancel()
+            await live_sessions.close()
             await hub.close()
             await backend.close()
 

@@ -249,6 +249,11 @@ class LiveSessions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def close(self) -> None:
+        """At shutdown: let the readers' leaving finish before the Hub and backend go."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+
     async def watch_lag(self) -> None:
         """Close readers that have stopped reading (see LAG_SWEEP, PROBE_BACKLOG, MAX_LAG)."""
         loop = asyncio.get_running_loop()

@@ -567,6 +567,7 @@ async def test_foreign_origins_are_refused(start_server) -> None:
 
 async def test_unknown_article_is_404_everywhere(server: ServerProcess) -> None:
     """An article that does not exist is a 404 for the socket, the page and the API."""
+    errors_logged = server.log().count("ERROR")
     for slug in ("nope", "NOPE", DEMO_SLUG + "-x"):
         with pytest.raises(InvalidStatus) as refused:
             async with ws_connect(live_url(server, slug)):
@@ -584,6 +585,31 @@ async def test_unknown_article_is_404_everywhere(server: ServerProcess) -> None:
     # and the real one still works
     async with reader(server) as (_, welcome):
         assert welcome["seq"] == 4
+    assert server.log().count("ERROR") == errors_logged, "a 404 for the socket is no server error"
+
+
+async def test_invalid_utf8_closes_1007_and_the_server_stays_up(server: ServerProcess) -> None:
+    """A text frame that is not UTF-8 closes that connection with 1007, quietly (no ERROR in
+    the server's log); the other readers carry on."""
+    errors_logged = server.log().count("ERROR")
+    async with reader(server) as (bystander, welcome):
+        sock = await asyncio.to_thread(open_raw_reader, server, f"/articles/{DEMO_SLUG}/live")
+        with sock:
+            mask = os.urandom(4)
+            payload = b'{"type":"post","body":"\xff\xfe"}'
+            sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            data = b""
+            while chunk := await asyncio.to_thread(sock.recv, 65536):
+                data += chunk
+        frames, close_code = parse_server_frames(data)
+        # (the welcome may or may not have gone out before the bad frame was read)
+        assert {f["type"] for f in frames} <= {"welcome"} and close_code == 1007
+        async with http(server) as client:
+            response = await client.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "S", "body": "on we go"})
+        assert response.status_code == 201, response.text
+        event = await next_frame(bystander, "comment")
+        assert (event["seq"], event["comment"]["body"]) == (welcome["seq"] + 1, "on we go")
+    assert server.log().count("ERROR") == errors_logged
 
 
 # --- 9. slow reader --------------------------------------------------------------------------
