@@ -36,7 +36,7 @@ MAX_REFUSED_FRAMES, REFUSED_WINDOW = 20, 10.0
 # unacknowledged gets a ping behind them; one that has not answered it after MAX_LAG seconds
 # has not read what was sent that long ago, and is closed. Honest readers on a fast link stay
 # far below PROBE_BACKLOG (a few KiB in flight), so they are never probed.
-LAG_SWEEP, PROBE_BACKLOG, MAX_LAG = 0.25, 16 * 1024, 1.5
+LAG_SWEEP, PROBE_BACKLOG, MAX_LAG = 0.5, 16 * 1024, 1.5
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from typing import Any, Awaitable, Callable
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 WIRE_EXTENSION = "backchannel.wire"
@@ -217,14 +216,17 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
 
     @property
     def open(self) -> bool:
-        return self.conn.state is State.OPEN and not self.close_sent and not self.disconnected
+        """Accepted, and neither side has begun to close: data frames may still go out. (Every
+        way the connection starts closing either sets close_sent or closes the transport.)"""
+        return self.handshake_complete and not self.close_sent and not self.transport.is_closing()
 
     def write(self, frame: bytes) -> int:
         """Queue a frame built by text_frame() behind what is already on its way. Returns the
         bytes now waiting in this process for the kernel to take them."""
-        if self.open:
-            self.transport.write(frame)
-        return self.transport.get_write_buffer_size()
+        transport = self.transport  # (the open check inlined: this runs once per reader per event)
+        if self.handshake_complete and not self.close_sent and not transport.is_closing():
+            transport.write(frame)
+        return transport.get_write_buffer_size()
 
     def backlog(self) -> int:
         """Bytes written to this socket that the peer has not acknowledged yet."""
