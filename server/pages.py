@@ -82,7 +82,10 @@ async def article_page(request: Request, form: dict[str, Any] | None = None, sta
         "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE),
         "seq": snapshot.seq,
         "epoch": snapshot.epoch,
-        "form": form or {"name": "", "about": "", "body": "", "parent": "", "error": None, "error_parent": None},
+        # ?reply=ID / ?report=ID: the no-JavaScript way to that comment's form (see _comment.html)
+        "form": form or {"name": "", "about": "", "body": "", "parent": "", "error": None, "error_parent": None,
+                         "reply_to": request.query_params.get("reply", ""),
+                         "report_to": request.query_params.get("report", "")},
         "limits": LIMITS,
     }, status_code=status_code)
 

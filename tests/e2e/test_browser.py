@@ -23,10 +23,14 @@ def open_page(new_page):
     return open_
 
 
-def post_from(page: Page, body: str, name: str = "Reader One", parent: str | None = None) -> None:
+def post_from(page: Page, body: str, name: str = "Reader One", parent: str | None = None,
+              javascript: bool = True) -> None:
     scope = page.locator(f"#c-{parent}") if parent else page.locator(".composer")
     if parent:
         scope.locator("summary").first.click()
+        if not javascript:  # the page carries no reply form: the link asks for the page with it
+            scope.locator("details.reply [data-lazy-form]").first.click()
+            page.wait_for_url(f"**?reply={parent}#c-{parent}")
     form = scope.locator("form[data-comment-form]").first
     form.locator("textarea[name=body]").fill(body)
     form.locator("input[name=name]").fill(name)
@@ -77,10 +81,37 @@ def test_the_comment_form_works_with_javascript_turned_off(server, open_page):
     page.wait_for_url(f"**{ARTICLE}#c-*")
     comment_id = page.url.rsplit("#c-", 1)[1]
     expect(page.locator(f"#c-{comment_id}")).to_contain_text("Posted without JavaScript")
-    post_from(page, "A reply, also without JavaScript", name="No Script", parent=comment_id)
+    post_from(page, "A reply, also without JavaScript", name="No Script", parent=comment_id, javascript=False)
     page.wait_for_url(f"**{ARTICLE}#c-*")
     expect(page.locator(f'ol.replies[data-replies-of="{comment_id}"] > li.comment')).to_contain_text(
         "A reply, also without JavaScript")
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_reader_reports_a_comment_from_the_page(server, open_page, javascript):
+    """The page carries no report form per comment (they made big threads slow): opening
+    Report builds one, or without JavaScript asks for the page with it; the report arrives."""
+    comment_id = httpx.get(server.url + f"/api/articles/{DEMO_SLUG}/comments").json()["comments"][1]["id"]
+    page = open_page(server, javascript=javascript)
+    card = page.locator(f"#c-{comment_id}")
+    assert page.locator("details.report form").count() == 0
+    card.locator("details.report summary").click()
+    if not javascript:
+        card.locator("details.report [data-lazy-form]").click()
+        page.wait_for_url(f"**?report={comment_id}#c-{comment_id}")
+    form = card.locator("details.report form")
+    form.locator("input[name=reason]").fill("spam")
+    form.locator("button[type=submit]").click()
+    if javascript:
+        expect(card.locator('[data-field="action-result"]')).to_contain_text("a moderator will take a look")
+    else:
+        page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+    # the second report from the same reader is recognised as the same one
+    response = page.request.post(f"{server.url}/api/comments/{comment_id}/report",
+                                 headers={"Origin": server.url, "X-CSRF-Token": page.locator(
+                                     'input[name=csrf_token]').first.get_attribute("value")},
+                                 data={"reason": "again"})
+    assert response.ok and response.json().get("already") is True, response.text()
 
 
 def test_a_refused_comment_shows_why_and_keeps_the_text(start_server, open_page):

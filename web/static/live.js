@@ -223,6 +223,33 @@
     }
   }
 
+  // The page leaves most reply and report forms out (they made big threads slow to lay out;
+  // see _comment.html): a comment's details get theirs from the template's blank comment
+  // when they open.
+  function ensureForm(details) {
+    const kind = details.matches("details.reply") ? "reply" : "report";
+    const present = details.querySelector("form");
+    const li = details.closest("li.comment");
+    if (present || !li) return present;
+    const blank = template && template.content.querySelector(`li.comment > .comment-card details.${kind} form`);
+    if (!blank) return null;
+    const form = blank.cloneNode(true);
+    const id = li.dataset.id;
+    fixIds(form, id);
+    const link = details.querySelector("[data-lazy-form]");
+    if (link) link.remove();
+    details.appendChild(form);
+    if (kind === "reply") {
+      form.dataset.parent = id;
+      const parentInput = field(form, "parent");
+      if (parentInput) parentInput.value = id;
+      prefillIdentity(form);
+    } else {
+      wireActionForms(li, id);
+    }
+    return form;
+  }
+
   function buildComment(c, depth) {
     const li = template.content.querySelector("li.comment").cloneNode(true);
     fixIds(li, c.id);
@@ -1132,7 +1159,8 @@
       if (!parent) form = root.querySelector('.composer form[data-comment-form]');
       else {
         const li = commentEl(parent);
-        form = li ? li.querySelector(":scope > .comment-card form[data-comment-form]") : null;
+        const details = li && part(li, "reply");
+        form = details ? ensureForm(details) : null;
       }
       const body = form && field(form, "body");
       if (!body) continue;
@@ -1149,15 +1177,23 @@
     if (form && form.matches("[data-comment-form]")) saveDraft(form.dataset.parent || "", el.value);
   });
 
-  // Opening a reply form puts the cursor where the reader is about to type.
+  // Opening a reply or report form builds it if the page left it out, and puts the cursor
+  // where the reader is about to type.
   root.addEventListener("toggle", (event) => {
     const details = event.target;
-    if (!(details instanceof HTMLDetailsElement) || !details.matches("details.reply") || !details.open) return;
-    const form = details.querySelector("form[data-comment-form]");
+    if (!(details instanceof HTMLDetailsElement) || !details.open) return;
+    if (!details.matches("details.reply, details.report")) return;
+    const form = ensureForm(details);
     if (!form) return;
+    const fromSummary = document.activeElement === details.querySelector("summary");
+    if (details.matches("details.report")) {
+      const reason = field(form, "reason");
+      if (reason && fromSummary) reason.focus();
+      return;
+    }
     prefillIdentity(form);
     const body = field(form, "body");
-    if (body && document.activeElement === details.querySelector("summary")) body.focus();
+    if (body && fromSummary) body.focus();
   }, true);
 
   root.addEventListener("submit", onSubmit);
