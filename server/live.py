@@ -49,10 +49,12 @@ class Connection:
     """One reader's socket, as the Hub sees it. While the reader is catching up from the log,
     live events are held (up to max_backlog bytes) and written after the replay, doubles dropped."""
 
-    __slots__ = ("wire", "moderator", "max_backlog", "last_seq", "held", "written", "_held_bytes")  # one per reader
+    __slots__ = ("wire", "slug", "moderator", "max_backlog", "last_seq", "held", "written", "_held_bytes")  # one per reader
 
-    def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False) -> None:
+    def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False,
+                 slug: str | None = None) -> None:
         self.wire = wire
+        self.slug = slug  # the article's thread; None for a moderation desk
         self.moderator = moderator
         self.max_backlog = max_backlog
         self.last_seq = 0  # the last sequenced event sent; replays and live events at or below it are doubles
@@ -154,7 +156,8 @@ class LiveReader:
         self.session: ModeratorSession | None = websocket.scope["state"]["moderator"]
         self.author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=ip,
                              moderator=self.session.name if self.session else None)
-        self.connection = Connection(wire, self.state.settings.send_buffer_bytes, moderator=self.session is not None)
+        self.connection = Connection(wire, self.state.settings.send_buffer_bytes, moderator=self.session is not None,
+                                     slug=slug)
         self.refused: list[float] = []  # when recent frames were refused (a list: most readers never have one)
         self._left = False
 
@@ -249,6 +252,15 @@ class LiveSessions:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _show_pending(self, comment: dict) -> None:
+        """A comment held for moderation is no event (readers must not see it), but moderators
+        reading its article see it arrive, and can approve it there."""
+        frame = text_frame(orjson.dumps({"type": "pending", "comment": comment}))
+        for connections in list(self.by_session.values()):
+            for connection in list(connections):
+                if connection.slug == comment.get("slug"):
+                    connection.send(None, frame)
+
     async def close(self) -> None:
         """At shutdown: let the readers' leaving finish before the Hub and backend go."""
         if self._tasks:
@@ -281,6 +293,9 @@ class LiveSessions:
                 frame = text_frame(orjson.dumps(control["frame"]))  # once, for every desk here
                 for connection in list(self.desks):
                     connection.send(None, frame)
+                held = control["frame"].get("comment") if control["frame"]["type"] == "desk_comment" else None
+                if held and held.get("status") == PENDING:
+                    self._show_pending(held)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignoring a malformed control message: %.200s", message)
 

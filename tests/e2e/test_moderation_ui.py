@@ -207,6 +207,9 @@ def test_a_held_comment_waits_for_approval_then_appears_once(cluster, new_page):
         expect(held.locator('[data-field="pending"]')).to_be_visible()
         comment_id = held.get_attribute("data-id")
         expect(other.locator(f"#c-{comment_id}")).to_have_count(0)
+        # The moderator reading the article on the other instance sees it arrive, held.
+        expect(alice.locator(f"#c-{comment_id}")).to_have_attribute("data-status", "pending", timeout=LIVE)
+        expect(card(alice, comment_id).locator('form[data-action-form="approve"]')).to_be_visible()
 
         alice.goto(cluster.a.url + "/moderation")
         pending = alice.locator(f"#desk-comment-{comment_id}")

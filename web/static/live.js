@@ -693,6 +693,7 @@
         if (typeof msg.readers === "number") { readers = msg.readers; showReaders(); }
         return;
       case "ack": onAck(msg); return;
+      case "pending": if (isMod) onComment(msg.comment); return; // held for moderation (moderators only)
       case "error": onError(msg); return;
       case "reset": resetThread(); return;
       default: break;
