@@ -69,7 +69,7 @@ class Connection:
     def send(self, seq: int | ResetTo | None, frame: bytes) -> None:
         """Write a frame built by text_frame(), or hold it while catching up. Never waits."""
         if self.held is None:
-            self._write(seq, frame)
+            self.write_now(seq, frame)
         elif self._held_bytes + len(frame) > self.max_backlog:
             self.too_slow()
         else:
@@ -86,7 +86,7 @@ class Connection:
         """The replay is written: write what was held during it, then everything as it comes."""
         held, self.held = self.held or [], None
         for seq, frame in held:
-            self._write(seq, frame)
+            self.write_now(seq, frame)
 
     def end(self, code: int, reason: str) -> None:
         """Close this connection now, from anywhere, without waiting on the peer."""
@@ -94,7 +94,8 @@ class Connection:
             log.info("closing a live connection: %s", reason)
             self.wire.end(code, reason)
 
-    def _write(self, seq: int | ResetTo | None, frame: bytes) -> None:
+    def write_now(self, seq: int | ResetTo | None, frame: bytes) -> None:
+        """Write a frame even while live events are held (the catch-up's own frames)."""
         if isinstance(seq, int):
             if seq <= self.last_seq:
                 return
@@ -335,10 +336,9 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     """welcome, then every event after `since` from the log (or reset). The connection is
     already receiving live events, held until this is written; go_live() drops the doubles."""
     state = websocket.app.state
-    wire = connection.wire
     head = await state.backend.head(slug)
     readers = state.hub.readers(slug)
-    wire.write(text_frame(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch))))
+    connection.write_now(None, text_frame(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch))))
     since, epoch, valid = _parse_since(websocket)
     missed = None
     if since is not None and since <= head.seq and (epoch is None or epoch == head.epoch):
@@ -346,14 +346,11 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     if since is None and valid:
         connection.last_seq = head.seq
     elif missed is None:
-        wire.write(text_frame(encode(Reset(seq=head.seq, epoch=head.epoch))))
-        connection.last_seq = head.seq
+        connection.write_now(ResetTo(head.seq), text_frame(encode(Reset(seq=head.seq, epoch=head.epoch))))
     else:
         connection.last_seq = since
         for event in missed:
-            if wire.write(text_frame(encode(event if connection.moderator else public_event(event)))) \
-                    > connection.max_backlog:
-                connection.too_slow()  # too far behind to replay at once: it comes back with a later since
-                return
-            connection.last_seq = event.seq
+            connection.write_now(event.seq, text_frame(encode(event if connection.moderator else public_event(event))))
+            if connection.ended:
+                return  # too far behind to replay at once (too_slow): it comes back with a later since
     connection.go_live()
