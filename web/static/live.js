@@ -239,15 +239,21 @@
     const link = details.querySelector("[data-lazy-form]");
     if (link) link.remove();
     details.appendChild(form);
-    if (kind === "reply") {
-      form.dataset.parent = id;
-      const parentInput = field(form, "parent");
-      if (parentInput) parentInput.value = id;
-      prefillIdentity(form);
-    } else {
-      wireActionForms(li, id);
-    }
+    if (kind === "reply") prepareReplyForm(form, id);
+    else wireActionForms(li, id);
     return form;
+  }
+
+  // A reply form cloned from the template's blank comment: it answers comment id, starts empty.
+  function prepareReplyForm(form, id) {
+    form.dataset.parent = id;
+    const parentInput = field(form, "parent");
+    if (parentInput) parentInput.value = id;
+    const body = field(form, "body");
+    if (body) body.value = "";
+    const err = form.querySelector("[data-form-error]");
+    if (err) err.textContent = "";
+    prefillIdentity(form);
   }
 
   function buildComment(c, depth) {
@@ -259,16 +265,7 @@
     const permalink = part(li, "permalink");
     if (permalink) permalink.setAttribute("href", "#c-" + c.id);
     const form = li.querySelector(":scope > .comment-card form[data-comment-form]");
-    if (form) {
-      form.dataset.parent = c.id;
-      const parentInput = field(form, "parent");
-      if (parentInput) parentInput.value = c.id;
-      const body = field(form, "body");
-      if (body) body.value = "";
-      const err = form.querySelector("[data-form-error]");
-      if (err) err.textContent = "";
-      prefillIdentity(form);
-    }
+    if (form) prepareReplyForm(form, c.id);
     const replies = li.querySelector(":scope > ol.replies");
     if (replies) replies.dataset.repliesOf = c.id;
     wireActionForms(li, c.id);
