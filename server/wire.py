@@ -23,6 +23,11 @@ with what a live fan-out needs and the ASGI interface cannot give.
   denial response (404 for an unknown article) is not logged as an unfinished handshake.
 
 The app finds the protocol in the scope: `scope["extensions"]["backchannel.wire"]`.
+
+None of what this extends is public API, so pyproject.toml pins uvicorn and websockets to the
+versions tests/test_wire.py passes on: it drives every override here through a fake transport,
+and must pass before either pin moves. The close-between-fragments and the two quiet fixes
+belong upstream; docs/upstream/ has them as reports ready to file.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ import array
 import asyncio
 import fcntl
 import termios
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 WIRE_EXTENSION = "backchannel.wire"
@@ -43,6 +50,8 @@ CLOSE_GRACE = 1.0  # seconds a peer has to answer our close frame before the soc
 _LAG_PROBE_PAYLOAD = b"lag"
 _LAG_PROBE = Frame(Opcode.PING, _LAG_PROBE_PAYLOAD).serialize(mask=False)
 _OUTQ = array.array("i", [0])  # backlog()'s ioctl buffer, reused: everything here runs on one loop
+
+Message = dict[str, Any]  # an ASGI message
 
 
 def text_frame(payload: str | bytes) -> bytes:
@@ -62,21 +71,21 @@ class _Inbox:
     are few (a handshake, the odd post, a disconnect), and an asyncio.Queue with its Event and
     three deques costs ~3 KiB per idle connection."""
 
-    __slots__ = ("_items", "_waiter", "_listener")
+    __slots__ = ("_items", "_listener", "_waiter")
 
     def __init__(self) -> None:
-        self._items: list[Any] = []
+        self._items: list[Message] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._listener: Callable[[Any], None] | None = None
+        self._listener: Callable[[Message], None] | None = None
 
-    def listen(self, listener: Callable[[Any], None]) -> None:
+    def listen(self, listener: Callable[[Message], None]) -> None:
         """From now on hand every message to listener, beginning with those waiting."""
         self._listener = listener
         items, self._items = self._items, []
         for item in items:
             listener(item)
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: Message) -> None:
         if self._listener is not None:
             self._listener(item)
             return
@@ -87,7 +96,7 @@ class _Inbox:
     def empty(self) -> bool:
         return not self._items
 
-    async def get(self) -> Any:
+    async def get(self) -> Message:
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -103,7 +112,8 @@ class _Writable:
     __slots__ = ("_set", "_waiters")
 
     def __init__(self) -> None:
-        self._set, self._waiters = True, None
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def is_set(self) -> bool:
         return self._set
@@ -128,22 +138,27 @@ class _Writable:
 
 
 class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
+    # uvicorn's asyncio.Queue and asyncio.Event, replaced by lighter objects with the same methods.
+    queue: _Inbox  # type: ignore[assignment]
+    writable: _Writable  # type: ignore[assignment]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = _Inbox()  # type: ignore[assignment]
-        self.writable = _Writable()  # type: ignore[assignment]
+        self.queue = _Inbox()
+        self.writable = _Writable()
         # The same ServerProtocol uvicorn made, but for the fragment-then-close fix above.
-        self.conn = _ServerProtocol(extensions=self.conn.available_extensions, max_size=self.config.ws_max_size,
-                                    logger=self.conn.logger)
+        self.conn = _ServerProtocol(
+            extensions=self.conn.available_extensions, max_size=self.config.ws_max_size, logger=self.conn.logger
+        )
         self.lag_probe_sent_at = 0.0  # loop time of the unanswered lag probe, 0 when none is out
         self._fd = -1
         # Once detached (see detach()): where messages and the end go, and the one task, while
         # there are messages, that hands them over in order.
         self._detached = False
-        self._on_message: Callable[[dict], Awaitable[None]] | None = None
+        self._on_message: Callable[[Message], Awaitable[None]] | None = None
         self._on_closed: Callable[[], None] | None = None
-        self._messages: list[dict] = []
-        self._handling: asyncio.Task | None = None
+        self._messages: list[Message] = []
+        self._handling: asyncio.Task[None] | None = None
 
     # --- uvicorn's protocol, extended ---
 
@@ -152,11 +167,12 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
 
-    def handle_connect(self, event: Any) -> None:
+    def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        # The app's task was created above but has not run yet: it sees the extension.
+        # The app's task was created above but has not run yet: it sees the extension. (ASGI
+        # lets an extension's value be anything; uvicorn's scope type says a dict.)
         if hasattr(self, "scope"):
-            self.scope["extensions"][WIRE_EXTENSION] = self
+            cast(dict[str, Any], self.scope["extensions"])[WIRE_EXTENSION] = self
         # websockets' parser generator keeps the handshake request for the connection's whole
         # life; its headers are in the scope now, so let their ~3 KiB go.
         event.headers.clear()
@@ -206,7 +222,7 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept":
             # The parsed handshake is done with (the app has its scope): ~4 KiB per connection.
-            self.request = self.response = None
+            self.request = self.response = None  # type: ignore[assignment]
         elif message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             # A denial response (e.g. 404 for an unknown article) is a complete answer: without
             # this, uvicorn logs "ASGI callable returned without completing handshake".
@@ -244,17 +260,17 @@ class LiveWebSocketProtocol(WebSocketsSansIOProtocol):
             self.lag_probe_sent_at = self.loop.time()
             self.transport.write(_LAG_PROBE)
 
-    def detach(self, on_message: Callable[[dict], Awaitable[None]], on_closed: Callable[[], None]) -> None:
+    def detach(self, on_message: Callable[[Message], Awaitable[None]], on_closed: Callable[[], None]) -> None:
         """Go on without the app's task: the ASGI call returns and the socket stays open. Each
         `websocket.receive` message is awaited in on_message, one at a time, in order (reading
         pauses meanwhile); `websocket.disconnect` calls on_closed, once. An idle connection
         then holds no task and none of the app's coroutine frames, only this object."""
         self._detached = True
         self._on_message, self._on_closed = on_message, on_closed
-        self.scope = None  # the app has taken what it needs from it
+        self.scope = None  # type: ignore[assignment]  # the app has taken what it needs from it
         self.queue.listen(self._dispatch)
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: Message) -> None:
         if message["type"] == "websocket.disconnect":
             on_closed, self._on_closed, self._on_message = self._on_closed, None, None
             if on_closed is not None:

@@ -32,10 +32,14 @@ Send = Callable[[Message], Awaitable[None]]
 
 # The upgrade request as uvicorn's HTTP protocol hands it to the WebSocket protocol (header names
 # lowercased by its parser), with RFC 6455's example key, so Sec-WebSocket-Accept is the RFC's too.
-HANDSHAKE = (b"GET /articles/some-article/live HTTP/1.1\r\nhost: example.test\r\nupgrade: websocket\r\n"
-             b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
-ACCEPTED = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+HANDSHAKE = (
+    b"GET /articles/some-article/live HTTP/1.1\r\nhost: example.test\r\nupgrade: websocket\r\n"
+    b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+)
+ACCEPTED = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
 ACCEPT: Message = {"type": "websocket.accept"}
 
 
@@ -103,12 +107,17 @@ class FakeTransport(asyncio.Transport):
 class Peer:
     """The client's end: it feeds masked frames to the protocol and reads what it wrote."""
 
-    def __init__(self, app: Callable[[Message, Receive, Send], Awaitable[None]], sock: socket.socket | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        app: Callable[[Message, Receive, Send], Awaitable[None]],
+        sock: socket.socket | None = None,
+        **options: Any,
+    ) -> None:
         # The product's options (server/__main__.py), keepalive off unless a test turns it on.
         options = {"ws_per_message_deflate": False, "ws_max_size": 65536, "ws_ping_interval": None} | options
-        config = Config(app=app, ws=LiveWebSocketProtocol, lifespan="off", log_config=None, proxy_headers=False,
-                        **options)
+        config = Config(
+            app=app, ws=LiveWebSocketProtocol, lifespan="off", log_config=None, proxy_headers=False, **options
+        )
         self.state = ServerState()
         self.transport = FakeTransport(sock)
         self.wire = LiveWebSocketProtocol(config, self.state, {}, _loop=asyncio.get_running_loop())
@@ -218,6 +227,7 @@ def logged_errors() -> Iterator[list[logging.LogRecord]]:
 
 # --- what websockets' ServerProtocol does, corrected (_ServerProtocol.recv_frame) -------------
 
+
 async def test_a_close_between_fragments_drops_the_message_and_closes_normally() -> None:
     """RFC 6455 §5.4 allows control frames between fragments; Autobahn|Testsuite 7.1.5 sends
     a fragment, a close, then the last fragment. websockets alone answers 1002."""
@@ -231,6 +241,7 @@ async def test_a_close_between_fragments_drops_the_message_and_closes_normally()
 
 
 # --- uvicorn's protocol, extended ---------------------------------------------------------
+
 
 async def test_invalid_utf8_closes_1007_without_an_error_log(logged_errors: list[logging.LogRecord]) -> None:
     app = Recorder()
@@ -268,7 +279,9 @@ async def test_the_app_finds_the_protocol_in_the_scope_and_the_handshake_headers
 
     async def app(scope: Message, receive: Receive, send: Send) -> None:
         protocol = scope["extensions"][WIRE_EXTENSION]
-        seen.update(protocol=protocol, request_headers=len(protocol.request.headers), scope_headers=dict(scope["headers"]))
+        seen.update(
+            protocol=protocol, request_headers=len(protocol.request.headers), scope_headers=dict(scope["headers"])
+        )
         await receive()
         await send(ACCEPT)
 
@@ -297,8 +310,13 @@ async def test_the_extension_leaves_the_scope_when_the_connection_is_lost() -> N
 async def test_a_denial_response_is_a_complete_answer(logged_errors: list[logging.LogRecord]) -> None:
     async def deny(scope: Message, receive: Receive, send: Send) -> None:
         await receive()
-        await send({"type": "websocket.http.response.start", "status": 404,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": b"no such ", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"article"})
 
@@ -313,8 +331,10 @@ async def test_a_denial_response_is_a_complete_answer(logged_errors: list[loggin
 
 @pytest.mark.parametrize("fault", ["raises", "returns"])
 async def test_an_app_that_fails_before_answering_gets_a_500_and_an_error_log(
-        fault: str, logged_errors: list[logging.LogRecord]) -> None:
+    fault: str, logged_errors: list[logging.LogRecord]
+) -> None:
     """run_asgi is uvicorn's, copied: what it does besides keeping a detached socket open."""
+
     async def app(scope: Message, receive: Receive, send: Send) -> None:
         await receive()
         if fault == "raises":
@@ -324,7 +344,11 @@ async def test_an_app_that_fails_before_answering_gets_a_500_and_an_error_log(
     await peer.handshake()
     assert peer.received().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert peer.transport.closing
-    expected = "Exception in ASGI application\n" if fault == "raises" else "ASGI callable returned without completing handshake."
+    expected = (
+        "Exception in ASGI application\n"
+        if fault == "raises"
+        else "ASGI callable returned without completing handshake."
+    )
     assert [record.getMessage() for record in logged_errors] == [expected]
 
 
@@ -395,6 +419,7 @@ async def test_server_shutdown_closes_a_detached_reader_with_1012() -> None:
 
 
 # --- for the fan-out ----------------------------------------------------------------------
+
 
 def test_text_frame_is_one_unmasked_unfragmented_frame() -> None:
     assert text_frame("é") == b"\x81\x02\xc3\xa9"
@@ -508,27 +533,32 @@ async def test_send_waits_while_the_transport_asks_the_protocol_to_pause_writing
 
 # --- the lighter queue and event ----------------------------------------------------------
 
-async def test_inbox_hands_items_out_in_order_and_wakes_a_waiting_get() -> None:
+
+def received(text: str) -> Message:
+    return {"type": "websocket.receive", "text": text}
+
+
+async def test_inbox_hands_messages_out_in_order_and_wakes_a_waiting_get() -> None:
     inbox = _Inbox()
     assert inbox.empty()
-    inbox.put_nowait("a")
-    inbox.put_nowait("b")
+    inbox.put_nowait(received("a"))
+    inbox.put_nowait(received("b"))
     assert not inbox.empty()
-    assert [await inbox.get(), await inbox.get()] == ["a", "b"]
+    assert [await inbox.get(), await inbox.get()] == [received("a"), received("b")]
     getting = asyncio.ensure_future(inbox.get())
     await asyncio.sleep(0)  # the get runs up to waiting
     assert not getting.done()
-    inbox.put_nowait("c")
-    assert await getting == "c" and inbox.empty()
+    inbox.put_nowait(received("c"))
+    assert await getting == received("c") and inbox.empty()
 
 
 async def test_inbox_listener_gets_what_waits_first_then_everything_new() -> None:
     inbox = _Inbox()
-    heard: list[str] = []
-    inbox.put_nowait("waiting")
+    heard: list[Message] = []
+    inbox.put_nowait(received("waiting"))
     inbox.listen(heard.append)
-    inbox.put_nowait("new")
-    assert heard == ["waiting", "new"] and inbox.empty()
+    inbox.put_nowait(received("new"))
+    assert heard == [received("waiting"), received("new")] and inbox.empty()
 
 
 async def test_writable_starts_set_and_wakes_every_waiter() -> None:
