@@ -30,6 +30,13 @@ test: $(VENV)/.test-deps
 clean:
 	rm -rf $(VENV) data .pytest_cache
 
+# Lint and type-check: ruff's rules and formatting, mypy --strict on server/ (pyproject.toml).
+.PHONY: lint
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy server
+
 # How many comments the article page renders server-side in under 100 ms.
 bench-page: $(VENV)/.test-deps
 	$(PY) bench/page_render.py
