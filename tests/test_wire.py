@@ -1,5 +1,6 @@
 """server/wire.py driven the way uvicorn's own protocol tests drive a protocol: bytes in through
-data_received, bytes out recorded from a fake transport's write. No server, no network, no sleeps.
+data_received, bytes out recorded from a fake transport's write. No server, no network, nothing
+timed: `asyncio.sleep(0)` only where a task must run up to its wait.
 
 wire.py extends uvicorn's websockets sans-I/O protocol and websockets' ServerProtocol, so it leans
 on their internals. Each override has a test here that fails without it, and the inherited
