@@ -65,6 +65,11 @@ class Backend(ABC):
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None: ...
 
     @abstractmethod
+    async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
+        """The comments named by (slug, comment id), in one read, in the order asked; the
+        ones that do not exist are left out (the moderation desk's reported comments)."""
+
+    @abstractmethod
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         """The comment stored earlier under this idempotency key, if any."""
 
@@ -125,6 +130,10 @@ class Backend(ABC):
     @abstractmethod
     async def list_range(self, key: str, count: int | None = None) -> list[str]:
         """The newest `count` items (all when None), newest first."""
+
+    @abstractmethod
+    async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
+        """list_range(key) of every key, in one read."""
 
     @abstractmethod
     async def publish_control(self, message: str) -> None:

@@ -220,6 +220,15 @@ class LocalBackend(Backend):
                                (comment_id, slug))
         return _row_to_comment(rows[0]) if rows else None
 
+    async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
+        if not refs:
+            return []
+        wanted = set(refs)
+        rows = await self._run(self._query, f"SELECT {_COLUMNS} FROM comments WHERE id IN "
+                               f"({', '.join('?' * len(wanted))})", tuple(comment_id for _slug, comment_id in wanted))
+        found = {(c.slug, c.id): c for c in map(_row_to_comment, rows)}
+        return [found[ref] for ref in refs if ref in found]
+
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         return await self._run(self._comment_by_ref, ref_key)
 
@@ -336,6 +345,16 @@ class LocalBackend(Backend):
         rows = await self._run(self._query, "SELECT value FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?",
                                (key, -1 if count is None else count))
         return [r[0] for r in rows]
+
+    async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
+        if not keys:
+            return []
+        rows = await self._run(self._query, f"SELECT key, value FROM lists WHERE key IN ({', '.join('?' * len(keys))}) "
+                               "ORDER BY n DESC", tuple(keys))
+        lists: dict[str, list[str]] = {key: [] for key in keys}
+        for key, value in rows:
+            lists[key].append(value)
+        return [lists[key] for key in keys]
 
     def _execute(self, sql: str, args: tuple) -> None:
         assert self._db is not None

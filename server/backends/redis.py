@@ -252,6 +252,13 @@ class RedisBackend(Backend):
         record = await self._call(self.redis.hget(_keys(slug)["comments"], comment_id))
         return _comment(record) if record is not None else None
 
+    async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for slug, comment_id in refs:
+                pipe.hget(_keys(slug)["comments"], comment_id)
+            records = await self._call(pipe.execute())
+        return [_comment(record) for record in records if record is not None]
+
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         keys = _keys(slug)
         comment_id = await self._call(self.redis.hget(keys["refs"], ref_key))
@@ -514,6 +521,13 @@ class RedisBackend(Backend):
             pipe.lpush(f"bc:list:{key}", value)
             pipe.ltrim(f"bc:list:{key}", 0, keep - 1)
             await self._call(pipe.execute())
+
+    async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for key in keys:
+                pipe.lrange(f"bc:list:{key}", 0, -1)
+            lists = await self._call(pipe.execute())
+        return [[item.decode() for item in items] for items in lists]
 
     async def list_range(self, key: str, count: int | None = None) -> list[str]:
         items = await self._call(self.redis.lrange(f"bc:list:{key}", 0, -1 if count is None else count - 1))
