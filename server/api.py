@@ -1,25 +1,21 @@
-"""JSON routes, health checks, and the error handlers that turn errors into JSON or a page."""
+"""JSON routes and health checks."""
 
 from __future__ import annotations
 
-import logging
+import base64
+import binascii
 
 import orjson
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .errors import BackchannelError, Forbidden, InvalidMessage, NotFound
-from .pages import check_comment_post, render
-from .security import READER_COOKIE, client_ip
-from .comments import PENDING
-from .threads import Author, visible_to
+from .comments import PENDING, Comment
+from .errors import InvalidMessage
+from .guards import author, check_csrf, check_origin, moderator_of
+from .identity import READER_COOKIE
+from .threads import visible_to
 
-log = logging.getLogger("backchannel.api")
-
-
-def error_response(code: str, message: str, status: int, **extra) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+PAGE_SIZE, MAX_PAGE_SIZE = 50, 200  # comments per page of GET /api/articles/{slug}/comments
 
 
 async def list_articles(request: Request) -> Response:
@@ -30,20 +26,65 @@ async def list_articles(request: Request) -> Response:
 
 
 async def list_comments(request: Request) -> Response:
+    """One page of the thread, in seq order (comments held for moderation last), as of event
+    `seq`. `next` is the cursor of the following page (`after=`), or null after the last.
+    A page is bounded, so a big thread never costs one response its whole size."""
+    limit = _page_size(request.query_params.get("limit"))
+    after = _cursor(request.query_params.get("after"))
     snapshot = await request.app.state.threads.snapshot(request.path_params["slug"])
-    moderator = request.state.moderator is not None
+    moderator = moderator_of(request) is not None
     comments = visible_to(snapshot.comments, request.state.reader_id, moderator)
+    if after is not None:
+        comments = [c for c in comments if _position(c) > after]
+    comments.sort(key=_position)  # already in this order but for ties among held ones: cheap
+    page = comments[:limit]
     return JSONResponse({"seq": snapshot.seq, "epoch": snapshot.epoch,
-                         "comments": [c.moderator_view() if moderator else c.public() for c in comments]})
+                         "comments": [c.moderator_view() if moderator else c.public() for c in page],
+                         "next": _encode_cursor(page[-1]) if len(comments) > limit else None})
+
+
+def _position(comment: Comment) -> tuple:
+    """Where a comment stands in the thread: published ones by seq (a later one always has a
+    higher seq), then the held ones by creation. A cursor is the position of a page's last."""
+    if comment.seq is not None:
+        return (0, comment.seq, "", "")
+    return (1, 0, comment.created_at, comment.id)
+
+
+def _encode_cursor(comment: Comment) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(_position(comment))).decode().rstrip("=")
+
+
+def _cursor(raw: str | None) -> tuple | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        position = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidMessage("after must be a cursor given as next by an earlier page.") from None
+    if not (isinstance(position, list) and len(position) == 4 and all(isinstance(v, int) for v in position[:2])
+            and all(isinstance(v, str) for v in position[2:])):
+        raise InvalidMessage("after must be a cursor given as next by an earlier page.")
+    return tuple(position)
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return PAGE_SIZE
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise InvalidMessage(f"limit must be a number from 1 to {MAX_PAGE_SIZE}.")
+    return min(int(raw), MAX_PAGE_SIZE)
 
 
 async def create_comment(request: Request) -> Response:
     state = request.app.state
-    slug = check_comment_post(request)
-    # A browser session (it has the reader cookie) must prove the request came from our page.
-    if READER_COOKIE in request.cookies and not state.security.csrf_ok(
-            request.state.reader_id, request.headers.get("x-csrf-token")):
-        raise Forbidden("Missing or wrong X-CSRF-Token header.")
+    slug = request.path_params["slug"]
+    state.threads.article(slug)
+    check_origin(request)
+    # A browser session (it has the reader cookie) must prove the request came from our page;
+    # a script without cookies has no session to abuse.
+    if READER_COOKIE in request.cookies:
+        check_csrf(request, request.headers.get("x-csrf-token"))
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise InvalidMessage("Send the comment as application/json.")
     try:
@@ -53,9 +94,7 @@ async def create_comment(request: Request) -> Response:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), (str, type(None)))
                                              for k in ("name", "about", "body", "parent", "ref")):
         raise InvalidMessage('Expected {"name": str, "about": str?, "body": str, "parent": str?}.')
-    author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope),
-                    moderator=request.state.moderator.name if request.state.moderator else None)
-    comment, created = await state.threads.post(slug, author, name=data.get("name"), about=data.get("about"),
+    comment, created = await state.threads.post(slug, author(request), name=data.get("name"), about=data.get("about"),
                                                 body=data.get("body"), parent=data.get("parent"),
                                                 ref=data.get("ref"))
     status = 202 if comment.status == PENDING else 201 if created else 200  # 202: held for moderation
@@ -72,44 +111,3 @@ async def readyz(request: Request) -> Response:
     except Exception:
         ready = False
     return JSONResponse({"status": "ok" if ready else "unavailable"}, status_code=200 if ready else 503)
-
-
-def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or request.url.path in ("/healthz", "/readyz")
-
-
-async def on_backchannel_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BackchannelError)
-    extra = {"retry_after": exc.retry_after} if hasattr(exc, "retry_after") else {}
-    headers = {"Retry-After": str(exc.retry_after)} if extra else None
-    if _wants_json(request):
-        response = error_response(exc.code, exc.message, exc.status, **extra)
-    else:
-        response = render(request, "error.html", {"status_code": exc.status, "title": _TITLES.get(exc.status, "Error"),
-                                                  "message": exc.message}, status_code=exc.status)
-    if headers:
-        response.headers.update(headers)
-    return response
-
-
-async def on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return await on_backchannel_error(request, NotFound("There is nothing at this address."))
-    if _wants_json(request):
-        return error_response("http_error", str(exc.detail), exc.status_code)
-    return render(request, "error.html", {"status_code": exc.status_code, "title": _TITLES.get(exc.status_code, "Error"),
-                                          "message": str(exc.detail)}, status_code=exc.status_code)
-
-
-async def on_server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-    message = "Something went wrong on our side. Please try again."
-    if _wants_json(request):
-        return error_response("internal", message, 500)
-    return render(request, "error.html", {"status_code": 500, "title": "Server error", "message": message},
-                  status_code=500)
-
-
-_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 422: "Please check your comment",
-           429: "Slow down", 503: "Temporarily unavailable"}

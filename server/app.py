@@ -11,14 +11,17 @@ from collections import Counter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import api, metrics, moderation_routes, pages, settings as settings_module
+from . import api, error_handlers, metrics, moderation_routes, pages, settings as settings_module
 from .backends import create_backend
 from .content import load_articles
+from .control import ControlBus, DeskUpdate, RulesChanged, SessionEnded
 from .errors import BackchannelError
 from .fanout import Hub
+from .guards import ModeratorSessions
 from .live import LiveSessions, desk_live, live
 from .moderation import Moderation
 from .spam import SpamRules
@@ -45,11 +48,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         threads = Threads(backend, articles, settings, moderation, spam)
         await threads.start()
         live_sessions = LiveSessions()
-
-        def on_control(message: str) -> None:
-            live_sessions.on_control(message)
-            spam.on_control(message)
-        backend.on_control = on_control
+        control = ControlBus()
+        control.subscribe(SessionEnded, live_sessions.on_session_ended)
+        control.subscribe(DeskUpdate, live_sessions.on_desk_update)
+        control.subscribe(RulesChanged, spam.on_rules_changed)
+        backend.on_control = control.dispatch
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
         app.state.connections_per_ip = Counter()
@@ -71,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/articles/{slug}", pages.article_page),
         Route("/articles/{slug}/comments", pages.post_comment_form, methods=["POST"]),
         WebSocketRoute("/articles/{slug}/live", live),
-        Route("/login", moderation_routes.login_page),
+        Route("/login", moderation_routes.login_page, name="login"),
         Route("/login", moderation_routes.login, methods=["POST"]),
         Route("/logout", moderation_routes.logout, methods=["POST"]),
         Route("/moderation", moderation_routes.desk),
@@ -100,9 +103,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityMiddleware, security=security, settings=settings)],
-        exception_handlers={BackchannelError: api.on_backchannel_error, HTTPException: api.on_http_error,
-                            Exception: api.on_server_error},
+        middleware=[Middleware(SecurityMiddleware, security=security, settings=settings),
+                    Middleware(AuthenticationMiddleware, backend=ModeratorSessions())],
+        exception_handlers={BackchannelError: error_handlers.on_backchannel_error,
+                            HTTPException: error_handlers.on_http_error, Exception: error_handlers.on_server_error},
     )
     app.state.settings, app.state.security, app.state.templates = settings, security, pages.create_templates()
+    app.state.big_pages = asyncio.Semaphore(1)  # see pages.BIG_THREAD_EVENTS
     return app

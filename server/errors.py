@@ -2,6 +2,7 @@
 
     BackchannelError
     ├── InvalidMessage   400 invalid_message  a frame or request body that is not what the protocol says
+    ├── InvalidHost      400 invalid_host     a request for a host name that is not this site's (PUBLIC_URL)
     ├── Empty            422 empty            a required text is empty or whitespace only
     ├── Rejected         422 rejected         a word on the banned list
     ├── Repeat           409 repeat           the same text again from the same reader, too soon
@@ -12,6 +13,8 @@
     ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
     │   └── Banned       403 banned           the reader (or their address) is banned
     ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
+    ├── HttpError        4xx http_error       what Starlette refused itself (a method not allowed, ...)
+    ├── Internal         500 internal         a bug: logged, and answered without details
     └── Unavailable      503 unavailable      the backend cannot take writes right now
 """
 
@@ -32,6 +35,10 @@ class BackchannelError(Exception):
 
 class InvalidMessage(BackchannelError):
     code, status = "invalid_message", 400
+
+
+class InvalidHost(BackchannelError):
+    code, status = "invalid_host", 400
 
 
 class Empty(BackchannelError):
@@ -68,6 +75,18 @@ class Unauthorized(BackchannelError):
 
 class Banned(Forbidden):
     code = "banned"
+
+
+class HttpError(BackchannelError):
+    code = "http_error"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Internal(BackchannelError):
+    code, status = "internal", 500
 
 
 class Unavailable(BackchannelError):

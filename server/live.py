@@ -14,19 +14,24 @@ import logging
 import time
 from dataclasses import dataclass
 
-import orjson
+from typing import TYPE_CHECKING
+
+from starlette.authentication import requires
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
 from . import metrics
 from .comments import PENDING, public_event
+from .control import DeskUpdate, SessionEnded
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
-from .moderation import ModeratorSession
-from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN, Ack, Error, Frame,
-                       Reset, Welcome, encode, parse_client_frame)
-from .security import client_ip
-from .threads import Author
+from .guards import MODERATOR, author, moderator_of
+from .identity import client_ip
+from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN,
+                       Ack, DeskComment, DeskWelcome, Error, Frame, Pending, Reset, Welcome, encode, parse_client_frame)
 from .wire import WIRE_EXTENSION, LiveWebSocketProtocol, text_frame
+
+if TYPE_CHECKING:
+    from .moderation import ModeratorSession
 
 log = logging.getLogger("backchannel.live")
 
@@ -133,7 +138,10 @@ async def live(websocket: WebSocket) -> None:
     ip = client_ip(websocket.scope)
     if state.connections_per_ip[ip] >= state.settings.max_connections_per_ip:
         log.warning("refusing a live connection from %s: %d already open", ip, state.connections_per_ip[ip])
-        await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
+        # Accepted, then closed: a browser sees an HTTP refusal only as a nameless failure, but
+        # reads a close code and reason, so the page can say why and retry later.
+        await websocket.accept()
+        await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections from your network")
         return
     await websocket.accept()
     await LiveReader(websocket, wire, slug, ip).open(websocket)
@@ -154,9 +162,8 @@ class LiveReader:
     def __init__(self, websocket: WebSocket, wire: LiveWebSocketProtocol, slug: str, ip: str) -> None:
         self.state = websocket.app.state
         self.slug, self.ip = slug, ip
-        self.session: ModeratorSession | None = websocket.scope["state"]["moderator"]
-        self.author = Author(reader_id=websocket.scope["state"]["reader_id"], ip=ip,
-                             moderator=self.session.name if self.session else None)
+        self.session: ModeratorSession | None = moderator_of(websocket)
+        self.author = author(websocket)
         self.connection = Connection(wire, self.state.settings.send_buffer_bytes, moderator=self.session is not None,
                                      slug=slug)
         self.refused: list[float] = []  # when recent frames were refused (a list: most readers never have one)
@@ -256,7 +263,7 @@ class LiveSessions:
     def _show_pending(self, comment: dict) -> None:
         """A comment held for moderation is no event (readers must not see it), but moderators
         reading its article see it arrive, and can approve it there."""
-        frame = text_frame(orjson.dumps({"type": "pending", "comment": comment}))
+        frame = text_frame(encode(Pending(comment)))
         for connections in list(self.by_session.values()):
             for connection in list(connections):
                 if connection.slug == comment.get("slug"):
@@ -283,30 +290,27 @@ class LiveSessions:
                     if wire.backlog() > PROBE_BACKLOG:
                         wire.probe_lag()
 
-    def on_control(self, message: str) -> None:
-        """A control message from any instance (the backend's control channel)."""
-        try:
-            control = orjson.loads(message)
-            if control["kind"] == "session_ended":
-                for connection in list(self.by_session.get(control["session"], ())):
-                    connection.end(CLOSE_SESSION_ENDED, "the moderator's session ended")
-            elif control["kind"] == "desk":  # (other kinds are for others: spam rules reload themselves)
-                frame = text_frame(orjson.dumps(control["frame"]))  # once, for every desk here
-                for connection in list(self.desks):
-                    connection.send(None, frame)
-                held = control["frame"].get("comment") if control["frame"]["type"] == "desk_comment" else None
-                if held and held.get("status") == PENDING:
-                    self._show_pending(held)
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("ignoring a malformed control message: %.200s", message)
+    def on_session_ended(self, message: SessionEnded) -> None:
+        """A moderator logged out, on any instance: their sockets here close."""
+        for connection in list(self.by_session.get(message.session, ())):
+            connection.end(CLOSE_SESSION_ENDED, "the moderator's session ended")
+
+    def on_desk_update(self, message: DeskUpdate) -> None:
+        """Something happened for the desks, on any instance: every desk here gets it."""
+        frame = text_frame(encode(message.frame))  # once, for every desk here
+        for connection in list(self.desks):
+            connection.send(None, frame)
+        if isinstance(message.frame, DeskComment) and message.frame.comment.get("status") == PENDING:
+            self._show_pending(message.frame.comment)
 
 
+@requires(MODERATOR)  # anyone else: closed before accept(), so the upgrade is answered 403
 async def desk_live(websocket: WebSocket) -> None:
     """The moderation desk's socket: what happens on every instance, as it happens."""
     state = websocket.app.state
-    session = websocket.scope["state"]["moderator"]
+    session = moderator_of(websocket)
     wire = _wire(websocket)
-    if session is None or wire is None or not state.security.origin_allowed(websocket.scope):
+    if wire is None or not state.security.origin_allowed(websocket.scope):
         await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
         return
     await websocket.accept()
@@ -314,7 +318,7 @@ async def desk_live(websocket: WebSocket) -> None:
     connection.go_live()
     state.live_sessions.add(session, connection, desk=True)
     try:
-        connection.send(None, text_frame(orjson.dumps({"type": "desk_welcome", "moderator": session.name})))
+        connection.send_frame(DeskWelcome(moderator=session.name))
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # the desk acts over HTTP; anything it sends here is ignored
     finally:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import Forbidden
-from .security import client_ip
+from .identity import client_ip
 
 registry = CollectorRegistry(auto_describe=True)
 for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):

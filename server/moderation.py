@@ -25,10 +25,12 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from .backends.base import Backend
 from .comments import utc_now_iso
+from .control import DeskUpdate, SessionEnded, encode_control
 from .errors import Banned, Forbidden, RateLimited, Unauthorized
+from .identity import SESSION_COOKIE
+from .protocol import DeskAction, DeskFrame
 from .text import clean_name, name_skeletons
 
-SESSION_COOKIE = "bc_session"
 SESSION_TTL = 12 * 3600
 AUDIT_KEEP = 10_000
 # argon2id with the library's defaults (t=3, 64 MiB, p=4: about 80 ms a hash here).
@@ -102,7 +104,7 @@ class Moderation:
     async def logout(self, session: ModeratorSession) -> None:
         await self.backend.kv_delete(f"session:{session.session_id}")
         # Every instance closes this session's open sockets.
-        await self.backend.publish_control(json.dumps({"kind": "session_ended", "session": session.session_id}))
+        await self.backend.publish_control(encode_control(SessionEnded(session.session_id)))
 
     # --- what readers may do ---
 
@@ -134,6 +136,11 @@ class Moderation:
 
     async def reports(self, comment_id: str) -> list[dict[str, Any]]:
         return [json.loads(r) for r in await self.backend.list_range(f"reports:{comment_id}")]
+
+    async def reports_of(self, comment_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The reports of each comment (newest first), in one read."""
+        lists = await self.backend.list_ranges([f"reports:{comment_id}" for comment_id in comment_ids])
+        return {comment_id: [json.loads(r) for r in items] for comment_id, items in zip(comment_ids, lists)}
 
     async def open_reports(self) -> list[tuple[str, str]]:
         return [tuple(key.split("/", 1)) for key in await self.backend.set_members("reports-open")]
@@ -171,14 +178,14 @@ class Moderation:
         entry = {"at": utc_now_iso(), "moderator": moderator, "action": action, "comment_id": None,
                  "reader_id": None, "slug": None, "reason": None, "detail": None, **fields}
         await self.backend.list_push("audit", json.dumps(entry), keep=AUDIT_KEEP)
-        await self.publish_desk({"type": "desk_action", "action": entry})
+        await self.publish_desk(DeskAction(entry))
         return entry
 
     async def audit_log(self, count: int | None = None) -> list[dict[str, Any]]:
         return [json.loads(e) for e in await self.backend.list_range("audit", count)]
 
-    async def publish_desk(self, frame: dict[str, Any]) -> None:
-        await self.backend.publish_control(json.dumps({"kind": "desk", "frame": frame}))
+    async def publish_desk(self, frame: DeskFrame) -> None:
+        await self.backend.publish_control(encode_control(DeskUpdate(frame)))
 
 
 def _verify(hashed: str, password: str) -> bool:

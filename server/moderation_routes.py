@@ -2,65 +2,46 @@
 
 Every action accepts JSON (from live.js and desk.js, with the X-CSRF-Token header) or a plain
 form (without JavaScript: the csrf_token field, then 303 back to `next`). Roles are enforced
-here, on the server, for each request: a reader, a forged or expired session, a missing CSRF
-token or a foreign Origin gets 401/403 and nothing changes.
+on the server for each request: `@requires(MODERATOR)` (guards.ModeratorSessions) turns away a
+reader or a forged or expired session (401, or to the login page), guards.submission a missing
+CSRF token or a foreign Origin (403), and nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from starlette.authentication import requires
+
 from .comments import REMOVED, VISIBLE, Comment
-from .errors import BackchannelError, Forbidden, InvalidMessage, NotFound, Unauthorized
-from .moderation import ModeratorSession
+from .errors import BackchannelError, InvalidMessage, NotFound
+from .guards import MODERATOR, moderator_of, safe_next, submission
+from .identity import client_ip
 from .pages import render
-from .security import client_ip
+from .protocol import DeskReport
+
+if TYPE_CHECKING:
+    from .moderation import ModeratorSession
 
 QUEUE_SIZE = 100
+DESK = "/moderation"  # where a login goes when it was not sent from a page
 
 
-# --- the checks every state-changing request passes ---
+# --- what every state-changing request passes (guards.submission: Origin, CSRF) ---
 
-async def _input(request: Request) -> tuple[dict[str, Any], bool]:
-    """(the fields, whether it came from a plain form)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if content_type == "application/json":
-        try:
-            data = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            raise InvalidMessage("The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise InvalidMessage("Expected a JSON object.")
-        return data, False
-    form = await request.form()
-    return {key: str(value) for key, value in form.items()}, True
-
-
-async def _checked(request: Request, moderator_only: bool = True) -> tuple[dict[str, Any], bool, ModeratorSession | None]:
-    state = request.app.state
-    if not state.security.origin_allowed(request.scope):
-        raise Forbidden("Requests from another site are not allowed.")
-    data, from_form = await _input(request)
-    token = request.headers.get("x-csrf-token") or data.get("csrf_token")
-    if not state.security.csrf_ok(request.state.reader_id, token if isinstance(token, str) else None):
-        raise Forbidden("Missing or wrong CSRF token. Reload the page and try again.")
-    moderator = request.state.moderator
-    if moderator_only and moderator is None:
-        raise Unauthorized("Moderators only: please log in.")
-    return data, from_form, moderator
+async def _checked(request: Request) -> tuple[dict[str, Any], bool, ModeratorSession | None]:
+    """(the fields, whether they came from a plain form, the moderator's session if any)."""
+    form = await submission(request)
+    return form.data, form.from_form, moderator_of(request)
 
 
 def _done(request: Request, data: dict[str, Any], from_form: bool, result: dict[str, Any]) -> Response:
     if from_form:
-        target = str(data.get("next") or "/")
-        if not target.startswith("/") or target.startswith("//"):  # only back into this site
-            target = "/"
-        return RedirectResponse(target, status_code=303)
+        return RedirectResponse(safe_next(request, data.get("next"), "/"), status_code=303)
     return JSONResponse({"ok": True, **result})
 
 
@@ -72,32 +53,29 @@ def _text(data: dict[str, Any], key: str, limit: int = 500) -> str | None:
 # --- sessions ---
 
 async def login_page(request: Request) -> Response:
-    return render(request, "login.html", {"error": None, "username": "", "next": _safe_next(request.query_params.get("next"))})
+    return await render(request, "login.html", {"error": None, "username": "",
+                                                "next": safe_next(request, request.query_params.get("next"), DESK)})
 
 
 async def login(request: Request) -> Response:
     state = request.app.state
-    if not state.security.origin_allowed(request.scope):
-        raise Forbidden("Requests from another site are not allowed.")
-    form = await request.form()
-    username, password = str(form.get("username") or ""), str(form.get("password") or "")
-    target = _safe_next(str(form.get("next") or ""))
-    if not state.security.csrf_ok(request.state.reader_id, str(form.get("csrf_token") or "")):
-        raise Forbidden("The form has expired. Please reload the page and try again.")
+    form = await submission(request)
+    username, password = str(form.data.get("username") or ""), str(form.data.get("password") or "")
+    target = safe_next(request, form.data.get("next"), DESK)
     try:
         session = await state.moderation.login(username, password, client_ip(request.scope))
     except BackchannelError as exc:
-        return render(request, "login.html", {"error": exc.message, "username": username, "next": target},
-                      status_code=exc.status)
-    if request.state.moderator is not None:  # a new session id at every login; the old one ends
-        await state.moderation.logout(request.state.moderator)
+        return await render(request, "login.html", {"error": exc.message, "username": username, "next": target},
+                            status_code=exc.status)
+    if (earlier := moderator_of(request)) is not None:  # a new session id at every login; the old one ends
+        await state.moderation.logout(earlier)
     response = RedirectResponse(target, status_code=303)
     response.headers.append("Set-Cookie", state.moderation.session_cookie(session, request.url.scheme == "https"))
     return response
 
 
 async def logout(request: Request) -> Response:
-    _data, _from_form, moderator = await _checked(request, moderator_only=False)
+    _data, _from_form, moderator = await _checked(request)
     response = RedirectResponse("/", status_code=303)
     if moderator is not None:
         await request.app.state.moderation.logout(moderator)
@@ -105,27 +83,20 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def _safe_next(target: str | None) -> str:
-    return target if target and target.startswith("/") and not target.startswith("//") else "/moderation"
-
-
 # --- the desk ---
 
+@requires(MODERATOR, redirect="login")
 async def desk(request: Request) -> Response:
-    if request.state.moderator is None:
-        return RedirectResponse("/login?next=/moderation", status_code=303)
-    return render(request, "desk.html", {"queue": await _queue(request)})
+    return await render(request, "desk.html", {"queue": await _queue(request)})
 
 
+@requires(MODERATOR, status_code=401)
 async def queue(request: Request) -> Response:
-    if request.state.moderator is None:
-        raise Unauthorized("Moderators only: please log in.")
     return JSONResponse(await _queue(request))
 
 
+@requires(MODERATOR, status_code=401)
 async def audit_export(request: Request) -> Response:
-    if request.state.moderator is None:
-        raise Unauthorized("Moderators only: please log in.")
     entries = await request.app.state.moderation.audit_log()
     return JSONResponse(entries, headers={"Content-Disposition": 'attachment; filename="backchannel-audit.json"'})
 
@@ -135,24 +106,22 @@ async def _queue(request: Request) -> dict[str, Any]:
     threads, moderation = request.app.state.threads, request.app.state.moderation
     snapshots = await asyncio.gather(*(threads.snapshot(slug) for slug in threads.articles))
     recent = sorted((c for s in snapshots for c in s.comments), key=lambda c: c.created_at, reverse=True)[:QUEUE_SIZE]
-    reports = []
-    for slug, comment_id in await moderation.open_reports():
-        comment = await request.app.state.backend.get_comment(slug, comment_id)
-        if comment is not None:
-            reports.append(await _report_card(request, comment))
-    reports.sort(key=lambda r: r["last_reported_at"], reverse=True)
+    reported = await threads.backend.get_comments(await moderation.open_reports())
+    reports_of = await moderation.reports_of([c.id for c in reported])
+    reports = sorted((_report_card(threads, c, reports_of[c.id]) for c in reported),
+                     key=lambda r: r["last_reported_at"], reverse=True)
     return {"comments": [threads.desk_view(c) for c in recent], "reports": reports,
             "audit": await moderation.audit_log(QUEUE_SIZE)}
 
 
-async def _report_card(request: Request, comment: Comment) -> dict[str, Any]:
-    reports = await request.app.state.moderation.reports(comment.id)
-    return {"comment": request.app.state.threads.desk_view(comment), "reasons": [r["reason"] for r in reports if r["reason"]],
+def _report_card(threads, comment: Comment, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"comment": threads.desk_view(comment), "reasons": [r["reason"] for r in reports if r["reason"]],
             "count": len(reports), "last_reported_at": reports[0]["at"] if reports else comment.created_at}
 
 
 # --- actions on comments ---
 
+@requires(MODERATOR, status_code=401)
 async def _set_status(request: Request, status: str, action: str) -> Response:
     data, from_form, moderator = await _checked(request)
     state = request.app.state
@@ -176,6 +145,7 @@ async def approve(request: Request) -> Response:
     return await _set_status(request, VISIBLE, "approve")
 
 
+@requires(MODERATOR, status_code=401)
 async def dismiss(request: Request) -> Response:
     data, from_form, moderator = await _checked(request)
     state = request.app.state
@@ -188,19 +158,21 @@ async def dismiss(request: Request) -> Response:
 
 async def report(request: Request) -> Response:
     """Any reader may report a comment, once; a moderator sees it on the desk at once."""
-    data, from_form, _moderator = await _checked(request, moderator_only=False)
+    data, from_form, _moderator = await _checked(request)
     state = request.app.state
     comment = await state.threads.find(request.path_params["comment_id"])
     if comment.status != VISIBLE:
         raise NotFound("That comment is not shown any more.")
     first = await state.moderation.report(comment.slug, comment.id, request.state.reader_id, _text(data, "reason"))
     if first:
-        await state.moderation.publish_desk({"type": "desk_report", "report": await _report_card(request, comment)})
+        reports = (await state.moderation.reports_of([comment.id]))[comment.id]
+        await state.moderation.publish_desk(DeskReport(_report_card(state.threads, comment, reports)))
     return _done(request, data, from_form, {"reported": True, "already": not first})
 
 
 # --- readers ---
 
+@requires(MODERATOR, status_code=401)
 async def ban(request: Request) -> Response:
     data, from_form, moderator = await _checked(request)
     state = request.app.state
@@ -226,6 +198,7 @@ async def ban(request: Request) -> Response:
     return _done(request, data, from_form, {"ban": {k: v for k, v in ban_record.items() if k != "ip"}})
 
 
+@requires(MODERATOR, status_code=401)
 async def unban(request: Request) -> Response:
     data, from_form, moderator = await _checked(request)
     reader_id = request.path_params["reader_id"]
@@ -234,6 +207,7 @@ async def unban(request: Request) -> Response:
     return _done(request, data, from_form, {})
 
 
+@requires(MODERATOR, status_code=401)
 async def premoderation(request: Request) -> Response:
     data, from_form, moderator = await _checked(request)
     slug = request.path_params["slug"]
@@ -247,18 +221,17 @@ async def premoderation(request: Request) -> Response:
 
 # --- spam rules ---
 
+@requires(MODERATOR, redirect="login")
 async def rules_page(request: Request) -> Response:
-    if request.state.moderator is None:
-        return RedirectResponse("/login?next=/moderation/rules", status_code=303)
-    return render(request, "rules.html", {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False})
+    return await render(request, "rules.html", {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False})
 
 
+@requires(MODERATOR, status_code=401)
 async def rules(request: Request) -> Response:
-    if request.state.moderator is None:
-        raise Unauthorized("Moderators only: please log in.")
     return JSONResponse(request.app.state.threads.spam.current.to_dict())
 
 
+@requires(MODERATOR, status_code=401)
 async def save_rules(request: Request) -> Response:
     data, from_form, moderator = await _checked(request)
     spam = request.app.state.threads.spam

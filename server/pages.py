@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import contextlib
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from .comments import VISIBLE
-from .errors import BackchannelError, Forbidden
-from .security import client_ip
+from .content import Article
+from .errors import BackchannelError
+from .guards import author, moderator_of, submission
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS
-from .threads import Author, thread_tree, visible_to
+from .threads import thread_tree, visible_to
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LIMITS = {"body": MAX_BODY_CHARS, "name": MAX_NAME_CHARS, "about": MAX_ABOUT_CHARS}
+# A thread with more events than this makes a page of megabytes (a 10,000-comment one: 24 MB,
+# 2 s of CPU). Such pages are built and rendered off the event loop, one at a time per
+# instance (app.state.big_pages): each one more at once would only make the loop wait longer
+# for the GIL, and hold another whole thread in memory.
+BIG_THREAD_EVENTS = 500
 
 
 def ago(iso: str, now: datetime | None = None) -> str:
@@ -47,12 +56,23 @@ def create_templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
-    reader_id = request.state.reader_id
-    moderator = request.state.moderator
-    context = {"csrf_token": request.app.state.security.csrf_token(reader_id),
-               "moderator": moderator.name if moderator else None, **context}
-    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)
+def _page_context(request: Request) -> dict[str, Any]:
+    session = moderator_of(request)
+    return {"csrf_token": request.app.state.security.csrf_token(request.state.reader_id),
+            "moderator": session.name if session else None}
+
+
+async def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200,
+                 build: Callable[[], dict[str, Any]] | None = None) -> Response:
+    """A page. With `build` (a big thread's page), build's context and the rendering run on a
+    worker thread, so the event loop stays free to serve everyone else."""
+    template = request.app.state.templates.get_template(name)
+    context = {**_page_context(request), **context}
+    if build is None:
+        return HTMLResponse(template.render(context), status_code=status_code)
+    # Encoded there too: a big page is tens of MB.
+    html = await asyncio.to_thread(lambda: template.render({**context, **build()}).encode())
+    return HTMLResponse(html, status_code=status_code)
 
 
 async def index(request: Request) -> Response:
@@ -60,26 +80,40 @@ async def index(request: Request) -> Response:
     counts = await threads.comment_counts()
     articles = [{"slug": a.slug, "title": a.title, "byline_name": a.byline_name, "byline_role": a.byline_role,
                  "dateline": a.dateline, "comment_count": counts.get(a.slug, 0)} for a in threads.articles.values()]
-    return render(request, "index.html", {"articles": articles})
+    return await render(request, "index.html", {"articles": articles})
 
 
 async def article_page(request: Request, form: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     threads = request.app.state.threads
     slug = request.path_params["slug"]
     article = threads.article(slug)
+    big = (await threads.backend.head(slug)).seq > BIG_THREAD_EVENTS
+    async with request.app.state.big_pages if big else contextlib.nullcontext():
+        return await _article_page(request, article, big, form, status_code)
+
+
+async def _article_page(request: Request, article: Article, big: bool, form: dict[str, Any] | None,
+                        status_code: int) -> Response:
+    threads = request.app.state.threads
+    slug = article.slug
     snapshot = await threads.snapshot(slug)
-    moderator = request.state.moderator is not None
-    comments = visible_to(snapshot.comments, request.state.reader_id, moderator)
-    report_counts = {}
+    moderator = moderator_of(request) is not None
+    reader_id = request.state.reader_id
+    report_counts: dict[str, int] = {}
     if moderator:
-        reported = {comment_id for report_slug, comment_id in await threads.moderation.open_reports()
-                    if report_slug == slug}
-        report_counts = {comment_id: len(await threads.moderation.reports(comment_id)) for comment_id in reported}
-    return render(request, "article.html", {
+        reported = [comment_id for report_slug, comment_id in await threads.moderation.open_reports()
+                    if report_slug == slug]
+        report_counts = {comment_id: len(reports)
+                         for comment_id, reports in (await threads.moderation.reports_of(reported)).items()}
+
+    def thread() -> dict[str, Any]:  # linear in the thread's size
+        comments = visible_to(snapshot.comments, reader_id, moderator)
+        return {"thread": thread_tree(comments, moderator, report_counts),
+                "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE)}
+
+    context = {
         "article": article,
-        "thread": thread_tree(comments, moderator, report_counts),
         "premoderated": await threads.moderation.premoderated(slug),
-        "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE),
         "seq": snapshot.seq,
         "epoch": snapshot.epoch,
         # ?reply=ID / ?report=ID: the no-JavaScript way to that comment's form (see _comment.html)
@@ -87,33 +121,22 @@ async def article_page(request: Request, form: dict[str, Any] | None = None, sta
                          "reply_to": request.query_params.get("reply", ""),
                          "report_to": request.query_params.get("report", "")},
         "limits": LIMITS,
-    }, status_code=status_code)
-
-
-def check_comment_post(request: Request) -> str:
-    """What every comment POST (form or JSON) must pass before its body is read; returns the slug."""
-    state = request.app.state
-    slug = request.path_params["slug"]
-    state.threads.article(slug)
-    if not state.security.origin_allowed(request.scope):
-        raise Forbidden("Posting from another site is not allowed.")
-    return slug
+    }
+    if big:
+        return await render(request, "article.html", context, status_code=status_code, build=thread)
+    return await render(request, "article.html", {**context, **thread()}, status_code=status_code)
 
 
 async def post_comment_form(request: Request) -> Response:
     """The no-JavaScript path: a form POST answered with 303 to the new comment."""
-    state = request.app.state
-    slug = check_comment_post(request)
-    form = await request.form()
-    fields = {key: str(form.get(key) or "") for key in ("name", "about", "body", "parent")}
-    if not state.security.csrf_ok(request.state.reader_id, str(form.get("csrf_token") or "")):
-        raise Forbidden("The form has expired. Please reload the page and try again.")
-    author = Author(reader_id=request.state.reader_id, ip=client_ip(request.scope),
-                    moderator=request.state.moderator.name if request.state.moderator else None)
+    slug = request.path_params["slug"]
+    request.app.state.threads.article(slug)
+    form = await submission(request)
+    fields = {key: str(form.data.get(key) or "") for key in ("name", "about", "body", "parent")}
     try:
-        comment, _ = await state.threads.post(slug, author, name=fields["name"], about=fields["about"],
-                                              body=fields["body"], parent=fields["parent"] or None,
-                                              ref=str(form.get("ref") or "")[:128] or None)
+        comment, _ = await request.app.state.threads.post(
+            slug, author(request), name=fields["name"], about=fields["about"], body=fields["body"],
+            parent=fields["parent"] or None, ref=str(form.data.get("ref") or "")[:128] or None)
     except BackchannelError as exc:
         # Show the page again with the reader's text kept and the problem next to the form.
         form_state = {**fields, "error": exc.message, "error_parent": fields["parent"] or None}

@@ -1,8 +1,10 @@
 """The wire vocabulary: client frames -> typed messages, typed frames -> JSON. Pure, no I/O.
 
-Every frame is one JSON object with a "type". Sequenced thread events (`comment`,
-`removed`, `restored`, ...) are `Event`s: they are stored in the thread's log exactly as
-they go on the wire, so a replay from the log and a live delivery are the same bytes.
+Every frame the server sends is one of the dataclasses below, turned into one JSON object
+with a "type" by `encode` and nowhere else. Sequenced thread events (`comment`, `removed`,
+`restored`, ...) are `Event`s: they are stored in the thread's log exactly as they go on the
+wire, so a replay from the log and a live delivery are the same bytes. The moderation desk's
+socket has frames of its own (`desk_*`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .errors import InvalidMessage
 # Application close codes (4000-4999 are ours; the rest are RFC 6455's, sent by uvicorn).
 CLOSE_TOO_SLOW = 4000            # the reader's send queue overflowed: reconnect with since=<last seq>
 CLOSE_SESSION_ENDED = 4003       # the moderator's session ended (logout): reconnect as a reader
+CLOSE_TOO_MANY_CONNECTIONS = 4029  # this network holds MAX_CONNECTIONS_PER_IP sockets: retry later
 CLOSE_POLICY = 1008              # Origin refused (answered as HTTP 403), or a flood of invalid frames
 CLOSE_TOO_BIG = 1009             # a frame over MAX_FRAME_BYTES (sent by uvicorn)
 CLOSE_SERVICE_RESTART = 1012     # the instance is shutting down (sent by uvicorn on SIGTERM)
@@ -117,18 +120,65 @@ class Error:
     retry_after: int | None = None
 
 
-Frame = Welcome | Event | Reset | Presence | Ack | Error
+@dataclass(frozen=True)
+class Pending:
+    """To moderators reading the article: a comment held for moderation (not sequenced)."""
+    type: ClassVar[str] = "pending"
+    comment: dict[str, Any]
+
+
+# --- server -> the moderation desk (not sequenced: a desk reloads its queue after a reconnect) ---
+
+@dataclass(frozen=True)
+class DeskWelcome:
+    type: ClassVar[str] = "desk_welcome"
+    moderator: str
+
+
+@dataclass(frozen=True)
+class DeskComment:
+    """A new comment on any article, held ones included (with slug, article_title, held_for)."""
+    type: ClassVar[str] = "desk_comment"
+    comment: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeskReport:
+    type: ClassVar[str] = "desk_report"
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeskAction:
+    """A moderator's action, as kept in the audit log."""
+    type: ClassVar[str] = "desk_action"
+    action: dict[str, Any]
+
+
+DeskFrame = DeskComment | DeskReport | DeskAction
+Frame = Welcome | Event | Reset | Presence | Ack | Error | Pending | DeskWelcome | DeskFrame
+_DESK_FRAMES: dict[str, type[DeskFrame]] = {cls.type: cls for cls in (DeskComment, DeskReport, DeskAction)}
+
+
+def payload(frame: Frame) -> dict[str, Any]:
+    """A frame as a JSON object. None-valued optional fields are left out."""
+    if isinstance(frame, Event):
+        return {"type": frame.type, "seq": frame.seq, **frame.data}
+    return {"type": frame.type, **{k: v for k, v in asdict(frame).items() if v is not None}}
 
 
 def encode(frame: Frame) -> str:
-    """The one place frames become JSON. None-valued optional fields are left out."""
-    if isinstance(frame, Event):
-        if frame.wire is not None:
-            return frame.wire
-        payload = {"type": frame.type, "seq": frame.seq, **frame.data}
-    else:
-        payload = {"type": frame.type, **{k: v for k, v in asdict(frame).items() if v is not None}}
-    return orjson.dumps(payload).decode()
+    """The one place frames become JSON."""
+    if isinstance(frame, Event) and frame.wire is not None:
+        return frame.wire
+    return orjson.dumps(payload(frame)).decode()
+
+
+def desk_frame(data: dict[str, Any]) -> DeskFrame:
+    """A desk frame as carried on the control channel -> its dataclass (KeyError, TypeError if
+    it is not one)."""
+    fields = dict(data)
+    return _DESK_FRAMES[fields.pop("type")](**fields)
 
 
 def decode_event(text: str | bytes) -> Event:

@@ -1,8 +1,13 @@
-"""Reader identity, CSRF tokens, Origin checks and security headers.
+"""Reader identity, CSRF tokens, the site's own origins, the Host check and security headers.
 
 A reader is known by a random id in a signed, HttpOnly cookie (itsdangerous). The CSRF token
 is an HMAC of that id: a page's forms and scripts send it back, and a cross-site request
 cannot know it. Origins are compared exactly (scheme://host[:port]), never by substring.
+
+The site's own origins come from PUBLIC_URL, never from the request's Host header, which the
+client writes: a request naming another host is answered 400 (DNS rebinding, poisoned links).
+Without PUBLIC_URL (development) they are the loopback origins of the port the connection
+came in on.
 """
 
 from __future__ import annotations
@@ -10,19 +15,43 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from http.cookies import SimpleCookie
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import TooLarge
-from .moderation import SESSION_COOKIE
+from .errors import InvalidHost, TooLarge
+from .identity import READER_COOKIE, cookies
 from .settings import Settings
 
-READER_COOKIE = "bc_reader"
 READER_COOKIE_MAX_AGE = 365 * 24 * 3600
 MAX_BODY_BYTES = 256 * 1024  # no request of ours needs more; uvicorn itself sets no limit
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Load balancers and scrapers ask for these by the instance's address, not the site's name;
+# they answer nothing a rebinding page could use (/metrics has its own address list).
+HOST_CHECK_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def origin_of(url: str) -> str:
+    """scheme://host[:port], lower-cased, without a default port; ValueError if url has no origin."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{url!r} is not an origin (scheme://host[:port])")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
+
+
+def _netlocs(origin: str) -> set[str]:
+    """The Host header values a request for this origin may carry."""
+    scheme, _, netloc = origin.partition("://")
+    if ":" in netloc.rsplit("]", 1)[-1]:
+        return {netloc}
+    return {netloc, f"{netloc}:{_DEFAULT_PORTS[scheme]}"}
 
 
 class Security:
@@ -30,7 +59,12 @@ class Security:
         key = str(settings.secret_key)
         self._cookie = URLSafeSerializer(key, salt="backchannel.reader")
         self._csrf_key = hashlib.sha256(b"backchannel.csrf:" + key.encode()).digest()
-        self.allowed_origins = frozenset(settings.allowed_origins)
+        self.allowed_origins = frozenset(origin_of(o) for o in settings.allowed_origins)
+        self.public_origins = frozenset(origin_of(o) for o in settings.public_url)
+        self._public_hosts = frozenset(h for o in self.public_origins for h in _netlocs(o))
+        listen = settings.host if settings.host not in ("", "0.0.0.0", "::") else None
+        self._development_hosts = tuple(dict.fromkeys(
+            [*LOOPBACK_HOSTS, *([f"[{listen}]" if ":" in listen else listen] if listen else [])]))
 
     # --- reader identity ---
 
@@ -56,7 +90,26 @@ class Security:
     def csrf_ok(self, reader_id: str, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf_token(reader_id), token)
 
-    # --- Origin ---
+    # --- the site's own origins ---
+
+    def own_origins(self, scope: Scope) -> frozenset[str]:
+        if self.public_origins:
+            return self.public_origins
+        # Development: this connection's own address (which a client cannot choose) and the
+        # loopback names, on the port it came in on.
+        server = scope.get("server")
+        if not server:
+            return frozenset()
+        address, port = server[0], server[1]
+        scheme = {"ws": "http", "wss": "https"}.get(scope["scheme"], scope["scheme"])
+        hosts = {*self._development_hosts, f"[{address}]" if ":" in address else address}
+        return frozenset(origin_of(f"{scheme}://{host}:{port}") for host in hosts)
+
+    def host_allowed(self, scope: Scope) -> bool:
+        host = (Headers(scope=scope).get("host") or "").lower()
+        if self.public_origins:
+            return host in self._public_hosts
+        return any(host in _netlocs(origin) for origin in self.own_origins(scope))
 
     def origin_allowed(self, scope: Scope) -> bool:
         """No Origin header (a script, curl) is allowed: CSRF and cross-site WebSocket hijacking
@@ -64,32 +117,19 @@ class Security:
         origin = Headers(scope=scope).get("origin")
         if origin is None:
             return True
-        return origin == own_origin(scope) or origin in self.allowed_origins
+        return origin in self.allowed_origins or origin in self.own_origins(scope)
 
-
-def cookies(scope: Scope) -> dict[str, str]:
-    cookie = SimpleCookie()
-    try:
-        cookie.load(Headers(scope=scope).get("cookie", ""))
-    except Exception:  # a malformed Cookie header is no cookie
-        return {}
-    return {name: morsel.value for name, morsel in cookie.items()}
-
-
-def own_origin(scope: Scope) -> str:
-    headers = Headers(scope=scope)
-    scheme = {"ws": "http", "wss": "https"}.get(scope["scheme"], scope["scheme"])
-    return f"{scheme}://{headers.get('host', '')}"
-
-
-def client_ip(scope: Scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else "unknown"
+    def secure(self, scope: Scope) -> bool:
+        """Whether cookies get Secure: the request came over TLS, or the site is https only
+        (behind a proxy that does not say which scheme it was asked on)."""
+        return scope["scheme"] in ("https", "wss") or bool(self.public_origins) and all(
+            o.startswith("https://") for o in self.public_origins)
 
 
 class SecurityMiddleware:
-    """Gives every request a reader id (setting the cookie on a reader's first page), the
-    moderator's session when there is one, and every HTTP response the security headers."""
+    """Refuses a request for another host (400), gives every request a reader id (setting the
+    cookie on a reader's first page), caps request bodies, and gives every HTTP response the
+    security headers. The moderator's session is resolved after this, by guards.ModeratorSessions."""
 
     def __init__(self, app: ASGIApp, security: Security, settings: Settings) -> None:
         self.app = app
@@ -108,22 +148,18 @@ class SecurityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        jar = cookies(scope)
-        reader_id = self.security.reader_from_cookie(jar.get(READER_COOKIE))
+        if scope["path"] not in HOST_CHECK_EXEMPT and not self.security.host_allowed(scope):
+            error = InvalidHost("This site does not answer for that host name.")
+            # On a WebSocket this is the upgrade's answer (Starlette sends it as a denial response).
+            return await JSONResponse({"error": error.to_wire()}, status_code=error.status)(scope, receive, send)
+        reader_id = self.security.reader_from_cookie(cookies(scope).get(READER_COOKIE))
         is_new = reader_id is None
         if is_new:
             reader_id = secrets.token_urlsafe(12)
-        state = scope.setdefault("state", {})
-        state["reader_id"] = reader_id
-        state["moderator"] = None
-        if SESSION_COOKIE in jar:
-            try:
-                state["moderator"] = await scope["app"].state.moderation.identify(jar[SESSION_COOKIE])
-            except Exception:  # the store is unreachable: treat as a reader; writes fail on their own
-                pass
+        scope.setdefault("state", {})["reader_id"] = reader_id
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
-        secure = scope["scheme"] == "https"
+        secure = self.security.secure(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

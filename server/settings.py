@@ -28,6 +28,8 @@ class Settings:
     content_dir: Path = Path("./content")
     secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
     allowed_origins: tuple[str, ...] = ()
+    # The site's own origins (PUBLIC_URL). Unset: the loopback origins of the port served on.
+    public_url: tuple[str, ...] = ()
     # Events kept per thread for `since` catch-up; older history answers `reset`.
     history_size: int = 1000
     # limits-library rate strings, per reader and per client IP.
@@ -37,8 +39,9 @@ class Settings:
     # held while it catches up) before it counts as too slow and is closed (4000). A whole
     # HISTORY_SIZE replay of ordinary comments fits.
     send_buffer_bytes: int = 1024 * 1024
-    # Live connections one client IP may hold on one instance (a newsroom NAT needs room).
-    max_connections_per_ip: int = 100
+    # Live connections one client IP may hold on one instance: room for a carrier's NAT or a
+    # newsroom's office, still far from one host opening tens of thousands of sockets.
+    max_connections_per_ip: int = 2000
     # Peers whose X-Forwarded-For / -Proto are believed (uvicorn's forwarded_allow_ips); from
     # anyone else the headers are ignored, so a client cannot pick its own IP.
     trusted_proxies: str = "127.0.0.1"
@@ -79,12 +82,13 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         content_dir=Path(config("CONTENT_DIR", default="./content")),
         secret_key=secret,
         allowed_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
+        public_url=tuple(o.strip() for o in config("PUBLIC_URL", cast=CommaSeparatedStrings, default="") if o.strip()),
         history_size=config("HISTORY_SIZE", cast=int, default=1000),
         post_rate_per_reader=config("POST_RATE_PER_READER", default="5/10 seconds;30/hour"),
         post_rate_per_ip=config("POST_RATE_PER_IP", default="30/minute"),
         send_buffer_bytes=config("SEND_BUFFER_BYTES", cast=int, default=1024 * 1024),
         ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
-        max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=100),
+        max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=2000),
         trusted_proxies=config("TRUSTED_PROXIES", default="127.0.0.1"),
         metrics_allow=tuple(a.strip() for a in config("METRICS_ALLOW", cast=CommaSeparatedStrings,
                                                        default="127.0.0.1,::1") if a.strip()),

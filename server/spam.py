@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import regex
 
 from .backends.base import Backend
+from .control import RulesChanged, encode_control
 
 MAX_PHRASE_WORDS = 3
 MAX_LIST_ENTRIES = 5000
@@ -99,19 +100,14 @@ class SpamRules:
         self.current = Rules.from_dict(json.loads(stored)) if stored else Rules()
         return self.current
 
-    def on_control(self, message: str) -> None:
+    def on_rules_changed(self, message: RulesChanged) -> None:
         """Another instance (or this one) changed the rules: they come with the message, so they
         apply here before anything published after them is seen."""
-        try:
-            control = json.loads(message)
-            if control.get("kind") == "rules_changed":
-                self.current = Rules.from_dict(control["rules"])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass  # not ours, or malformed: LiveSessions logs malformed control messages
+        self.current = Rules.from_dict(message.rules)
 
     async def save(self, data: dict) -> Rules:
         rules = Rules.from_dict({**self.current.to_dict(), **data})
         await self.backend.kv_set(RULES_KEY, json.dumps(rules.to_dict()))
-        await self.backend.publish_control(json.dumps({"kind": "rules_changed", "rules": rules.to_dict()}))
+        await self.backend.publish_control(encode_control(RulesChanged(rules.to_dict())))
         self.current = rules
         return rules

@@ -23,6 +23,7 @@ from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
 from .content import Article
 from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
 from .moderation import Moderation
+from .protocol import DeskComment
 from .spam import SpamRules, text_fingerprint
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .text import clean_body, clean_name, render_body
@@ -117,8 +118,7 @@ class Threads:
             metrics.comments_posted.inc()
             if stored.status == VISIBLE:
                 await self.backend.list_push(f"published-by:{author.reader_id}", stored.id, keep=100)
-            await self.moderation.publish_desk({"type": "desk_comment",
-                                                "comment": {**self.desk_view(stored), "held_for": held_for}})
+            await self.moderation.publish_desk(DeskComment({**self.desk_view(stored), "held_for": held_for}))
         return stored, created
 
     async def _hold_reason(self, slug: str, author: Author, text: str, html: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
 
 import pytest
 from starlette.testclient import TestClient
@@ -199,7 +200,10 @@ def test_every_moderator_action_is_in_the_audit_log(moderator):
 
 
 def test_the_desk_is_for_moderators_only(moderator, reader):
-    assert reader.get("/moderation", follow_redirects=False).headers["location"].startswith("/login")
+    # Starlette's requires() writes the redirect and its next= as absolute URLs of this site.
+    to_login = urlsplit(reader.get("/moderation", follow_redirects=False).headers["location"])
+    assert to_login.path == "/login" and to_login.query == "next=http%3A%2F%2Ftestserver%2Fmoderation"
+    assert 'name="next" value="/moderation"' in reader.get(f"/login?{to_login.query}").text
     assert moderator.get("/moderation").status_code == 200
     assert reader.get("/api/moderation/queue").status_code == 401
     assert reader.get("/api/moderation/audit").status_code == 401

@@ -4,7 +4,8 @@ import orjson
 import pytest
 
 from server.errors import InvalidMessage
-from server.protocol import Ack, Error, Event, Post, Presence, Reset, Welcome, decode_event, encode, parse_client_frame
+from server.protocol import (Ack, DeskAction, DeskComment, DeskReport, DeskWelcome, Error, Event, Pending, Post, Presence,
+                             Reset, Welcome, decode_event, desk_frame, encode, parse_client_frame)
 
 
 def test_a_post_frame_parses_to_a_post():
@@ -48,3 +49,19 @@ def test_an_event_round_trips_through_the_log_unchanged():
     event = Event("comment", 12, {"comment": {"id": "c1", "body": "<b>hi</b>"}})
     assert decode_event(encode(event)) == event
     assert orjson.loads(encode(event)) == {"type": "comment", "seq": 12, "comment": {"id": "c1", "body": "<b>hi</b>"}}
+
+
+def test_every_frame_the_server_sends_is_encoded_in_one_place():
+    comment = {"id": "c1", "status": "pending", "body": "held"}
+    assert orjson.loads(encode(Pending(comment))) == {"type": "pending", "comment": comment}
+    assert orjson.loads(encode(DeskWelcome(moderator="alice"))) == {"type": "desk_welcome", "moderator": "alice"}
+    assert orjson.loads(encode(DeskComment(comment))) == {"type": "desk_comment", "comment": comment}
+    assert orjson.loads(encode(DeskReport({"count": 1}))) == {"type": "desk_report", "report": {"count": 1}}
+    assert orjson.loads(encode(DeskAction({"action": "ban"}))) == {"type": "desk_action", "action": {"action": "ban"}}
+
+
+def test_a_desk_frame_carried_as_an_object_comes_back_as_its_dataclass():
+    assert desk_frame({"type": "desk_action", "action": {"action": "ban"}}) == DeskAction({"action": "ban"})
+    for malformed in ({"type": "welcome", "seq": 1}, {"type": "desk_action"}, {"action": {}}):
+        with pytest.raises((KeyError, TypeError)):
+            desk_frame(malformed)

@@ -230,9 +230,14 @@ class Cluster:
     async def snapshot_everywhere(self) -> dict:
         snapshots = []
         for server in self.live_instances:
-            response = await self.poster.client.get(f"{server.url}/api/articles/{DEMO_SLUG}/comments")
-            assert response.status_code == 200
-            snapshots.append(response.json())
+            pages, after = [], ""
+            while after is not None:  # the API answers a page at a time: follow `next`
+                response = await self.poster.client.get(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
+                                                        params={"limit": 200, "after": after})
+                assert response.status_code == 200
+                pages.append(response.json())
+                after = pages[-1]["next"]
+            snapshots.append({**pages[0], "comments": [c for page in pages for c in page["comments"]]})
         assert all(s == snapshots[0] for s in snapshots), "instances disagree on the thread"
         return snapshots[0]
 
