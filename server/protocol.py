@@ -9,7 +9,7 @@ socket has frames of its own (`desk_*`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import orjson
@@ -164,7 +164,9 @@ def payload(frame: Frame) -> dict[str, Any]:
     """A frame as a JSON object. None-valued optional fields are left out."""
     if isinstance(frame, Event):
         return {"type": frame.type, "seq": frame.seq, **frame.data}
-    return {"type": frame.type, **{k: v for k, v in asdict(frame).items() if v is not None}}
+    # Shallow: a frame's fields are JSON values already (asdict would deep-copy each comment).
+    return {"type": frame.type, **{f.name: value for f in fields(frame)
+                                   if (value := getattr(frame, f.name)) is not None}}
 
 
 def encode(frame: Frame) -> str:
