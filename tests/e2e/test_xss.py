@@ -319,7 +319,13 @@ def post_through_the_form(watched: Watched, article: str) -> list[str]:
 
 
 def stored(server: ServerProcess, article: str = ARTICLE) -> dict[str, dict]:
-    return {c["id"]: c for c in httpx.get(server.url + api_of(article)).json()["comments"]}
+    comments: dict[str, dict] = {}
+    after = ""
+    while after is not None:  # the API answers a page at a time: follow `next`
+        page = httpx.get(server.url + api_of(article), params={"limit": 200, "after": after}).json()
+        comments.update((c["id"], c) for c in page["comments"])
+        after = page["next"]
+    return comments
 
 
 def articles_per_way_in(content_dir: Path) -> dict[str, str]:
