@@ -70,7 +70,7 @@ async def login(request: Request) -> Response:
     if (earlier := moderator_of(request)) is not None:  # a new session id at every login; the old one ends
         await state.moderation.logout(earlier)
     response = RedirectResponse(target, status_code=303)
-    response.headers.append("Set-Cookie", state.moderation.session_cookie(session, request.url.scheme == "https"))
+    response.headers.append("Set-Cookie", state.moderation.session_cookie(session, state.security.secure(request.scope)))
     return response
 
 

@@ -3,6 +3,7 @@ port served on), never from the Host header a client writes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from server.security import origin_of
 from server.settings import Settings
 
 from .servers import DEMO_SLUG, ROOT
-from .visitors import token
+from .visitors import PASSWORD, token
 
 PUBLIC = "https://comments.example"
 
@@ -73,9 +74,19 @@ def test_with_public_url_only_its_host_and_origin_are_the_sites_own(public_clien
     assert refused.status_code == 403
 
 
-def test_an_https_public_url_makes_the_reader_cookie_secure(public_client: TestClient) -> None:
+def test_an_https_public_url_makes_the_cookies_secure(public_client: TestClient) -> None:
+    """Behind a TLS proxy that does not say the scheme, the request looks like plain http."""
     cookie = public_client.get("/").headers["set-cookie"]
     assert cookie.startswith("bc_reader=") and "; Secure" in cookie
+    public_client.portal.call(public_client.app.state.moderation.create_moderator, "alice", PASSWORD)
+    # The client keeps a Secure cookie for https only: send the reader's back by hand.
+    reader = cookie.split(";", 1)[0]
+    page = public_client.get("/login", headers={"Cookie": reader}).text
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+    response = public_client.post("/login", headers={"Cookie": reader}, follow_redirects=False,
+                                  data={"username": "alice", "password": PASSWORD, "csrf_token": csrf})
+    assert response.status_code == 303
+    assert response.headers["set-cookie"].startswith("bc_session=") and "; Secure" in response.headers["set-cookie"]
 
 
 async def test_a_rebound_host_name_reaches_nothing(start_server) -> None:
