@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from starlette.authentication import requires
