@@ -1,0 +1,102 @@
+/* The moderation actions (and a reader's Report): small forms that post without JavaScript,
+   sent with fetch instead when it runs. */
+
+import { csrfToken, toInt } from "./util.js";
+
+// The JSON the action routes take; without JavaScript the same forms post as they are.
+function actionPayload(form) {
+  const data = {};
+  const el = (name) => form.elements.namedItem(name);
+  const reason = el("reason");
+  if (reason && "value" in reason) data.reason = reason.value.trim();
+  const duration = el("duration");
+  if (duration && "value" in duration) data.duration = duration.value === "" ? null : toInt(duration.value, null);
+  const ip = el("ip");
+  if (ip && "checked" in ip) data.ip = ip.checked;
+  const commentId = el("comment_id");
+  if (commentId && "value" in commentId) data.comment_id = commentId.value;
+  const enabled = el("enabled");
+  if (enabled && "value" in enabled) data.enabled = enabled.value === "1";
+  return data;
+}
+
+// -> {ok, status (0: the server could not be reached), data}
+export async function sendAction(form) {
+  let res;
+  try {
+    res = await fetch(form.getAttribute("action"), {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrfToken() },
+      body: JSON.stringify(actionPayload(form)),
+    });
+  } catch (e) {
+    return { ok: false, status: 0, data: {} };
+  }
+  let data = null;
+  try { data = await res.json(); } catch (e) { data = null; }
+  return { ok: res.ok && !(data && data.error), status: res.status, data: data || {} };
+}
+
+export function setActionBusy(form, busy) {
+  form.dataset.busy = busy ? "1" : "";
+  form.setAttribute("aria-busy", busy ? "true" : "false");
+  form.querySelectorAll("button").forEach((b) => { b.disabled = busy; });
+}
+
+export function showResult(el, text, isError) {
+  if (!el) return;
+  el.classList.toggle("is-error", !!isError);
+  el.textContent = text || "";
+}
+
+// The server's own words when it gave any: they say what is wrong (a name that belongs to a
+// moderator, an expired form) better than a guess from the status.
+export function actionError(outcome, signedOut = "Your session has ended. Please log in again.") {
+  const err = outcome.data && outcome.data.error;
+  if (outcome.status === 0) return "Could not reach the server. Please try again.";
+  if (outcome.status === 401) return signedOut;
+  if (err && err.message) return err.message;
+  if (outcome.status === 403) return "Your session has expired. Please reload the page and try again.";
+  return "That did not work. Please try again.";
+}
+
+/* Whose comment it is, so that a moderator's ban and unban forms name the reader (the ban form
+   is hidden without one), and whether that reader is banned now:
+   el: the element carrying data-reader-id / data-banned; scope: where its ban tools are. */
+export function setReader(el, scope, readerId) {
+  el.dataset.readerId = readerId || "";
+  const ban = scope && scope.querySelector('[data-field="ban"]');
+  const enc = encodeURIComponent(readerId || "");
+  if (ban) {
+    const form = ban.querySelector("form[data-action-form]");
+    if (form && readerId) form.setAttribute("action", "/api/readers/" + enc + "/ban");
+  }
+  const unban = scope && scope.querySelector('form[data-action-form="unban"]');
+  if (unban && readerId) unban.setAttribute("action", "/api/readers/" + enc + "/unban");
+  showBanned(el, scope, el.dataset.banned === "1");
+}
+
+// Banned: the "Banned" flag and Lift ban show, Ban author hides; and the other way round.
+export function showBanned(el, scope, banned) {
+  el.dataset.banned = banned ? "1" : "";
+  if (!scope) return;
+  const readerId = el.dataset.readerId || "";
+  const ban = scope.querySelector('[data-field="ban"]');
+  if (ban) {
+    ban.hidden = !readerId || banned;
+    if (ban.hidden) ban.open = false;
+  }
+  const flag = scope.querySelector('[data-field="banned"]');
+  if (flag) flag.hidden = !readerId || !banned;
+  const unban = scope.querySelector('form[data-action-form="unban"]');
+  if (unban) unban.hidden = !readerId || !banned;
+}
+
+// "for 24 hours" / "for good", from the ban form's duration as the moderator chose it.
+export function banLength(form) {
+  const duration = form.elements.namedItem("duration");
+  const label = duration && duration.selectedOptions && duration.selectedOptions[0]
+    ? duration.selectedOptions[0].textContent.trim().toLowerCase() : "";
+  return !label || label === "for good" ? "for good" : "for " + label;
+}
