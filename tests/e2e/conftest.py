@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from ..servers import CHROMIUM_ARGS, chromium_path
+from ..servers import CHROMIUM_ARGS, ServerProcess, chromium_path
+from .article_page import ARTICLE
 
 
 # Per module, not per session: Playwright's sync API keeps an event loop running in this
@@ -38,3 +39,16 @@ def new_page(browser: Browser):
     yield open_
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def open_page(new_page):
+    """open_page(server, javascript=True, width=1280) -> a new page on the article, live."""
+    def open_(server: ServerProcess, javascript: bool = True, width: int = 1280, height: int = 900) -> Page:
+        page = new_page(javascript, width, height)
+        page.goto(server.url + ARTICLE)
+        if javascript:
+            expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
+        return page
+    return open_
+

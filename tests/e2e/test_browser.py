@@ -6,39 +6,8 @@ import httpx2 as httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from ..servers import DEMO_SLUG, ServerProcess
-
-ARTICLE = f"/articles/{DEMO_SLUG}"
-
-
-@pytest.fixture
-def open_page(new_page):
-    """open_page(server, javascript=True, width=1280) -> a new page on the article, live."""
-    def open_(server: ServerProcess, javascript: bool = True, width: int = 1280, height: int = 900) -> Page:
-        page = new_page(javascript, width, height)
-        page.goto(server.url + ARTICLE)
-        if javascript:
-            expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
-        return page
-    return open_
-
-
-def post_from(page: Page, body: str, name: str = "Reader One", parent: str | None = None,
-              javascript: bool = True) -> None:
-    scope = page.locator(f"#c-{parent}") if parent else page.locator(".composer")
-    if parent:
-        scope.locator("summary").first.click()
-        if not javascript:  # the page carries no reply form: the link asks for the page with it
-            scope.locator("details.reply [data-lazy-form]").first.click()
-            page.wait_for_url(f"**?reply={parent}#c-{parent}")
-    form = scope.locator("form[data-comment-form]").first
-    form.locator("textarea[name=body]").fill(body)
-    form.locator("input[name=name]").fill(name)
-    form.locator("[data-submit]").click()
-
-
-def comment_by_body(page: Page, body: str):
-    return page.locator("li.comment", has=page.locator(".comment-body", has_text=body))
+from ..servers import DEMO_SLUG
+from .article_page import ARTICLE, comment_by_body, post_from
 
 
 def test_a_comment_posted_in_one_page_appears_in_the_other_without_a_reload(server, open_page):

@@ -4,10 +4,12 @@ the article page's moderator tools, the live desk, its keyboard, and the forms w
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 
 import httpx2 as httpx
@@ -226,3 +228,155 @@ def test_a_held_comment_waits_for_approval_then_appears_once(cluster, new_page):
         if switch.get_attribute("aria-pressed") == "true":
             switch.click()
             expect(switch).to_have_attribute("aria-pressed", "false")
+
+
+def reader_client(server: ServerProcess) -> httpx.Client:
+    """A reader of their own (their own reader cookie), posting through the API."""
+    client = httpx.Client(base_url=server.url, timeout=10)
+    page = client.get(ARTICLE).text  # the first page gives the reader cookie, and its CSRF token
+    client.headers["X-CSRF-Token"] = re.search(r'<meta name="csrf-token" content="([^"]*)"', page).group(1)
+    return client
+
+
+def post_as(client: httpx.Client, body: str, name: str) -> httpx.Response:
+    return client.post(API, json={"name": name, "body": body})
+
+
+def ban_from(scope, duration: str = "1 hour") -> None:
+    ban = scope.locator("details.ban")
+    ban.locator("summary").click()
+    ban.locator("select[name=duration]").select_option(label=duration)
+    ban.locator("form button[type=submit]").click()
+
+
+def test_a_ban_is_shown_on_every_comment_of_its_author_and_lifted_from_the_article_page(cluster, new_page):
+    with closing(reader_client(cluster.b)) as greta:
+        first = post_as(greta, "First words from a troll", "Greta").json()["comment"]["id"]
+        second = post_as(greta, "Second words from a troll", "Greta").json()["comment"]["id"]
+        alice = new_page()
+        log_in(alice, cluster.a, "alice", ARTICLE)
+        open_live(alice, cluster.a.url + ARTICLE)
+        ban_from(card(alice, first))
+        for comment_id in (first, second):  # both of hers say so, neither offers a second ban
+            expect(card(alice, comment_id).locator('[data-field="banned"]')).to_have_text("Author banned")
+            expect(card(alice, comment_id).locator("details.ban")).to_be_hidden()
+            expect(card(alice, comment_id).locator('form[data-action-form="unban"]')).to_be_visible()
+        expect(card(alice, first).locator('[data-field="action-result"]')).to_contain_text("Author banned for 1 hour")
+        expect(card(alice, first).locator('form[data-action-form="unban"] button')).to_be_focused()
+        assert post_as(greta, "Still here?", "Greta").status_code == 403
+
+        card(alice, second).locator('form[data-action-form="unban"] button').click()
+        expect(card(alice, second).locator('[data-field="action-result"]')).to_contain_text("Ban lifted")
+        for comment_id in (first, second):
+            expect(card(alice, comment_id).locator('[data-field="banned"]')).to_be_hidden()
+            expect(card(alice, comment_id).locator("details.ban")).to_be_visible()
+            expect(card(alice, comment_id).locator('form[data-action-form="unban"]')).to_be_hidden()
+        expect(card(alice, second).locator("details.ban > summary")).to_be_focused()  # not lost
+        assert post_as(greta, "Back, and calmer", "Greta").status_code == 201
+    assert alice.errors == []
+
+
+def test_a_ban_is_lifted_from_the_desk_whose_audit_log_says_whom(cluster, new_page):
+    with closing(reader_client(cluster.b)) as hal:
+        comment_id = post_as(hal, "Spam spam spam", "Hal Spammer").json()["comment"]["id"]
+        alice, bob = new_page(), new_page()
+        log_in(alice, cluster.a, "alice", "/moderation")
+        log_in(bob, cluster.b, "bob", "/moderation")
+        for desk in (alice, bob):
+            expect(desk.locator("[data-conn]")).to_have_attribute("data-state", "live")
+        target = alice.locator(f"#desk-comment-{comment_id}")
+        ban_from(target, "For good")
+        expect(target.locator('[data-field="banned"]')).to_contain_text("Author banned by you")
+        expect(target.locator('form[data-action-form="unban"]')).to_be_visible()
+        for desk in (alice, bob):
+            line = desk.locator(".audit-item").first
+            expect(line).to_contain_text("alice banned Hal Spammer", timeout=LIVE)
+            expect(line.locator('form[data-action-form="unban"]')).to_be_visible()
+        assert post_as(hal, "Let me back", "Hal Spammer").status_code == 403
+
+        bob.locator(".audit-item").first.locator('form[data-action-form="unban"] button').click()
+        for desk in (alice, bob):
+            expect(desk.locator(".audit-item").first).to_contain_text("bob lifted the ban on Hal Spammer", timeout=LIVE)
+            # The ban's own line no longer offers to lift it.
+            expect(desk.locator('.audit-item form[data-action-form="unban"]')).to_have_count(0)
+            on_card = desk.locator(f"#desk-comment-{comment_id}")
+            expect(on_card.locator("details.ban")).to_be_visible()
+            expect(on_card.locator('form[data-action-form="unban"]')).to_be_hidden()
+        expect(target.locator('[data-field="banned"]')).to_contain_text("Ban lifted by bob")
+        assert post_as(hal, "Let me back, please", "Hal Spammer").status_code == 201
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_a_ban_is_made_and_lifted_without_javascript(cluster, new_page):
+    with closing(reader_client(cluster.a)) as ivy:
+        comment_id = post_as(ivy, "Words that earn a ban", "Ivy").json()["comment"]["id"]
+        page = new_page(javascript=False)
+        log_in(page, cluster.a, "alice", ARTICLE)
+        ban_from(card(page, comment_id))
+        page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+        assert post_as(ivy, "Anyone there?", "Ivy").status_code == 403
+        page.goto(cluster.a.url + "/moderation")
+        line = page.locator(".audit-item").first
+        expect(line).to_contain_text("alice banned")
+        with page.expect_response(lambda r: r.request.method == "POST" and "/unban" in r.url) as answer:
+            line.locator('form[data-action-form="unban"] button').click()
+        assert answer.value.status == 303
+        page.wait_for_url("**/moderation")
+        expect(page.locator(".audit-item").first).to_contain_text("alice lifted the ban on")
+        expect(page.locator('.audit-item form[data-action-form="unban"]')).to_have_count(0)
+        assert post_as(ivy, "Thank you", "Ivy").status_code == 201
+
+
+def test_the_desk_single_key_shortcuts_can_be_turned_off(cluster, new_page):
+    comment_id = post(cluster.a, "Not removed by a stray key", name="Ian")
+    desk = new_page()
+    log_in(desk, cluster.a, "alice", "/moderation")
+    expect(desk.locator("[data-conn]")).to_have_attribute("data-state", "live")
+    target = desk.locator(f"#desk-comment-{comment_id}")
+    desk.locator("#desk-keys > summary").click()
+    switch = desk.get_by_label("Single-key shortcuts")
+    expect(switch).to_be_checked()
+    switch.uncheck()
+    expect(target.locator(".key-hint").first).to_be_hidden()
+    expect(target.locator('form[data-action-form="remove"] button')).not_to_have_attribute("aria-keyshortcuts", "r")
+    target.focus()
+    for key in ("r", "j", "k", "?"):
+        desk.keyboard.press(key)
+    expect(target).to_be_focused()
+    expect(desk.locator("#desk-keys")).to_have_attribute("open", "")  # "?" did not toggle it
+    assert status_of(cluster.a, comment_id) == "visible"
+
+    desk.reload()  # the choice is remembered
+    expect(desk.locator("[data-conn]")).to_have_attribute("data-state", "live")
+    target.focus()
+    desk.keyboard.press("r")
+    expect(target.locator('[data-field="action-result"]')).to_be_empty()
+    assert status_of(cluster.a, comment_id) == "visible"
+    desk.locator("#desk-keys > summary").click()
+    desk.get_by_label("Single-key shortcuts").check()
+    target.focus()
+    desk.keyboard.press("r")
+    expect(target).to_have_attribute("data-status", "removed")
+    assert desk.errors == []
+
+
+def test_a_moderators_comment_carries_a_staff_badge_a_reader_cannot_fake(cluster, new_page):
+    reader = open_live(new_page(), cluster.b.url + ARTICLE)
+    alice = new_page()
+    log_in(alice, cluster.a, "alice", ARTICLE)
+    open_live(alice, cluster.a.url + ARTICLE)
+    alice.fill(".composer textarea[name=body]", "A word from the moderators")
+    alice.fill(".composer input[name=name]", "alice")
+    alice.click(".composer [data-submit]")
+    from_staff = reader.locator("li.comment", has=reader.locator(".comment-body", has_text="A word from the moderators"))
+    badge = from_staff.locator("> .comment-card [data-field=staff]")
+    expect(badge).to_be_visible(timeout=LIVE)  # arriving live
+    expect(badge).to_have_text("Staff (a moderator of this site)")
+    post(cluster.b, "I am staff too, honest", name="Staff", parent=None)
+    faker = reader.locator("li.comment", has=reader.locator(".comment-body", has_text="I am staff too"))
+    expect(faker).to_be_visible()
+    expect(faker.locator("> .comment-card [data-field=staff]")).to_be_hidden()
+    reader.reload()  # rendered by the server
+    expect(badge).to_be_visible()
+    expect(faker.locator("> .comment-card [data-field=staff]")).to_be_hidden()
+    assert reader.errors == [] and alice.errors == []

@@ -74,7 +74,9 @@ function onActionDone(action, form, li, data, resultEl) {
     default:
       showResult(resultEl, "Done.");
   }
-  if (li) keepFocus(cardOf(li) || li, ".mod-tools form:not([hidden]) button, .mod-tools details:not([hidden]) > summary");
+  // Ban and Lift ban take each other's place: the focus moves to the one now shown.
+  const counterpart = { ban: 'form[data-action-form="unban"] button', unban: "details.ban > summary" }[action];
+  if (li) keepFocus(cardOf(li) || li, counterpart || ".mod-tools form:not([hidden]) button");
 }
 
 function setPremoderation(form, on) {
