@@ -348,6 +348,9 @@ def test_the_desk_single_key_shortcuts_can_be_turned_off(cluster, new_page):
 
     desk.reload()  # the choice is remembered
     expect(desk.locator("[data-conn]")).to_have_attribute("data-state", "live")
+    arrived = post(cluster.b, "A card that arrives while the keys are off", name="Ian")
+    expect(desk.locator(f'#desk-comment-{arrived} form[data-action-form="remove"] button')).to_be_visible()
+    expect(desk.locator(f"#desk-comment-{arrived} [aria-keyshortcuts]")).to_have_count(0)
     target.focus()
     desk.keyboard.press("r")
     expect(target.locator('[data-field="action-result"]')).to_be_empty()

@@ -124,6 +124,7 @@ function newCard(kind, id) {
     const commentId = form.elements.namedItem("comment_id");
     if (commentId) commentId.value = id;
   });
+  announceShortcuts(li);
   return li;
 }
 
@@ -419,6 +420,18 @@ function auditLines(entries) {
   });
 }
 
+// A Lift ban that failed from the audit log says why beside its button, which stays for a retry.
+function showAuditError(line, text) {
+  let el = line.querySelector(".action-result");
+  if (!el) {
+    el = document.createElement("span");
+    el.setAttribute("role", "status");
+    line.append(" ", el);
+  }
+  el.className = "action-result is-error";
+  el.textContent = text;
+}
+
 function prependAudit(a) {
   if (!auditList) return;
   if (verbOf(a.action) === "ban") liftedInAudit(a.reader_id); // only the newest ban offers it
@@ -510,8 +523,7 @@ async function onSubmit(event) {
   setActionBusy(form, false);
   if (!outcome.ok) {
     if (card) showResult(card, actionError(outcome), true);
-    else if (auditItem) form.replaceChildren(Object.assign(document.createElement("span"), {
-      className: "action-result is-error", textContent: actionError(outcome) }));
+    else if (auditItem) showAuditError(auditItem, actionError(outcome));
     return;
   }
   const id = card ? card.dataset.id : "";
@@ -548,14 +560,20 @@ function shortcutsOn() {
 function setShortcuts(on, remember) {
   desk.dataset.shortcuts = on ? "on" : "off";
   if (remember) local.set(KEY_SHORTCUTS, on ? "on" : "off");
-  desk.querySelectorAll("[aria-keyshortcuts], [data-keyshortcuts]").forEach((el) => {
+  announceShortcuts(desk);
+  const summaryKey = keysHelp && keysHelp.querySelector("summary kbd");
+  if (summaryKey) summaryKey.hidden = !on;
+}
+
+// aria-keyshortcuts only while the keys work (cards cloned later included).
+function announceShortcuts(scope) {
+  const on = shortcutsOn();
+  scope.querySelectorAll("[aria-keyshortcuts], [data-keyshortcuts]").forEach((el) => {
     const keys = el.getAttribute("aria-keyshortcuts") || el.dataset.keyshortcuts;
     el.dataset.keyshortcuts = keys;
     if (on) el.setAttribute("aria-keyshortcuts", keys);
     else el.removeAttribute("aria-keyshortcuts");
   });
-  const summaryKey = keysHelp && keysHelp.querySelector("summary kbd");
-  if (summaryKey) summaryKey.hidden = !on;
 }
 
 function startShortcutSwitch() {

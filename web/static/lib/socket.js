@@ -3,9 +3,9 @@
  * Reconnects with full-jitter exponential backoff (readers who lost the same instance do not
  * all come back at the same moment). The owner decides what a close means first (its own
  * close codes); then:
- *   - a close with an application code (4000-4999) and a reason is a refusal the reader is
- *     told about (e.g. too many connections from one address behind a carrier NAT): the
- *     reason is shown and the socket retries with backoff;
+ *   - a close with an application code (4000-4999) the owner did not claim is a refusal the
+ *     reader is told about (4029: too many connections from one address, as behind a
+ *     carrier's NAT): its reason is shown and the socket retries with backoff;
  *   - a handshake refused before the socket opened (a bare HTTP 403) is told apart from a
  *     server that is down by asking probeUrl over plain HTTP.
  * The page itself stays readable throughout: it was rendered on the server.
@@ -72,7 +72,7 @@ export class ReconnectingSocket {
       const verdict = this.onClose(ev, { opened, welcomed });
       if (verdict === "stop" || this.stopped) return;
       if (verdict === "quick") { this.schedule("quick"); return; }
-      if (ev.code >= 4000 && ev.code <= 4999 && ev.reason) { this.schedule("refused", ev.reason); return; }
+      if (ev.code >= 4000 && ev.code <= 4999) { this.schedule("refused", ev.reason); return; }
       if (!opened) { this.probe(); return; }
       this.schedule("backoff");
     });

@@ -12,7 +12,7 @@ function plural(n, one, many) {
   return n + " " + (n === 1 ? one : many);
 }
 
-export function ago(iso, now) {
+function ago(iso, now) {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return "";
   const seconds = Math.max(0, (now - t) / 1000); // a client clock behind the server's: "just now"

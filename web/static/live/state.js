@@ -4,7 +4,6 @@
 import { toInt } from "../lib/util.js";
 
 export const state = {
-  ready: false,
   root: null,
   thread: null,
   template: null,
@@ -30,7 +29,6 @@ export function initState() {
   if (!root || !thread || !template || !("content" in template)) return false;
   const slug = root.dataset.slug || "";
   Object.assign(state, {
-    ready: true,
     root,
     thread,
     template,

@@ -45,7 +45,7 @@ export function updateTimes() {
 
 // --- counts and announcements -----------------------------------------------------------
 
-export function setCount(n) {
+function setCount(n) {
   state.count = Math.max(0, n);
   state.root.dataset.count = String(state.count);
   const text = plural(state.count, "comment", "comments");
@@ -300,7 +300,7 @@ export function placeComment(c) {
 
 // A long comment (a 5,000-character one is metres of phone screen) shows its first lines and a
 // "Read more" button; the collapsed height is the stylesheet's (.comment-body.is-collapsed).
-export function collapseIfLong(li) {
+function collapseIfLong(li) {
   const body = part(li, "body");
   const more = part(li, "read-more");
   if (!body || !more || body.hidden || more.dataset.expanded === "1") return;
@@ -319,7 +319,7 @@ export function collapseIfLong(li) {
 
 // The whole thread at load: collapse every long one first, then measure them all (one layout,
 // not one per comment).
-export function collapseLongComments() {
+function collapseLongComments() {
   const long = [];
   state.thread.querySelectorAll("li.comment").forEach((li) => {
     const body = part(li, "body");
