@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx2 as httpx
 from playwright.sync_api import Page
 
 from ..servers import DEMO_SLUG
@@ -26,3 +29,15 @@ def post_from(page: Page, body: str, name: str = "Reader One", parent: str | Non
 
 def comment_by_body(page: Page, body: str):
     return page.locator("li.comment", has=page.locator(".comment-body", has_text=body))
+
+
+def thread_comments(base_url: str, api: str = API) -> list[dict[str, Any]]:
+    """Every comment of the thread through the API, following its `next` cursor page by page."""
+    comments: list[dict[str, Any]] = []
+    params: dict[str, str] = {}
+    while True:
+        page = httpx.get(base_url + api, params=params, timeout=10).json()
+        comments += page["comments"]
+        if not page.get("next"):
+            return comments
+        params = {"after": page["next"]}

@@ -33,6 +33,7 @@ from server.settings import MAX_ABOUT_CHARS, MAX_NAME_CHARS
 from server.text import clean_body, clean_name
 
 from ..servers import CHROMIUM_ARGS, DEMO_SLUG, ROOT, ServerProcess, chromium_path
+from .article_page import thread_comments
 from .xss_corpus import PAYLOADS
 
 ARTICLE = f"/articles/{DEMO_SLUG}"
@@ -319,13 +320,7 @@ def post_through_the_form(watched: Watched, article: str) -> list[str]:
 
 
 def stored(server: ServerProcess, article: str = ARTICLE) -> dict[str, dict]:
-    comments: dict[str, dict] = {}
-    after = ""
-    while after is not None:  # the API answers a page at a time: follow `next`
-        page = httpx.get(server.url + api_of(article), params={"limit": 200, "after": after}).json()
-        comments.update((c["id"], c) for c in page["comments"])
-        after = page["next"]
-    return comments
+    return {c["id"]: c for c in thread_comments(server.url, api_of(article))}
 
 
 def articles_per_way_in(content_dir: Path) -> dict[str, str]:
