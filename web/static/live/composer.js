@@ -148,8 +148,9 @@ function updateLength(form) {
   if (counter) {
     counter.hidden = n < limit * COUNTER_FROM;
     counter.classList.toggle("is-over", over);
-    counter.textContent = over
-      ? number(n) + " / " + number(limit) + " characters — " + number(n - limit) + " too many"
+    // Emptied while hidden: the textarea's description (aria-describedby) reads it.
+    counter.textContent = counter.hidden ? ""
+      : over ? number(n) + " / " + number(limit) + " characters — " + number(n - limit) + " too many"
       : number(n) + " / " + number(limit) + " characters";
   }
   body.setAttribute("aria-invalid", over ? "true" : "false");
