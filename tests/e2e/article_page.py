@@ -13,8 +13,9 @@ ARTICLE = f"/articles/{DEMO_SLUG}"
 API = f"/api/articles/{DEMO_SLUG}/comments"
 
 
-def post_from(page: Page, body: str, name: str = "Reader One", parent: str | None = None,
-              javascript: bool = True) -> None:
+def post_from(
+    page: Page, body: str, name: str = "Reader One", parent: str | None = None, javascript: bool = True
+) -> None:
     scope = page.locator(f"#c-{parent}") if parent else page.locator(".composer")
     if parent:
         scope.locator("summary").first.click()

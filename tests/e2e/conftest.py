@@ -44,11 +44,12 @@ def new_page(browser: Browser):
 @pytest.fixture
 def open_page(new_page):
     """open_page(server, javascript=True, width=1280) -> a new page on the article, live."""
+
     def open_(server: ServerProcess, javascript: bool = True, width: int = 1280, height: int = 900) -> Page:
         page = new_page(javascript, width, height)
         page.goto(server.url + ARTICLE)
         if javascript:
             expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
         return page
-    return open_
 
+    return open_

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx2 as httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from ..servers import DEMO_SLUG
 from .article_page import ARTICLE, comment_by_body, post_from
@@ -53,7 +53,8 @@ def test_the_comment_form_works_with_javascript_turned_off(server, open_page):
     post_from(page, "A reply, also without JavaScript", name="No Script", parent=comment_id, javascript=False)
     page.wait_for_url(f"**{ARTICLE}#c-*")
     expect(page.locator(f'ol.replies[data-replies-of="{comment_id}"] > li.comment')).to_contain_text(
-        "A reply, also without JavaScript")
+        "A reply, also without JavaScript"
+    )
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
@@ -76,10 +77,14 @@ def test_a_reader_reports_a_comment_from_the_page(server, open_page, javascript)
     else:
         page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
     # the second report from the same reader is recognised as the same one
-    response = page.request.post(f"{server.url}/api/comments/{comment_id}/report",
-                                 headers={"Origin": server.url, "X-CSRF-Token": page.locator(
-                                     'input[name=csrf_token]').first.get_attribute("value")},
-                                 data={"reason": "again"})
+    response = page.request.post(
+        f"{server.url}/api/comments/{comment_id}/report",
+        headers={
+            "Origin": server.url,
+            "X-CSRF-Token": page.locator("input[name=csrf_token]").first.get_attribute("value"),
+        },
+        data={"reason": "again"},
+    )
     assert response.ok and response.json().get("already") is True, response.text()
 
 
@@ -100,8 +105,10 @@ def test_a_refused_comment_shows_why_and_keeps_the_text(start_server, open_page)
 def test_a_reader_who_was_away_gets_what_was_missed_after_a_restart(server, open_page):
     reader = open_page(server)
     server.restart()  # the page's socket drops; the page reconnects by itself with since
-    httpx.post(server.url + f"/api/articles/{DEMO_SLUG}/comments",
-               json={"name": "Ann", "body": "Posted while the page was reconnecting"})
+    httpx.post(
+        server.url + f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Ann", "body": "Posted while the page was reconnecting"},
+    )
     expect(comment_by_body(reader, "Posted while the page was reconnecting")).to_be_visible(timeout=20_000)
     expect(reader.locator("[data-conn]")).to_have_attribute("data-state", "live")
 

@@ -36,8 +36,16 @@ class Cluster:
 
 def create_moderator(redis_url: str, name: str) -> None:
     env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": "test-secret-key"}
-    subprocess.run([sys.executable, "-m", "server", "create-moderator", name], input=PASSWORD + "\n",
-                   text=True, cwd=ROOT, env=env, check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "-m", "server", "create-moderator", name],
+        input=PASSWORD + "\n",
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +118,8 @@ def test_a_removal_on_one_instance_reaches_a_reader_on_the_other_at_once(cluster
 
     restore.click()
     expect(card(reader, parent).locator('[data-field="body"]')).to_have_text(
-        "A comment a moderator will remove", timeout=LIVE)
+        "A comment a moderator will remove", timeout=LIVE
+    )
     expect(card(reader, parent).locator('[data-field="tombstone"]')).to_be_hidden()
     expect(card(reader, parent).locator('[data-field="name"]')).to_have_text("Ann")
     assert reader.evaluate("document.documentElement.scrollWidth") <= 375
@@ -405,7 +414,9 @@ def test_a_moderators_comment_carries_a_staff_badge_a_reader_cannot_fake(cluster
     alice.fill(".composer textarea[name=body]", "A word from the moderators")
     alice.fill(".composer input[name=name]", "alice")
     alice.click(".composer [data-submit]")
-    from_staff = reader.locator("li.comment", has=reader.locator(".comment-body", has_text="A word from the moderators"))
+    from_staff = reader.locator(
+        "li.comment", has=reader.locator(".comment-body", has_text="A word from the moderators")
+    )
     badge = from_staff.locator("> .comment-card [data-field=staff]")
     expect(badge).to_be_visible(timeout=LIVE)  # arriving live
     expect(badge).to_have_text("Staff (a moderator of this site)")

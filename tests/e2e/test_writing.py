@@ -27,15 +27,27 @@ def posts_seen(page: Page) -> list[str]:
     """Every comment the page sends from now on, over HTTP or over the sockets it opens."""
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
-    page.on("websocket", lambda ws: ws.on(
-        "framesent", lambda payload: sent.append(str(payload)) if '"type":"post"' in str(payload) else None))
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent", lambda payload: sent.append(str(payload)) if '"type":"post"' in str(payload) else None
+        ),
+    )
     return sent
 
 
 def create_moderator(server: ServerProcess, name: str) -> None:
     env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
-    subprocess.run([sys.executable, "-m", "server", "create-moderator", name], input="a long enough password\n",
-                   text=True, cwd=ROOT, env=env, check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "-m", "server", "create-moderator", name],
+        input="a long enough password\n",
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def test_a_name_that_belongs_to_a_moderator_is_refused_in_the_servers_words(server, open_page):
@@ -98,7 +110,8 @@ def test_a_comment_over_the_limit_is_counted_and_refused_before_it_is_sent(serve
     page.goto(server.url + ARTICLE)
     expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
     form = composer(page)
-    body, counter, error = form.locator("textarea[name=body]"), form.locator("[data-counter]"), form.locator("[data-form-error]")
+    body = form.locator("textarea[name=body]")
+    counter, error = form.locator("[data-counter]"), form.locator("[data-form-error]")
     expect(counter).to_be_hidden()  # nothing to say far from the limit
     body.fill("x" * 6000)  # as a paste: one input event with all of it
     expect(body).to_have_value("x" * 6000)  # nothing cut silently
@@ -124,7 +137,7 @@ def test_the_counter_counts_characters_as_a_reader_sees_them(server, open_page):
     UTF-16 units to the browser (the maxlength attribute would have cut this at 1,250)."""
     page = open_page(server)
     form = composer(page)
-    thumbs = "\U0001F44D\U0001F3FD" * LIMIT
+    thumbs = "\U0001f44d\U0001f3fd" * LIMIT
     form.locator("textarea[name=body]").fill(thumbs)
     expect(form.locator("[data-counter]")).to_have_text("5,000 / 5,000 characters")
     expect(form.locator("[data-form-error]")).to_be_empty()
@@ -173,7 +186,8 @@ def test_a_long_comment_is_collapsed_behind_read_more_on_a_phone(server, open_pa
     print(f"long comment at 390 px: {expanded:.0f} px expanded")
     assert expanded > 1500
     # A long comment arriving live is collapsed the same way; a short one has no button.
-    live_id = httpx.post(server.url + API, json={"name": "Verbose", "body": long_body + " (again)"}).json()["comment"]["id"]
+    again = {"name": "Verbose", "body": long_body + " (again)"}
+    live_id = httpx.post(server.url + API, json=again).json()["comment"]["id"]
     expect(phone.locator(f"#c-{live_id}")).to_be_attached()
     expect_collapsed(phone, live_id)
     short_id = httpx.get(server.url + API).json()["comments"][0]["id"]
@@ -223,7 +237,8 @@ CONTRAST = """() => {
   const found = [];
   for (const el of document.body.querySelectorAll("*")) {
     if (el.closest(".visually-hidden, template, script, style")) continue;
-    const own = [...el.childNodes].filter((n) => n.nodeType === 3 && n.textContent.trim()).map((n) => n.textContent.trim()).join(" ");
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3 && n.textContent.trim())
+      .map((n) => n.textContent.trim()).join(" ");
     if (!own || !el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;
     const style = getComputedStyle(el);
     const fg = parse(style.color);

@@ -67,8 +67,15 @@ document.addEventListener('securitypolicyviolation',
 class Watched:
     """A browser context whose pages report dialogs, errors and requests to other origins."""
 
-    def __init__(self, browser: Browser, server: ServerProcess, *, javascript: bool = True,
-                 bypass_csp: bool = False, articles: tuple[str, ...] = (ARTICLE,)) -> None:
+    def __init__(
+        self,
+        browser: Browser,
+        server: ServerProcess,
+        *,
+        javascript: bool = True,
+        bypass_csp: bool = False,
+        articles: tuple[str, ...] = (ARTICLE,),
+    ) -> None:
         self.server = server
         self.origin = server.url
         self.articles = articles
@@ -100,7 +107,9 @@ class Watched:
         page.on("dialog", lambda dialog: (self.dialogs.append(f"{dialog.type}: {dialog.message}"), dialog.dismiss()))
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("framenavigated", lambda frame: self.navigations.append(frame.url) if frame == page.main_frame else None)
+        page.on(
+            "framenavigated", lambda frame: self.navigations.append(frame.url) if frame == page.main_frame else None
+        )
         return page
 
     def strange_navigations(self) -> list[str]:
@@ -112,7 +121,9 @@ class Watched:
     def open_live(self, article: str = ARTICLE) -> Page:
         page = self.page()
         page.goto(self.origin + article)
-        expect_or_explain(page, self, lambda: expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live"))
+        expect_or_explain(
+            page, self, lambda: expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
+        )
         return page
 
     def close(self) -> None:
@@ -133,7 +144,9 @@ INSPECT_DOM = """
   for (const el of document.querySelectorAll('*')) {
     for (const attr of el.attributes) {
       if (/^on/i.test(attr.name)) say('event handler ' + attr.name, el);
-      if (/^\\s*(javascript|vbscript|data|livescript):/i.test(attr.value.replace(/[\\t\\n\\r]/g, ''))) say('script URL in ' + attr.name, el);
+      if (/^\\s*(javascript|vbscript|data|livescript):/i.test(attr.value.replace(/[\\t\\n\\r]/g, ''))) {
+        say('script URL in ' + attr.name, el);
+      }
     }
   }
   const own = (url) => new URL(url, location.href).origin === location.origin;
@@ -142,7 +155,9 @@ INSPECT_DOM = """
   for (const link of document.querySelectorAll('link'))
     if (!link.href.startsWith(location.origin + '/static/')) say('link', link);
   for (const form of document.forms)
-    if (!own(form.action) || form.closest('[data-field="body"], [data-field="name"], [data-field="about"]')) say('form', form);
+    if (!own(form.action) || form.closest('[data-field="body"], [data-field="name"], [data-field="about"]')) {
+      say('form', form);
+    }
   for (const a of document.querySelectorAll('a[href]'))
     if (!['http:', 'https:', 'mailto:'].includes(a.protocol)) say('link protocol', a);
   if (document.querySelectorAll('title').length !== 1) say('title', document.title);
@@ -170,7 +185,9 @@ INSPECT_DOM = """
         else say('unexpected node in a body', node);
       }
     }
-    for (const node of body.childNodes) if (node.nodeType === Node.TEXT_NODE && node.data.trim()) say('text outside <p>', node.data);
+    for (const node of body.childNodes) {
+      if (node.nodeType === Node.TEXT_NODE && node.data.trim()) say('text outside <p>', node.data);
+    }
     comments[id] = {name: name.textContent, about: about.textContent, body: text,
                     visible: li.dataset.status !== 'visible' || body.checkVisibility()};
   }
@@ -191,8 +208,9 @@ def expect_or_explain(page: Page, watched: Watched, expectation) -> None:
 
 
 def thread_complete(page: Page, watched: Watched, total: int, timeout: float = 10_000) -> None:
-    expect_or_explain(page, watched, lambda: expect(page.locator("#thread > li.comment")).to_have_count(
-        total, timeout=timeout))
+    expect_or_explain(
+        page, watched, lambda: expect(page.locator("#thread > li.comment")).to_have_count(total, timeout=timeout)
+    )
 
 
 def shown_text(text: str) -> str:
@@ -221,6 +239,7 @@ def assert_inert(page: Page, watched: Watched, expected: dict[str, dict] | None 
 
 # --- the three ways in -------------------------------------------------------------------------
 
+
 def fitting(payload: str, limit: int) -> str:
     """The longest start of a payload that a form field of `limit` takes and the server accepts."""
     for end in range(min(len(payload), limit), 0, -1):
@@ -238,8 +257,10 @@ def fitting(payload: str, limit: int) -> str:
 def items() -> list[dict[str, str]]:
     # Each body ends in a paragraph of its own number: the spam rules refuse the same words twice
     # from one reader, and some payloads differ only in case or punctuation.
-    return [{"body": f"{p}\n\n#{n}", "name": fitting(p, MAX_NAME_CHARS), "about": fitting(p, MAX_ABOUT_CHARS)}
-            for n, p in enumerate(PAYLOADS)]
+    return [
+        {"body": f"{p}\n\n#{n}", "name": fitting(p, MAX_NAME_CHARS), "about": fitting(p, MAX_ABOUT_CHARS)}
+        for n, p in enumerate(PAYLOADS)
+    ]
 
 
 def api_of(article: str) -> str:
@@ -301,11 +322,16 @@ def post_through_the_form(watched: Watched, article: str) -> list[str]:
     page = watched.page()
     page.route(f"**{article}/comments", answer_here)
     page.goto(watched.origin + article)
-    page.evaluate("""(n) => { for (let i = 0; i < n; i++) {
-        const sink = document.createElement('iframe'); sink.name = 'sink' + i; document.body.append(sink); } }""", SINKS)
+    page.evaluate(
+        """(n) => { for (let i = 0; i < n; i++) {
+        const sink = document.createElement('iframe');
+        sink.name = 'sink' + i;
+        document.body.append(sink); } }""",
+        SINKS,
+    )
     all_items = items()
     for start in range(0, len(all_items), SINKS):
-        batch = all_items[start:start + SINKS]
+        batch = all_items[start : start + SINKS]
         for n, item in enumerate(batch):
             page.evaluate(FORM_POST, [f"sink{n}", item["body"], item["name"], item["about"]])
         while not all(as_sent(item["body"]) in answers for item in batch):
@@ -342,19 +368,24 @@ def one_line(text: str) -> str:
 
 # --- the tests ---------------------------------------------------------------------------------
 
+
 def test_the_xss_corpus_stays_text_live_and_after_a_reload(isolated_browser, start_server, tmp_path):
     articles = articles_per_way_in(tmp_path / "content")
     server = start_server(content_dir=tmp_path / "content", **UNLIMITED)
     # The live reader has the CSP bypassed: what it shows is the escaping alone. The reader
     # with the CSP comes after (a page on the whole thread), then the live one reloads.
-    watched = {kind: Watched(isolated_browser, server, articles=tuple(articles.values()), **options)
-               for kind, options in (("live", {"bypass_csp": True}), ("csp", {}), ("poster", {"javascript": False}))}
+    watched = {
+        kind: Watched(isolated_browser, server, articles=tuple(articles.values()), **options)
+        for kind, options in (("live", {"bypass_csp": True}), ("csp", {}), ("poster", {"javascript": False}))
+    }
     live, with_csp, poster = watched["live"], watched["csp"], watched["poster"]
     try:
         readers = {channel: live.open_live(article) for channel, article in articles.items()}
-        ids = {"form": post_through_the_form(poster, articles["form"]),
-               "api": post_through_the_api(server, articles["api"]),
-               "websocket": post_through_the_websocket(server, articles["websocket"])}
+        ids = {
+            "form": post_through_the_form(poster, articles["form"]),
+            "api": post_through_the_api(server, articles["api"]),
+            "websocket": post_through_the_websocket(server, articles["websocket"]),
+        }
         assert poster.dialogs == [] and poster.foreign == [] and poster.errors == []
         comments = {channel: stored(server, article) for channel, article in articles.items()}
         total = SEEDS + len(PAYLOADS)
@@ -365,8 +396,11 @@ def test_the_xss_corpus_stays_text_live_and_after_a_reload(isolated_browser, sta
             for item, comment_id in zip(items(), ids[channel], strict=True):
                 comment = comments[channel][comment_id]
                 assert comment["body"] == clean_body(item["body"], 5000), (channel, item)
-                name, about = (one_line(item["name"]), one_line(item["about"])) if channel == "form" else (
-                    item["name"], item["about"])
+                name, about = (
+                    (one_line(item["name"]), one_line(item["about"]))
+                    if channel == "form"
+                    else (item["name"], item["about"])
+                )
                 assert comment["author"]["name"] == clean_name(name, MAX_NAME_CHARS, "name", True), (channel, item)
                 assert comment["author"]["about"] == clean_name(about, MAX_ABOUT_CHARS, "about", False)
 
@@ -381,8 +415,11 @@ def test_the_xss_corpus_stays_text_live_and_after_a_reload(isolated_browser, sta
             assert_inert(page, with_csp, comments[channel])
         for channel, page in readers.items():
             page.reload()
-            expect_or_explain(page, live, lambda: expect(page.locator("[data-conn]")).to_have_attribute(
-                "data-state", "live"))
+            expect_or_explain(
+                page,
+                live,
+                lambda page=page: expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live"),
+            )
             thread_complete(page, live, total)
             assert_inert(page, live, comments[channel])
     finally:
@@ -420,18 +457,21 @@ def test_a_refused_form_shows_the_hostile_text_again_only_as_text(isolated_brows
     try:
         page = watched.open_live()
         parent = next(iter(stored(server))) if where == "reply" else ""
-        fields = {"csrf_token": page.locator('meta[name="csrf-token"]').get_attribute("content"),
-                  "parent": parent,
-                  "name": " ".join(PAYLOADS),   # far over the 80 characters a name may have: refused
-                  "about": " ".join(PAYLOADS),
-                  "body": "\n".join(PAYLOADS)}
+        fields = {
+            "csrf_token": page.locator('meta[name="csrf-token"]').get_attribute("content"),
+            "parent": parent,
+            "name": " ".join(PAYLOADS),  # far over the 80 characters a name may have: refused
+            "about": " ".join(PAYLOADS),
+            "body": "\n".join(PAYLOADS),
+        }
         with page.expect_navigation() as navigation:
             page.evaluate(REFUSED_FORM, [ARTICLE + "/comments", fields])
         assert navigation.value.status == 422
         # Chromium logs the 422 of the page itself as a failed load: that one is expected.
         watched.errors = [e for e in watched.errors if "status of 422" not in e]
-        expect_or_explain(page, watched, lambda: expect(page.locator("[data-conn]")).to_have_attribute(
-            "data-state", "live"))
+        expect_or_explain(
+            page, watched, lambda: expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live")
+        )
         form = page.locator(f"#c-{parent} > .comment-card form" if parent else ".composer form")
         expect(form.locator("[data-form-error]")).to_contain_text("limited to 80 characters")
         # Each value is exactly what was sent: nothing closed the textarea or the attribute.
