@@ -56,8 +56,14 @@ const summaryEl = q("[data-desk-summary]");
 const filterBar = q("[data-filter]");
 const keysHelp = document.getElementById("desk-keys");
 const baseTitle = document.title;
-const titles = new Map(); // slug -> article title, for the audit log
-const readerNames = new Map(); // reader id -> the name on their latest card, for the audit log
+// What changes as the desk lives, in one object.
+const state = {
+  socket: null,              // the ReconnectingSocket
+  filter: "all",             // which comments "Latest comments" shows
+  reloading: null,           // the queue reload under way, if any
+  titles: new Map(),         // slug -> article title, for the audit log
+  readerNames: new Map(),    // reader id -> the name on their latest card, for the audit log
+};
 
 // --- small helpers ----------------------------------------------------------------------
 
@@ -132,7 +138,7 @@ function newCard(kind, id) {
 function fillCard(card, c) {
   const id = card.dataset.id;
   if (c.slug) card.dataset.slug = c.slug;
-  if (c.slug && c.article_title) titles.set(c.slug, c.article_title);
+  if (c.slug && c.article_title) state.titles.set(c.slug, c.article_title);
   if (c.created_at) card.dataset.createdAt = c.created_at;
   const link = f(card, "article");
   if (link) {
@@ -156,7 +162,7 @@ function fillCard(card, c) {
   if ("banned" in c) setBanned(card, !!c.banned, null);
   if ("reader_id" in c) {
     setReader(card, card, c.reader_id);
-    if (c.reader_id && author.name) readerNames.set(c.reader_id, author.name);
+    if (c.reader_id && author.name) state.readerNames.set(c.reader_id, author.name);
   }
   if (typeof c.report_count === "number" && card.dataset.kind !== "report") {
     setReports(card, { count: c.report_count, open: c.report_count > 0 });
@@ -345,7 +351,7 @@ function reportCount(card) {
 
 // Whom a ban is about: their name when the entry or a card knows it, else a short reader id.
 function readerLabel(a) {
-  const name = a.reader_name || readerNames.get(a.reader_id);
+  const name = a.reader_name || state.readerNames.get(a.reader_id);
   if (name) return name;
   return a.reader_id ? "reader " + String(a.reader_id).slice(0, 8) : "a reader";
 }
@@ -393,7 +399,7 @@ function auditLine(a, liftable) {
   if (a.slug) {
     const link = document.createElement("a");
     link.href = "/articles/" + encodeURIComponent(a.slug) + (a.comment_id ? "#c-" + encodeURIComponent(a.comment_id) : "");
-    link.textContent = titles.get(a.slug) || a.slug;
+    link.textContent = state.titles.get(a.slug) || a.slug;
     what.append(" on ", link);
   }
   if (a.reason) what.append(" — “" + a.reason + "”");
@@ -465,11 +471,9 @@ function updateCounts() {
   showEmpty("comment", lists.comment);
 }
 
-let filter = "all";
-
 function matchesFilter(card) {
-  if (filter === "pending") return card.dataset.status === "pending";
-  if (filter === "removed") return card.dataset.status === "removed";
+  if (state.filter === "pending") return card.dataset.status === "pending";
+  if (state.filter === "removed") return card.dataset.status === "removed";
   return true;
 }
 
@@ -489,7 +493,7 @@ function startFilter() {
   filterBar.addEventListener("click", (event) => {
     const button = event.target.closest("[data-filter-value]");
     if (!button) return;
-    filter = button.dataset.filterValue;
+    state.filter = button.dataset.filterValue;
     filterBar.querySelectorAll("[data-filter-value]").forEach((b) => {
       b.setAttribute("aria-pressed", b === button ? "true" : "false");
     });
@@ -662,22 +666,20 @@ function onEscape(event) {
 
 // --- the socket -------------------------------------------------------------------------
 
-let socket = null;
-
-function showConn(state, { reason = "" } = {}) {
+function showConn(connState, { reason = "" } = {}) {
   if (!connEl) return;
   connEl.hidden = false;
-  connEl.dataset.state = state;
+  connEl.dataset.state = connState;
   const texts = { live: "● Live", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline — reconnecting…" };
-  if (state === "refused") {
+  if (connState === "refused") {
     connEl.textContent = "Live updates paused" + (reason ? ": " + reason : "") + " — retrying…";
-  } else if (texts[state]) {
-    connEl.textContent = texts[state];
+  } else if (texts[connState]) {
+    connEl.textContent = texts[connState];
   }
 }
 
 function signedOut() {
-  socket.stop();
+  state.socket.stop();
   showConn("stopped");
   connEl.textContent = "Signed out — ";
   const link = document.createElement("a");
@@ -703,7 +705,7 @@ async function checkSession() {
 function onFrame(msg) {
   switch (msg.type) {
     case "desk_welcome":
-      socket.markWelcomed();
+      state.socket.markWelcomed();
       reloadQueue(); // whatever happened while this socket was not listening
       break;
     case "desk_comment": {
@@ -730,10 +732,9 @@ function onFrame(msg) {
   }
 }
 
-let reloading = null;
 async function reloadQueue() {
-  if (reloading) return reloading;
-  reloading = (async () => {
+  if (state.reloading) return state.reloading;
+  state.reloading = (async () => {
     try {
       const res = await fetch(queueUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!res.ok) return;
@@ -741,10 +742,10 @@ async function reloadQueue() {
     } catch (e) {
       /* the socket's next welcome tries again */
     } finally {
-      reloading = null;
+      state.reloading = null;
     }
   })();
-  return reloading;
+  return state.reloading;
 }
 
 // The queue as the server has it now, merged into the cards in place (the focus and any open
@@ -774,7 +775,7 @@ function mergeQueue(data) {
 
 if (ready) {
   const wsUrl = () => (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + liveUrl;
-  socket = new ReconnectingSocket({ url: wsUrl, onFrame, onClose, onStatus: showConn });
+  state.socket = new ReconnectingSocket({ url: wsUrl, onFrame, onClose, onStatus: showConn });
   desk.addEventListener("submit", onSubmit);
   desk.addEventListener("keydown", onEscape);
   document.addEventListener("keydown", onKeydown);
@@ -783,22 +784,22 @@ if (ready) {
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;
     updateTimes();
-    socket.reconnectNow({ fresh: true });
+    state.socket.reconnectNow({ fresh: true });
   });
-  window.addEventListener("online", () => socket.reconnectNow({ fresh: true }));
-  window.addEventListener("pagehide", () => socket.pause());
+  window.addEventListener("online", () => state.socket.reconnectNow({ fresh: true }));
+  window.addEventListener("pagehide", () => state.socket.pause());
   window.addEventListener("pageshow", (event) => {
-    if (event.persisted) socket.reconnectNow({ fresh: true });
+    if (event.persisted) state.socket.reconnectNow({ fresh: true });
   });
   allCards().forEach((card) => {
     const link = f(card, "article");
-    if (card.dataset.slug && link && link.textContent) titles.set(card.dataset.slug, link.textContent);
+    if (card.dataset.slug && link && link.textContent) state.titles.set(card.dataset.slug, link.textContent);
     const name = f(card, "name");
-    if (card.dataset.readerId && name && name.textContent) readerNames.set(card.dataset.readerId, name.textContent);
+    if (card.dataset.readerId && name && name.textContent) state.readerNames.set(card.dataset.readerId, name.textContent);
   });
   updateTimes();
   updateCounts();
   setInterval(() => { if (!document.hidden) updateTimes(); }, 30000);
   showConn("connecting");
-  socket.connect();
+  state.socket.connect();
 }
