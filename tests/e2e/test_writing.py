@@ -284,3 +284,13 @@ def test_a_live_connection_the_server_refuses_is_explained_and_retried(start_ser
     expect(comment_by_body(second, "Posted while not live")).to_be_visible()
     first.close()
     expect(conn).to_have_attribute("data-state", "live", timeout=45_000)
+
+
+def test_without_javascript_a_comment_over_the_limit_comes_back_refused_with_its_text(server, open_page):
+    """No maxlength cuts the paste silently: the server refuses it and shows the page again."""
+    page = open_page(server, javascript=False)
+    post_from(page, "z" * 6000, name="Old Browser", javascript=False)
+    form = composer(page)
+    expect(form.locator("[data-form-error]")).to_contain_text("5,000")
+    expect(form.locator("textarea[name=body]")).to_have_value("z" * 6000)
+    assert all("z" * 100 not in c["body"] for c in thread_comments(server.url))
