@@ -35,10 +35,10 @@ def comment_by_body(page: Page, body: str):
 def thread_comments(base_url: str, api: str = API) -> list[dict[str, Any]]:
     """Every comment of the thread through the API, following its `next` cursor page by page."""
     comments: list[dict[str, Any]] = []
-    params: dict[str, str] = {}
+    params = {"limit": "200"}  # the most a page may hold
     while True:
         page = httpx.get(base_url + api, params=params, timeout=10).json()
         comments += page["comments"]
         if not page.get("next"):
             return comments
-        params = {"after": page["next"]}
+        params["after"] = page["next"]
