@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import random
 import re
 import socket
@@ -17,6 +15,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from .servers import DEMO_SLUG
+from .wsframes import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, client_frame, close_code, handshake,
+                       server_messages)
+
+LIVE_PATH = f"/articles/{DEMO_SLUG}/live"
 
 
 async def metrics(server, client: httpx.AsyncClient | None = None) -> dict[str, float]:
@@ -29,10 +31,7 @@ async def metrics(server, client: httpx.AsyncClient | None = None) -> dict[str, 
 
 async def open_and_abort(server, count: int) -> None:
     """count WebSocket handshakes completed, then every TCP connection reset without a close."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET /articles/{DEMO_SLUG}/live HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-               f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = handshake(server.port, LIVE_PATH)
 
     async def one() -> asyncio.StreamWriter:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -109,20 +108,6 @@ WORDS = ("the minister said that talks would resume next week but nobody in the 
          "for the ceasefire the border towns and the price of bread this winter").split()
 
 
-def _handshake(port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET /articles/{DEMO_SLUG}/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-
-
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (control frames and small payloads only)."""
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
-
-
 class HonestReader(asyncio.Protocol):
     """A reader that reads everything at once, on a raw socket with a small frame parser (100
     websockets clients would cost the test process more than the server): it answers pings,
@@ -132,8 +117,9 @@ class HonestReader(asyncio.Protocol):
     def __init__(self, port: int, latencies: list[int], progress: asyncio.Event) -> None:
         self.port, self.latencies, self.progress = port, latencies, progress
         self.welcome: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        self.buffer = bytearray()
+        self.head = bytearray()
         self.upgraded = False
+        self.frames = FrameReader()
         self.last_seq: int | None = None
         self.comments = 0
         self.problems: list[str] = []
@@ -142,7 +128,7 @@ class HonestReader(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        transport.write(_handshake(self.port))
+        transport.write(handshake(self.port, LIVE_PATH))
 
     def connection_lost(self, exc) -> None:
         self.closed = self.closed or f"connection lost ({exc!r})"
@@ -152,37 +138,21 @@ class HonestReader(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        buf = self.buffer
-        buf += data
-        pos = 0
         if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return
-            assert buf.startswith(b"HTTP/1.1 101"), bytes(buf[:200])
-            self.upgraded, pos = True, end + 4
-        while len(buf) - pos >= 2:
-            opcode, length, start = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
-            if length == 126:
-                if len(buf) - start < 2:
-                    break
-                length, start = struct.unpack_from("!H", buf, start)[0], start + 2
-            elif length == 127:
-                if len(buf) - start < 8:
-                    break
-                length, start = struct.unpack_from("!Q", buf, start)[0], start + 8
-            if len(buf) - start < length:
-                break
-            payload, pos = bytes(buf[start:start + length]), start + length
-            if opcode == 0x1:
+            assert self.head.startswith(b"HTTP/1.1 101"), bytes(self.head[:200])
+            self.upgraded, data = True, bytes(self.head[end + 4:])
+        for opcode, _, payload in self.frames.feed(data):
+            if opcode == OP_TEXT:
                 self.on_text(orjson.loads(payload), now)
-            elif opcode == 0x9:
-                self.transport.write(_client_frame(0xA, payload))
-            elif opcode == 0x8:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                self.closed = f"closed by the server with {code}"
+            elif opcode == OP_PING:
+                self.transport.write(client_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                self.closed = f"closed by the server with {close_code(payload)}"
                 self.progress.set()
-        del buf[:pos]
 
     def on_text(self, frame: dict, now: int) -> None:
         kind = frame["type"]
@@ -228,7 +198,7 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
     # The stalled reader: an ordinary socket (default buffers) that reads the handshake's
     # answer, byte by byte so as to take nothing after it, and then nothing ever again.
     stalled = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    stalled.sendall(_handshake(server.port))
+    stalled.sendall(handshake(server.port, LIVE_PATH))
     answer = b""
     while not answer.endswith(b"\r\n\r\n"):
         byte = stalled.recv(1)
@@ -359,7 +329,7 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
         for r in honest:
             r.transport.close()
         stalled.close()
-    frames, close_code = _whole_frames(bytes(data))
+    frames, close_code = server_messages(bytes(data), may_end_mid_frame=True)  # a reset may cut it short
     assert close_code in (None, 4000), close_code
     assert frames[0]["type"] == "welcome"
     got = [f["seq"] for f in frames if f["type"] == "comment"]
@@ -370,26 +340,6 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
 
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f} s"
-
-
-def _whole_frames(data: bytes) -> tuple[list[dict], int | None]:
-    """Unmasked server frames -> (text frames as JSON, close code or None); a reset may cut
-    the last frame short."""
-    frames, close_code, pos = [], None, 0
-    while pos + 2 <= len(data):
-        opcode, length, start = data[pos] & 0x0F, data[pos + 1] & 0x7F, pos + 2
-        if length == 126:
-            length, start = struct.unpack_from("!H", data, start)[0], start + 2
-        elif length == 127:
-            length, start = struct.unpack_from("!Q", data, start)[0], start + 8
-        if len(data) < start + length:
-            break
-        payload, pos = data[start:start + length], start + length
-        if opcode == 0x1:
-            frames.append(orjson.loads(payload))
-        elif opcode == 0x8:
-            close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-    return frames, close_code
 
 
 async def _live_connections_are(server, count: int) -> bool:

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import socket
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .servers import DEMO_SLUG, ServerProcess
+from .wsframes import OP_TEXT, client_frame, handshake, server_messages
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -595,13 +595,11 @@ async def test_invalid_utf8_closes_1007_and_the_server_stays_up(server: ServerPr
     async with reader(server) as (bystander, welcome):
         sock = await asyncio.to_thread(open_raw_reader, server, f"/articles/{DEMO_SLUG}/live")
         with sock:
-            mask = os.urandom(4)
-            payload = b'{"type":"post","body":"\xff\xfe"}'
-            sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            sock.sendall(client_frame(OP_TEXT, b'{"type":"post","body":"\xff\xfe"}'))
             data = b""
             while chunk := await asyncio.to_thread(sock.recv, 65536):
                 data += chunk
-        frames, close_code = parse_server_frames(data)
+        frames, close_code = server_messages(data)
         # (the welcome may or may not have gone out before the bad frame was read)
         assert {f["type"] for f in frames} <= {"welcome"} and close_code == 1007
         async with http(server) as client:
@@ -621,9 +619,7 @@ def open_raw_reader(server: ServerProcess, path: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     sock.settimeout(5)
     sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    sock.sendall(handshake(server.port, path))
     head = b""
     while not head.endswith(b"\r\n\r\n"):  # byte by byte: leave every frame unread
         byte = sock.recv(1)
@@ -631,26 +627,6 @@ def open_raw_reader(server: ServerProcess, path: str) -> socket.socket:
         head += byte
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
-
-
-def parse_server_frames(data: bytes) -> tuple[list[dict], int | None]:
-    """Unmasked server frames -> (text frames as JSON, close code or None)."""
-    frames, close_code, pos = [], None, 0
-    while pos + 2 <= len(data):
-        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        pos += 2
-        if length == 126:
-            length, pos = struct.unpack("!H", data[pos:pos + 2])[0], pos + 2
-        elif length == 127:
-            length, pos = struct.unpack("!Q", data[pos:pos + 8])[0], pos + 8
-        payload, pos = data[pos:pos + length], pos + length
-        if len(payload) < length:
-            raise AssertionError("the stream ends inside a frame")
-        if opcode == 0x1:
-            frames.append(json.loads(payload))
-        elif opcode == 0x8:
-            close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-    return frames, close_code
 
 
 async def test_a_reader_that_never_reads_is_dropped_and_others_keep_up(start_server) -> None:
@@ -726,7 +702,7 @@ async def test_a_reader_that_never_reads_is_dropped_and_others_keep_up(start_ser
                 data += chunk
         finally:
             slow.close()
-        frames, close_code = parse_server_frames(data)
+        frames, close_code = server_messages(data)
         assert close_code in (None, 4000), close_code
         assert frames[0]["type"] == "welcome"
         got = [f["seq"] for f in frames if f["type"] == "comment"]
