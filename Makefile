@@ -51,7 +51,7 @@ bench-redis: $(VENV)/.test-deps
 # the peers itself, pinned, into bench/.venv-peers and bench/peers/node/node_modules.
 # PROFILE=1: py-spy on one Backchannel instance under load instead.
 .PHONY: bench
-bench: $(VENV)/.run-deps
+bench: $(VENV)/.test-deps
 	ulimit -n $$(ulimit -Hn) && $(PY) -m bench.fanout $(if $(FULL),--full) $(if $(PROFILE),--profile) $(BENCH_ARGS)
 
 # WebSocket conformance: Autobahn|Testsuite's fuzzing client against an echo app that runs

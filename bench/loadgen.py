@@ -2,8 +2,8 @@
 
     python -m bench.loadgen bulk|sampled|poster
 
-Each worker is one process on uvloop, speaking a minimal WebSocket client of its own (no
-client library), so the same generator drives every peer:
+Each worker is one process on uvloop, speaking a minimal WebSocket client on bare sockets (the
+tests' own frames, tests/wsframes.py; no client library), so the same generator drives every peer:
 
 - ``bulk``: thousands of readers that only walk frame headers and count event frames (text
   frames of at least EVENT_MIN bytes), answer pings (WebSocket ping, Engine.IO "2") and never
@@ -25,7 +25,6 @@ Control: one JSON object per line on stdin, one JSON reply per line on stdout. E
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import resource
 import select
@@ -34,6 +33,9 @@ import sys
 import time
 
 import orjson
+
+from tests.wsframes import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, client_frame, close_code, frame_header,
+                            handshake)
 
 try:
     import uvloop
@@ -44,36 +46,11 @@ EVENT_MIN = 160  # bytes: comment frames are ~400; welcome, presence, acks and E
 FILLER = ("I read the whole piece and I think the ministry is speaking to two audiences at once; "
           "the second paragraph says more than the headline.")
 
-OP_CONT, OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x8, 0x9, 0xA
-
 
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked client frame (RFC 6455 requires clients to mask)."""
-    length = len(payload)
-    if length < 126:
-        head = bytes((0x80 | opcode, 0x80 | length))
-    elif length < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
-    mask = os.urandom(4)
-    if not length:
-        return head + mask
-    key = (mask * (length // 4 + 1))[:length]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
-    return head + mask + masked
-
-
-def handshake(port: int, path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
 PONG_EIO = client_frame(OP_TEXT, b"3")
@@ -158,25 +135,11 @@ class Client(asyncio.Protocol):
         n = len(data)
         events = 0
         while pos < n:
-            if n - pos < 2:
+            header = frame_header(data, pos)
+            if header is None:
                 self.pending = data[pos:]
                 break
-            b0 = data[pos]
-            length = data[pos + 1] & 0x7F  # server frames are never masked
-            hl = 2
-            if length >= 126:
-                if length == 126:
-                    if n - pos < 4:
-                        self.pending = data[pos:]
-                        break
-                    length = (data[pos + 2] << 8) | data[pos + 3]
-                    hl = 4
-                else:
-                    if n - pos < 10:
-                        self.pending = data[pos:]
-                        break
-                    length = int.from_bytes(data[pos + 2:pos + 10], "big")
-                    hl = 10
+            b0, length, hl = header
             end = pos + hl + length
             opcode = b0 & 0x0F
             if opcode <= OP_TEXT and length >= EVENT_MIN:
@@ -215,7 +178,7 @@ class Client(asyncio.Protocol):
         if opcode == OP_PING:
             self.transport.write(client_frame(OP_PONG, payload))
         elif opcode == OP_CLOSE:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            code = close_code(payload)
             self.worker.close_codes[str(code)] = self.worker.close_codes.get(str(code), 0) + 1
             if not self.closed:
                 self.transport.write(client_frame(OP_CLOSE, payload[:2]))
@@ -307,31 +270,12 @@ class FullClient(Client):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        self.buffer = bytearray()
+        self.frames = FrameReader()
         self.fragments: list[bytes] = []
 
     def feed(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        buf = self.buffer
-        buf += data
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            b0, length = buf[pos], buf[pos + 1] & 0x7F
-            hl = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length, hl = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-            end = pos + hl + length
-            if end > n:
-                break
-            payload = bytes(buf[pos + hl:end])
-            pos = end
-            opcode, fin = b0 & 0x0F, b0 & 0x80
+        for opcode, fin, payload in self.frames.feed(data):
             if opcode >= OP_CLOSE:
                 self.control(opcode, payload)
                 continue
@@ -340,7 +284,6 @@ class FullClient(Client):
                 message = b"".join(self.fragments)
                 self.fragments.clear()
                 self.on_text(message, now)
-        del buf[:pos]
 
     def on_text(self, payload: bytes, now: int) -> None:
         """One whole text frame: Engine.IO chatter is answered here, events go to event(), the rest to other()."""

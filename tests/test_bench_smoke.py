@@ -1,4 +1,4 @@
-"""Smoke test of the fan-out bench harness (bench/fanout.py), at a handful of readers.
+"""Smoke test of the fan-out bench harness (bench/fanout/), at a handful of readers.
 
 Not a timed test: it checks that the harness starts Backchannel and the raw peer, connects
 bulk and sampled readers, posts, counts every delivery, measures latency, CPU, memory and
@@ -9,11 +9,9 @@ exercised here.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bench.fanout import Config, ladder_for, print_report, ratio_lines, run_bench, summarise_profile, table
-from bench.loadgen import client_frame
 
 
 def test_harness_counts_every_delivery_and_cleans_up(tmp_path: Path, capsys) -> None:
@@ -58,16 +56,6 @@ def test_ladder_is_the_same_for_every_peer_and_never_under_one_post_a_second() -
     steps = ladder_for(20_000, (5_000, 10_000, 20_000, 40_000))
     assert [rate for _, rate in steps] == [1.0, 2.0]
     assert [target for target, _ in ladder_for(1000, (5_000, 7_000))] == [5_000, 7_000]
-
-
-def test_client_frames_are_masked_and_round_trip() -> None:
-    frame = client_frame(0x1, b"42[\"post\",{}]")
-    assert frame[0] == 0x81 and frame[1] & 0x80
-    length = frame[1] & 0x7F
-    mask, payload = frame[2:6], frame[6:6 + length]
-    assert bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) == b"42[\"post\",{}]"
-    big = client_frame(0x1, os.urandom(70_000))
-    assert big[1] & 0x7F == 127 and int.from_bytes(big[2:10], "big") == 70_000
 
 
 def test_profile_summary_reads_collapsed_stacks(tmp_path: Path) -> None:
