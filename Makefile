@@ -76,7 +76,7 @@ $(AUTOBAHN)/.installed: tests/conformance/requirements-autobahn.txt
 	$(AUTOBAHN)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/conformance/requirements-autobahn.txt
 	touch $@
 
-$(VENV)/.conformance-deps: $(VENV)/.run-deps tests/conformance/requirements-app.txt
+$(VENV)/.conformance-deps: $(VENV)/.test-deps tests/conformance/requirements-app.txt
 	$(PY) -m pip install --quiet -r tests/conformance/requirements-app.txt
 	touch $@
 

@@ -22,6 +22,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the tests' helpers import from the checkout
+
+from tests.servers import free_port  # noqa: E402
+
 GROUPS = {"1": "Framing", "2": "Pings/Pongs", "3": "Reserved bits", "4": "Opcodes", "5": "Fragmentation",
           "6": "UTF-8 handling", "7": "Close handling", "9": "Limits/performance", "10": "Miscellaneous",
           "12": "Compression (payloads)", "13": "Compression (parameters)"}
@@ -30,12 +34,6 @@ PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 # refusing a message Autobahn expected echoed; counted apart from every other failure.
 TOO_BIG = "FAILED 1009"
 COLUMNS = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "WRONG CODE", "UNCLEAN", TOO_BIG, "FAILED"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
