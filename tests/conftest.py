@@ -1,3 +1,13 @@
+"""Fixtures shared by every tier, and the tiers themselves: the markers pyproject.toml registers,
+put on each test here so that a new test file lands in the right tier without a line of its own.
+
+    e2e      tests/e2e: real Chromium against real servers
+    faults   tests/faults: clusters of instances, Redis killed, links blackholed
+    slow     a test that starts real server processes (the start_server fixture), or is marked so
+
+`make test` runs everything; `make test-fast` only what none of these mark (in-process, seconds).
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,6 +22,19 @@ from server.settings import Settings
 from .redis_server import RedisServer
 from .servers import ROOT, ServerProcess
 from .visitors import PASSWORD, Visitor, login
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"e2e": pytest.mark.e2e, "faults": pytest.mark.faults}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+        # A uvicorn process costs about a second to start on this kind of machine, more when busy.
+        if "start_server" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.fanout import Config, ladder_for, print_report, ratio_lines, run_bench, summarise_profile, table
 
 
+@pytest.mark.slow  # starts two peers' servers, redis-server and the load generator's workers
 def test_harness_counts_every_delivery_and_cleans_up(tmp_path: Path, capsys) -> None:
     config = Config(peers=["backchannel", "raw"], readers=[8], ladder=(200,), step_seconds=1.0,
                     settle_seconds=0.3, warmup_seconds=0.3, retry=False, quiet=True)
