@@ -37,7 +37,7 @@ def live(server: ServerProcess):
     return connect(f"{server.ws_url}/articles/{DEMO_SLUG}/live", ping_interval=None)
 
 
-async def presence(ws, readers: int, timeout: float = 12.0) -> None:
+async def presence(ws, readers: int, timeout: float = 20.0) -> None:
     async def seen() -> None:
         async for raw in ws:
             frame = json.loads(raw)
