@@ -155,11 +155,12 @@ def print_report(results: dict) -> None:
     by_n: dict[int, list[dict]] = {}
     for run in results["runs"]:
         by_n.setdefault(run["readers"], []).append(run)
+    config = results["config"]
     print()
-    print(f"Fan-out bench ({results['config']['mode']}): {topology_line(results)}")
-    print(f"steps of {results['config']['step_seconds']} s; a step passes with nothing lost, no connection "
-          f"closed and p99 <= {results['config']['p99_limit_ms']:.0f} ms (a failed step is run twice); columns describe each peer's "
-          "best passing step; CPU % are of one core; 'other CPU' is what the rest of the machine used meanwhile")
+    print(f"Fan-out bench ({config['mode']}): {topology_line(results)}")
+    print(f"steps of {config['step_seconds']} s; a step passes with nothing lost, no connection "
+          f"closed and p99 <= {config['p99_limit_ms']:.0f} ms (a failed step is run twice); columns describe each "
+          "peer's best passing step; CPU % are of one core; 'other CPU' is what the rest of the machine used meanwhile")
     for n, runs in by_n.items():
         sampled = next((r.get("sampled") for r in runs if r.get("sampled")), "?")
         print(f"\nN = {n:,} readers ({sampled} sampled)")
