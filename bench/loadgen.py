@@ -34,8 +34,17 @@ import time
 
 import orjson
 
-from tests.wsframes import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, client_frame, close_code, frame_header,
-                            handshake)
+from tests.wsframes import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    client_frame,
+    close_code,
+    frame_header,
+    handshake,
+)
 
 try:
     import uvloop
@@ -43,8 +52,10 @@ except ImportError:  # pragma: no cover - the product's dependencies bring uvloo
     uvloop = None
 
 EVENT_MIN = 160  # bytes: comment frames are ~400; welcome, presence, acks and Engine.IO chatter are smaller
-FILLER = ("I read the whole piece and I think the ministry is speaking to two audiences at once; "
-          "the second paragraph says more than the headline.")
+FILLER = (
+    "I read the whole piece and I think the ministry is speaking to two audiences at once; "
+    "the second paragraph says more than the headline."
+)
 
 
 def raise_nofile() -> None:
@@ -73,10 +84,10 @@ class Client(asyncio.Protocol):
         self.upgraded = False
         self.head = bytearray()
         self.pending = b""  # an incomplete frame header (or small frame) carried to the next read
-        self.skip = 0       # payload bytes of the current event frame still to come
-        self.texts = 0      # small text frames seen (welcome, presence, Engine.IO open/connect)
-        self.events = 0     # event frames counted
-        self.mark = 0       # self.events at the start of the current step
+        self.skip = 0  # payload bytes of the current event frame still to come
+        self.texts = 0  # small text frames seen (welcome, presence, Engine.IO open/connect)
+        self.events = 0  # event frames counted
+        self.mark = 0  # self.events at the start of the current step
         self.closed = False
         self.counted = False  # in worker.clients: its loss counts as a lost connection
 
@@ -109,7 +120,7 @@ class Client(asyncio.Protocol):
                     self.fail("handshake answer too long")
                 return
             status = bytes(self.head[:end]).split(b"\r\n", 1)[0]
-            data = bytes(self.head[end + 4:])
+            data = bytes(self.head[end + 4 :])
             self.head = bytearray()
             if not status.startswith(b"HTTP/1.1 101"):
                 self.fail(status.decode(errors="replace"))
@@ -152,9 +163,9 @@ class Client(asyncio.Protocol):
                     self.pending = data[pos:]
                     break
                 if opcode <= OP_TEXT:
-                    self.small_text(data[pos + hl:end])
+                    self.small_text(data[pos + hl : end])
                 else:
-                    self.control(opcode, data[pos + hl:end])
+                    self.control(opcode, data[pos + hl : end])
             pos = end
         if events:
             self.events += events
@@ -193,7 +204,7 @@ class Client(asyncio.Protocol):
 class SocketTransport:
     """What a swept Client needs of a transport: write a few bytes, close."""
 
-    __slots__ = ("sock", "sweeper", "client")
+    __slots__ = ("client", "sock", "sweeper")
 
     def __init__(self, sock: socket.socket, sweeper: Sweeper, client: Client) -> None:
         self.sock, self.sweeper, self.client = sock, sweeper, client
@@ -382,8 +393,9 @@ class Worker:
     async def handle(self, cmd: dict) -> dict:
         op = cmd["op"]
         if op == "connect":
-            return await self.connect(cmd["targets"], cmd.get("concurrency", 64), cmd.get("timeout", 120.0),
-                                      cmd.get("sweep", 0.0))
+            return await self.connect(
+                cmd["targets"], cmd.get("concurrency", 64), cmd.get("timeout", 120.0), cmd.get("sweep", 0.0)
+            )
         if op == "mark":
             self.delivered_mark = self.delivered
             self.same, self.cross = [], []
@@ -447,15 +459,19 @@ class Worker:
                         if swept:
                             client = await asyncio.wait_for(open_swept(target, index), 10.0)
                         else:
-                            _, client = await asyncio.wait_for(loop.create_connection(
-                                lambda: self.cls(self, target, index), "127.0.0.1", target["port"]), 10.0)
+                            _, client = await asyncio.wait_for(
+                                loop.create_connection(
+                                    lambda: self.cls(self, target, index), "127.0.0.1", target["port"]
+                                ),
+                                10.0,
+                            )
                         await asyncio.wait_for(client.ready, 20.0)
                         if client.closed:
                             raise ConnectionError("closed right after it was ready")
                         client.counted = True
                         self.clients.append(client)
                         return True
-                    except Exception as exc:  # noqa: BLE001 - counted and reported
+                    except Exception as exc:
                         key = f"{type(exc).__name__}: {exc}"[:120]
                         errors[key] = errors.get(key, 0) + 1
                         if client is not None and client.transport:
@@ -470,20 +486,28 @@ class Worker:
         started = time.monotonic()
         try:
             results = await asyncio.wait_for(asyncio.gather(*jobs), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             results = []
         if swept:
             self.sweeper.interval = sweep
-        return {"connected": sum(1 for r in results if r), "wanted": len(jobs), "errors": errors,
-                "seconds": round(time.monotonic() - started, 2)}
+        return {
+            "connected": sum(1 for r in results if r),
+            "wanted": len(jobs),
+            "errors": errors,
+            "seconds": round(time.monotonic() - started, 2),
+        }
 
     def open_clients(self) -> int:
         return len(self.clients) - self.lost_connections
 
     def count(self, expected: int | None) -> dict:
-        reply = {"delivered": self.delivered - self.delivered_mark, "last_ns": self.last_ns,
-                 "open": self.open_clients(), "lost_connections": self.lost_connections,
-                 "close_codes": self.close_codes}
+        reply = {
+            "delivered": self.delivered - self.delivered_mark,
+            "last_ns": self.last_ns,
+            "open": self.open_clients(),
+            "lost_connections": self.lost_connections,
+            "close_codes": self.close_codes,
+        }
         if expected is not None:
             got = [c.events - c.mark for c in self.clients if not c.closed]
             reply["short_readers"] = sum(1 for g in got if g < expected)
@@ -496,8 +520,15 @@ class Worker:
         expected = set(range(n0, n1)) - failed
         missing = sum(len(expected - c.seen) for c in self.clients if isinstance(c, Sampled))
         reply = self.count(None)
-        reply.update({"same": self.same, "cross": self.cross, "missing": missing,
-                      "duplicates": self.duplicates, "seq_gaps": self.seq_gaps})
+        reply.update(
+            {
+                "same": self.same,
+                "cross": self.cross,
+                "missing": missing,
+                "duplicates": self.duplicates,
+                "seq_gaps": self.seq_gaps,
+            }
+        )
         return reply
 
     async def post(self, rate: float, duration: float, kind: str) -> dict:
@@ -524,14 +555,29 @@ class Worker:
             if kind == "sio":
                 payload = b"42" + orjson.dumps(["post", {"ref": f"p{n}", "name": "Bench Poster", "body": body}])
             else:
-                payload = orjson.dumps({"type": "post", "ref": f"p{n}", "name": "Bench Poster", "about": None,
-                                        "body": body, "parent": None})
+                payload = orjson.dumps(
+                    {
+                        "type": "post",
+                        "ref": f"p{n}",
+                        "name": "Bench Poster",
+                        "about": None,
+                        "body": body,
+                        "parent": None,
+                    }
+                )
             connection.send_text(payload)
             first_ns = first_ns or now
             last_ns = now
         self.next_n = n0 + count
-        return {"n0": n0, "n1": n0 + count, "sent": count, "first_ns": first_ns, "last_ns": last_ns,
-                "lag_max_ms": round(lag_max * 1000, 1), "open": self.open_clients()}
+        return {
+            "n0": n0,
+            "n1": n0 + count,
+            "sent": count,
+            "first_ns": first_ns,
+            "last_ns": last_ns,
+            "lag_max_ms": round(lag_max * 1000, 1),
+            "open": self.open_clients(),
+        }
 
 
 async def serve(role: str) -> None:
@@ -547,7 +593,7 @@ async def serve(role: str) -> None:
         try:
             cmd = orjson.loads(line)
             reply = await worker.handle(cmd)
-        except Exception as exc:  # noqa: BLE001 - reported to the orchestrator
+        except Exception as exc:
             cmd = {}
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         out.write(orjson.dumps(reply) + b"\n")

@@ -28,8 +28,10 @@ from server.text import render_body  # noqa: E402
 from server.threads import new_comment_id  # noqa: E402
 
 SLUG = "moscow-warns-western-troops-in-ukraine-would-be-legitimate-targets"
-BODY = ("I read this twice and I still think the ministry is talking to two audiences at once. "
-        "See https://example.org/analysis for the background.\n\nSecond paragraph of the comment.")
+BODY = (
+    "I read this twice and I still think the ministry is talking to two audiences at once. "
+    "See https://example.org/analysis for the background.\n\nSecond paragraph of the comment."
+)
 
 
 async def fill(data_dir: Path, count: int) -> None:
@@ -40,8 +42,16 @@ async def fill(data_dir: Path, count: int) -> None:
     rng = random.Random(1)
     for _ in range(count):
         parent = rng.choice(ids) if ids and rng.random() < 0.33 else None
-        comment = Comment(id=new_comment_id(SLUG), slug=SLUG, parent=parent, name="Reader Name", about="Teacher, Leeds",
-                          body=BODY, html=render_body(BODY), created_at=utc_now_iso())
+        comment = Comment(
+            id=new_comment_id(SLUG),
+            slug=SLUG,
+            parent=parent,
+            name="Reader Name",
+            about="Teacher, Leeds",
+            body=BODY,
+            html=render_body(BODY),
+            created_at=utc_now_iso(),
+        )
         stored, _ = await backend.post(comment, None)
         ids.append(stored.id)
     await backend.close()

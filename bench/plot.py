@@ -11,14 +11,15 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 P99_LIMIT_MS = 250.0
 COLOURS = {"backchannel": "tab:red", "raw": "tab:gray", "python-socketio": "tab:blue", "node-socket.io": "tab:green"}
 
 
 def main(source: str, target: str) -> None:
-    results = json.load(open(source))
+    with open(source) as f:
+        results = json.load(f)
     by_n: dict[int, list[dict]] = {}
     for run in results["runs"]:
         by_n.setdefault(run["readers"], []).append(run)
@@ -26,7 +27,7 @@ def main(source: str, target: str) -> None:
     cols = 2 if panels > 1 else 1
     rows = (panels + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.6 * rows), squeeze=False)
-    for ax, (n, runs) in zip(axes.flat, sorted(by_n.items())):
+    for ax, (n, runs) in zip(axes.flat, sorted(by_n.items()), strict=False):
         for run in runs:
             steps = [s for s in run["steps"] if s.get("deliveries_per_s")]
             if not steps:
@@ -38,8 +39,13 @@ def main(source: str, target: str) -> None:
             ax.plot(x, [max(v, 0.1) for v in p50], "x--", color=colour, alpha=0.6, label=f"{run['label']} p50")
             failed = [s for s in steps if not s["ok"]]
             if failed:
-                ax.plot([s["deliveries_per_s"] for s in failed], [max(s["p99"], 0.1) for s in failed], "x",
-                        color="black", markersize=9)
+                ax.plot(
+                    [s["deliveries_per_s"] for s in failed],
+                    [max(s["p99"], 0.1) for s in failed],
+                    "x",
+                    color="black",
+                    markersize=9,
+                )
         ax.axhline(P99_LIMIT_MS, color="black", linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
         ax.set_xscale("log")

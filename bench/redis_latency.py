@@ -59,15 +59,20 @@ async def read(url: str, instance: int, latencies: dict, done: asyncio.Event, ex
 async def measure_latency(servers: list[ServerProcess]) -> dict:
     latencies = {"same instance": [], "cross instance": []}
     dones = [asyncio.Event() for _ in servers]
-    readers = [asyncio.create_task(read(f"{s.ws_url}/articles/{DEMO_SLUG}/live", n, latencies, dones[n], POSTS))
-               for n, s in enumerate(servers)]
+    readers = [
+        asyncio.create_task(read(f"{s.ws_url}/articles/{DEMO_SLUG}/live", n, latencies, dones[n], POSTS))
+        for n, s in enumerate(servers)
+    ]
     await asyncio.sleep(0.5)  # the readers' welcome: nothing in the protocol to await from here
     posters = [await connect(f"{s.ws_url}/articles/{DEMO_SLUG}/live", ping_interval=None) for s in servers]
     start = time.monotonic()
     for n in range(POSTS):
         origin = n % len(servers)
-        await posters[origin].send(json.dumps({"type": "post", "ref": f"p{n}", "name": "Bench",
-                                               "body": f"t={time.monotonic_ns()} from {origin}"}))
+        await posters[origin].send(
+            json.dumps(
+                {"type": "post", "ref": f"p{n}", "name": "Bench", "body": f"t={time.monotonic_ns()} from {origin}"}
+            )
+        )
         await asyncio.sleep(max(0.0, start + (n + 1) / RATE - time.monotonic()))
     await asyncio.wait_for(asyncio.gather(*(d.wait() for d in dones)), 60)
     for p in posters:
@@ -101,10 +106,13 @@ async def measure_convergence(servers: list[ServerProcess], redis: RedisServer) 
     await asyncio.to_thread(redis.start)
     back = time.monotonic()
     import httpx2 as httpx
+
     async with httpx.AsyncClient() as client:
         while True:
-            r = await client.post(f"{servers[0].url}/api/articles/{DEMO_SLUG}/comments",
-                                  json={"name": "Bench", "body": "after the restart", "ref": "restart"})
+            r = await client.post(
+                f"{servers[0].url}/api/articles/{DEMO_SLUG}/comments",
+                json={"name": "Bench", "body": "after the restart", "ref": "restart"},
+            )
             if r.status_code in (200, 201):
                 break
             await asyncio.sleep(0.05)
@@ -118,17 +126,21 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp) / "redis", appendfsync=sys.argv[1] if len(sys.argv) > 1 else "everysec")
         redis.start()
-        env = dict(REDIS_URL=redis.url, POST_RATE_PER_READER="100000/second", POST_RATE_PER_IP="100000/second")
+        env = {"REDIS_URL": redis.url, "POST_RATE_PER_READER": "100000/second", "POST_RATE_PER_IP": "100000/second"}
         servers = [ServerProcess(Path(tmp) / f"i{n}", **env).start() for n in range(2)]
         try:
             latencies = await measure_latency(servers)
             print(f"{POSTS} posts at {RATE}/s over 2 instances sharing Redis")
             print(f"{'':16} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
             for kind, values in latencies.items():
-                print(f"{kind:16} {len(values):>6} {statistics.median(values):>8.2f} {pct(values, 0.99):>8.2f} "
-                      f"{max(values):>8.2f}")
-            print(f"convergence after a Redis restart: {await measure_convergence(servers, redis):.2f} s "
-                  "from Redis answering to both instances' readers having the next comment")
+                print(
+                    f"{kind:16} {len(values):>6} {statistics.median(values):>8.2f} {pct(values, 0.99):>8.2f} "
+                    f"{max(values):>8.2f}"
+                )
+            print(
+                f"convergence after a Redis restart: {await measure_convergence(servers, redis):.2f} s "
+                "from Redis answering to both instances' readers having the next comment"
+            )
         finally:
             for s in servers:
                 s.stop()

@@ -43,8 +43,12 @@ async def soak() -> list[str]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp) / "redis", appendfsync="everysec").start()
-        env = dict(REDIS_URL=redis.url, MAX_CONNECTIONS_PER_IP="100000", POST_RATE_PER_READER="100000/second",
-                   POST_RATE_PER_IP="100000/second")
+        env = {
+            "REDIS_URL": redis.url,
+            "MAX_CONNECTIONS_PER_IP": "100000",
+            "POST_RATE_PER_READER": "100000/second",
+            "POST_RATE_PER_IP": "100000/second",
+        }
         servers = [ServerProcess(Path(tmp) / f"i{n}", **env).start() for n in range(2)]
         poster = Poster(servers)
         readers = [Reader(servers, n) for n in range(READERS)]
@@ -75,12 +79,16 @@ async def soak() -> list[str]:
             await asyncio.wait_for(asyncio.gather(*(r.wait_for(final["seq"], epoch, 120) for r in readers)), 150)
             after = [(await metrics(client, s))["process_resident_memory_bytes"] for s in servers]
             violations = sum(len(r.violations) for r in readers)
-            growth = max(a / b - 1 for a, b in zip(after, baseline or after))
+            growth = max(a / b - 1 for a, b in zip(after, baseline or after, strict=True))
             print(f"posts: {posts + 1} acknowledged ({poster.refused} refusals retried while Redis was away)")
             print(f"readers: {READERS}, every one at seq {final['seq']}; promise violations: {violations}")
-            print("memory after warm-up: " + ", ".join(f"{b / 2**20:.0f} -> {a / 2**20:.0f} MiB"
-                                                        for b, a in zip(baseline or after, after))
-                  + f" (largest growth {growth * 100:.1f} %)")
+            print(
+                "memory after warm-up: "
+                + ", ".join(
+                    f"{b / 2**20:.0f} -> {a / 2**20:.0f} MiB" for b, a in zip(baseline or after, after, strict=True)
+                )
+                + f" (largest growth {growth * 100:.1f} %)"
+            )
             if violations:
                 failures.append(f"{violations} seqs doubled or skipped")
             if growth >= 0.10:
@@ -97,8 +105,10 @@ async def soak() -> list[str]:
                 print("after the readers left: no live connection, no subscription left")
                 break
             if time.monotonic() > deadline:
-                failures.append(f"left behind: {subscribers} subscriptions, "
-                                f"{[m['backchannel_live_connections'] for m in states]} connections")
+                failures.append(
+                    f"left behind: {subscribers} subscriptions, "
+                    f"{[m['backchannel_live_connections'] for m in states]} connections"
+                )
                 break
             await asyncio.sleep(0.5)
         await client.aclose()

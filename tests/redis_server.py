@@ -16,9 +16,14 @@ from .servers import free_port
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str | None = "always",
-                 max_clients: int | None = None,
-                 spawn: Callable[[list[str]], subprocess.Popen] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendfsync: str | None = "always",
+        max_clients: int | None = None,
+        spawn: Callable[[list[str]], subprocess.Popen] | None = None,
+    ) -> None:
         """appendfsync=None: no append-only file at all, for a run that never restarts Redis.
         spawn(args) -> the process, for a caller that starts its processes its own way (the bench)."""
         self.data_dir = data_dir
@@ -36,8 +41,19 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("the Redis tests need redis-server (apt-get install redis-server)")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--save", "", "--logfile", str(self.data_dir / "redis.log")]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+        ]
         # AOF as README asks of production; "always" (the tests' default) makes a restart lose nothing.
         if self.appendfsync:
             args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
@@ -62,7 +78,7 @@ class RedisServer:
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on {self.port}")
+                    raise RuntimeError(f"redis-server did not start on {self.port}") from None
                 time.sleep(0.05)  # the port is not listening yet: nothing to wait on
             finally:
                 client.close()

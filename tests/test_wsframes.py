@@ -36,7 +36,7 @@ def as_tuple(frame: LibraryFrame) -> Frame:
 def test_the_reader_reads_what_a_server_writes_however_it_is_cut(sent: list[LibraryFrame], cuts: list[int]) -> None:
     stream = b"".join(frame.serialize(mask=False) for frame in sent)
     reader, got, pos = FrameReader(), [], 0
-    for cut in sorted(c % len(stream) for c in cuts) + [len(stream)]:
+    for cut in [*sorted(c % len(stream) for c in cuts), len(stream)]:
         got += reader.feed(stream[pos:cut])
         pos = max(pos, cut)
     assert got == [as_tuple(frame) for frame in sent]
@@ -58,9 +58,11 @@ def test_client_frames_are_masked_frames_websockets_reads(opcode: Opcode, size: 
 
 
 def test_a_whole_stream_gives_its_messages_and_close_code() -> None:
-    stream = (LibraryFrame(Opcode.TEXT, b'{"type":"welcome","seq":4}').serialize(mask=False)
-              + LibraryFrame(Opcode.PING, b"").serialize(mask=False)
-              + LibraryFrame(Opcode.CLOSE, (4000).to_bytes(2, "big") + b"too slow").serialize(mask=False))
+    stream = (
+        LibraryFrame(Opcode.TEXT, b'{"type":"welcome","seq":4}').serialize(mask=False)
+        + LibraryFrame(Opcode.PING, b"").serialize(mask=False)
+        + LibraryFrame(Opcode.CLOSE, (4000).to_bytes(2, "big") + b"too slow").serialize(mask=False)
+    )
     assert server_messages(stream) == ([{"type": "welcome", "seq": 4}], 4000)
     cut = stream + bytes([0x80 | OP_TEXT, 100]) + b"{"
     with pytest.raises(AssertionError, match="ends inside a frame"):

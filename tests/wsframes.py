@@ -23,8 +23,10 @@ NO_STATUS = 1005  # a close frame without a code (RFC 6455, 7.4.1)
 def handshake(port: int, path: str) -> bytes:
     """The upgrade request, without compression (the server's frames stay readable here)."""
     key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -57,10 +59,10 @@ def frame_header(data: bytes | bytearray, pos: int) -> tuple[int, int, int] | No
     if length == 126:
         if available < 4:
             return None
-        return data[pos], int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+        return data[pos], int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
     if available < 10:
         return None
-    return data[pos], int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+    return data[pos], int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
 
 
 def close_code(payload: bytes) -> int:

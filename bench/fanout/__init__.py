@@ -32,5 +32,14 @@ from .profile import summarise_profile
 from .report import print_report, ratio_lines, table
 from .run import Config, ladder_for, run_bench
 
-__all__ = ["PEERS", "Config", "Peer", "ladder_for", "print_report", "ratio_lines", "run_bench", "summarise_profile",
-           "table"]
+__all__ = [
+    "PEERS",
+    "Config",
+    "Peer",
+    "ladder_for",
+    "print_report",
+    "ratio_lines",
+    "run_bench",
+    "summarise_profile",
+    "table",
+]

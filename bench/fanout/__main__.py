@@ -28,15 +28,26 @@ RESULTS = BENCH / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=ABOUT.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="N over 1k, 5k, 10k, 20k; write bench/results/<date>.md")
-    parser.add_argument("--peers", default="backchannel,raw,python-socketio,node-socket.io",
-                        help="comma-separated, from: " + ", ".join(PEERS))
+    parser.add_argument(
+        "--peers",
+        default="backchannel,raw,python-socketio,node-socket.io",
+        help="comma-separated, from: " + ", ".join(PEERS),
+    )
     parser.add_argument("--readers", help="comma-separated N (default: 2000 quick, 1000,5000,10000,20000 full)")
-    parser.add_argument("--instances", choices=["auto", "1", "2"], default="auto",
-                        help="auto: 2 sharing Redis once server/backends/redis.py exists, else 1")
+    parser.add_argument(
+        "--instances",
+        choices=["auto", "1", "2"],
+        default="auto",
+        help="auto: 2 sharing Redis once server/backends/redis.py exists, else 1",
+    )
     parser.add_argument("--step", type=float, help="seconds per ladder step (2.5 quick, 8 full)")
     parser.add_argument("--budget", type=float, help="seconds for the whole quick run (default 170)")
-    parser.add_argument("--sweep", type=float, default=0.2,
-                        help="seconds between the bulk readers' read sweeps (0: a uvloop callback per read)")
+    parser.add_argument(
+        "--sweep",
+        type=float,
+        default=0.2,
+        help="seconds between the bulk readers' read sweeps (0: a uvloop callback per read)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--profile", action="store_true", help="py-spy one Backchannel instance under load")
     parser.add_argument("--profile-rate", type=int, default=20_000, help="deliveries/s while profiling")
@@ -67,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         parser.error(f"unknown peer(s): {', '.join(unknown)}")
-    readers = [int(x) for x in args.readers.split(",")] if args.readers else (
-        list(FULL_READERS) if args.full else [QUICK_READERS])
+    readers = (
+        [int(x) for x in args.readers.split(",")]
+        if args.readers
+        else (list(FULL_READERS) if args.full else [QUICK_READERS])
+    )
     if max(readers) + 200 > hard:
         print(f"warning: RLIMIT_NOFILE hard limit {hard} is low for {max(readers):,} readers")
     setup_started = time.monotonic()
@@ -79,12 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             peers.remove(name)
     if time.monotonic() - setup_started > 5:
         print(f"(setup took {time.monotonic() - setup_started:.0f} s, not counted in the run)")
-    config = Config(peers=peers, readers=readers, instances=args.instances,
-                    step_seconds=args.step or (8.0 if args.full else 2.5),
-                    settle_seconds=3.0 if args.full else 2.0,
-                    budget_seconds=None if args.full else (args.budget or 170.0), sweep_seconds=args.sweep,
-                    ladder=LADDER if args.full else QUICK_LADDER, refine=not args.full,
-                    label="full" if args.full else "quick")
+    config = Config(
+        peers=peers,
+        readers=readers,
+        instances=args.instances,
+        step_seconds=args.step or (8.0 if args.full else 2.5),
+        settle_seconds=3.0 if args.full else 2.0,
+        budget_seconds=None if args.full else (args.budget or 170.0),
+        sweep_seconds=args.sweep,
+        ladder=LADDER if args.full else QUICK_LADDER,
+        refine=not args.full,
+        label="full" if args.full else "quick",
+    )
     try:
         results = run_bench(config, work)
     except KeyboardInterrupt:

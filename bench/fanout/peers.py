@@ -24,8 +24,8 @@ PEERS_PY = PEERS_VENV / "bin" / "python"
 @dataclass
 class Peer:
     name: str
-    label: str      # how the ratio line names it
-    kind: str       # "ws" (Backchannel's JSON frames) or "sio" (Engine.IO v4 over WebSocket)
+    label: str  # how the ratio line names it
+    kind: str  # "ws" (Backchannel's JSON frames) or "sio" (Engine.IO v4 over WebSocket)
     path: str
     ordered: bool = False  # promises every reader each seq once, in order: a gap or a reordering fails a step
 
@@ -36,12 +36,18 @@ class Peer:
             port = free_port()
             log = work / f"{self.name}-{i}.log"
             if self.name == "backchannel":
-                env = {"PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(work / f"data-{i}"),
-                       "CONTENT_DIR": str(ROOT / "content"), "SECRET_KEY": "bench-secret-key",
-                       "POST_RATE_PER_READER": "100000/second", "POST_RATE_PER_IP": "100000/second",
-                       # every reader of the bench comes from 127.0.0.1
-                       "MAX_CONNECTIONS_PER_IP": "1000000",
-                       "REDIS_URL": redis_url or ""}
+                env = {
+                    "PORT": str(port),
+                    "HOST": "127.0.0.1",
+                    "DATA_DIR": str(work / f"data-{i}"),
+                    "CONTENT_DIR": str(ROOT / "content"),
+                    "SECRET_KEY": "bench-secret-key",
+                    "POST_RATE_PER_READER": "100000/second",
+                    "POST_RATE_PER_IP": "100000/second",
+                    # every reader of the bench comes from 127.0.0.1
+                    "MAX_CONNECTIONS_PER_IP": "1000000",
+                    "REDIS_URL": redis_url or "",
+                }
                 cmd = [sys.executable, "-m", "server", "serve"]
             elif self.name == "raw":
                 cmd = [sys.executable, str(PEERS_DIR / "raw_server.py"), "--port", str(port), "--instance", str(i)]
@@ -65,10 +71,12 @@ class Peer:
 PEERS = {
     "backchannel": Peer("backchannel", "Backchannel", "ws", f"/articles/{DEMO_SLUG}/live", ordered=True),
     "raw": Peer("raw", "raw websockets.broadcast", "ws", f"/articles/{DEMO_SLUG}/live"),
-    "python-socketio": Peer("python-socketio", "python-socketio", "sio",
-                            f"/socket.io/?EIO=4&transport=websocket&slug={DEMO_SLUG}"),
-    "node-socket.io": Peer("node-socket.io", "node socket.io", "sio",
-                           f"/socket.io/?EIO=4&transport=websocket&slug={DEMO_SLUG}"),
+    "python-socketio": Peer(
+        "python-socketio", "python-socketio", "sio", f"/socket.io/?EIO=4&transport=websocket&slug={DEMO_SLUG}"
+    ),
+    "node-socket.io": Peer(
+        "node-socket.io", "node socket.io", "sio", f"/socket.io/?EIO=4&transport=websocket&slug={DEMO_SLUG}"
+    ),
 }
 
 
@@ -89,11 +97,29 @@ def prepare_peers(names: list[str], log_dir: Path) -> dict[str, str]:
             started = time.monotonic()
             try:
                 if not PEERS_PY.exists():
-                    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True,
-                                   stdout=subprocess.DEVNULL, timeout=300)
+                    subprocess.run(
+                        [sys.executable, "-m", "venv", str(PEERS_VENV)],
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                        timeout=300,
+                    )
                 with open(log_dir / "pip.log", "wb") as log:
-                    subprocess.run([str(PEERS_PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                                    "-r", str(requirements)], check=True, stdout=log, stderr=log, timeout=900)
+                    subprocess.run(
+                        [
+                            str(PEERS_PY),
+                            "-m",
+                            "pip",
+                            "install",
+                            "--quiet",
+                            "--disable-pip-version-check",
+                            "-r",
+                            str(requirements),
+                        ],
+                        check=True,
+                        stdout=log,
+                        stderr=log,
+                        timeout=900,
+                    )
                 stamp.write_text(_digest(requirements))
                 print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
             except (subprocess.SubprocessError, OSError) as exc:
@@ -109,8 +135,14 @@ def prepare_peers(names: list[str], log_dir: Path) -> dict[str, str]:
                 started = time.monotonic()
                 try:
                     with open(log_dir / "npm.log", "wb") as log:
-                        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
-                                       stdout=log, stderr=log, timeout=600)
+                        subprocess.run(
+                            ["npm", "ci", "--no-audit", "--no-fund"],
+                            cwd=NODE_DIR,
+                            check=True,
+                            stdout=log,
+                            stderr=log,
+                            timeout=600,
+                        )
                     stamp.write_text(_digest(lock))
                     print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
                 except (subprocess.SubprocessError, OSError) as exc:

@@ -49,17 +49,23 @@ def raise_nofile() -> int:
 class Proc:
     """One process the bench started, in its own process group; stop() ends that group only."""
 
-    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict | None = None,
-                 cwd: Path = ROOT, pipes: bool = False) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path = ROOT, pipes: bool = False
+    ) -> None:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the process writes to it until stop() closes it
         self.popen = subprocess.Popen(
-            cmd, cwd=cwd, env={**os.environ, **(env or {})},
+            cmd,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
             stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if pipes else self._log, stderr=self._log,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            stdout=subprocess.PIPE if pipes else self._log,
+            stderr=self._log,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.pid = self.popen.pid
         self._buffer = b""
 
@@ -203,13 +209,14 @@ def start_redis(procs: Procs, work: Path) -> tuple[Proc, RedisServer]:
 
 # --- /proc readings ------------------------------------------------------------------------
 
+
 def cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 

@@ -11,8 +11,9 @@ from .report import format_step
 from .run import Bench, Config, Run
 
 
-def profile(readers: int, target: int, seconds: float, work: Path, instances: str = "auto",
-            native: bool = False) -> None:
+def profile(
+    readers: int, target: int, seconds: float, work: Path, instances: str = "auto", native: bool = False
+) -> None:
     """Run Backchannel alone at `target` deliveries/s and sample instance 0 with py-spy."""
     py_spy = PEERS_VENV / "bin" / "py-spy"
     if prepare_peers(["profile"], work) or not py_spy.exists():
@@ -29,10 +30,25 @@ def profile(readers: int, target: int, seconds: float, work: Path, instances: st
         run.servers = PEERS["backchannel"].start(bench.procs, bench.instances, run.redis_url, work)
         bench.connect(run, out)
         pid = run.servers[0][0].pid
-        spy = bench.procs.start("py-spy", [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                                           "--rate", "250", "--format", "raw", "--output", str(raw)]
-                                + (["--native"] if native else ["--nonblocking"]),
-                                work / "py-spy.log")
+        spy = bench.procs.start(
+            "py-spy",
+            [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+            ]
+            + (["--native"] if native else ["--nonblocking"]),
+            work / "py-spy.log",
+        )
         step = bench.step(run, rate=target / readers, duration=seconds + 1)
         step["target"] = target
         print(format_step(step))

@@ -15,8 +15,18 @@ from tests.redis_server import RedisServer
 from tests.servers import ROOT
 
 from .peers import PEERS, Peer
-from .processes import (BenchError, Proc, Procs, cpu_seconds, established, machine_busy_seconds, raise_nofile,
-                        rss_kib, signals_held, start_redis)
+from .processes import (
+    BenchError,
+    Proc,
+    Procs,
+    cpu_seconds,
+    established,
+    machine_busy_seconds,
+    raise_nofile,
+    rss_kib,
+    signals_held,
+    start_redis,
+)
 from .report import format_step, machine_info
 
 P99_LIMIT_MS = 250.0
@@ -25,8 +35,24 @@ FULL_READERS = (1000, 5000, 10000, 20000)
 # Target deliveries per second, climbed until a step fails; posts/s = target / readers, never under
 # MIN_POSTS_PER_S (the 0 is that floor: one post a second); a step lasts for MIN_POSTS posts at least.
 # Full mode climbs by √2; quick mode by 2, then tries the geometric middle of its last pass and first failure.
-LADDER = (0, 5_000, 7_000, 10_000, 14_000, 20_000, 28_000, 40_000, 56_000, 80_000, 112_000, 160_000, 224_000,
-          320_000, 448_000, 640_000)
+LADDER = (
+    0,
+    5_000,
+    7_000,
+    10_000,
+    14_000,
+    20_000,
+    28_000,
+    40_000,
+    56_000,
+    80_000,
+    112_000,
+    160_000,
+    224_000,
+    320_000,
+    448_000,
+    640_000,
+)
 QUICK_LADDER = (0, 5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 640_000)
 MIN_POSTS_PER_S = 1.0
 MIN_POSTS = 6
@@ -34,6 +60,7 @@ RESERVE_SECONDS = 25.0  # quick mode: what a slow connect of one peer must leave
 
 
 # --- statistics ----------------------------------------------------------------------------
+
 
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
@@ -52,16 +79,16 @@ def latency_summary(values_us: list[int]) -> dict:
 class Config:
     peers: list[str]
     readers: list[int]
-    instances: str = "auto"          # "auto", "1" or "2"
+    instances: str = "auto"  # "auto", "1" or "2"
     sampled_per_instance: int = 50
     ladder: tuple[int, ...] = LADDER
     step_seconds: float = 2.5
     settle_seconds: float = 2.0
-    warmup_seconds: float = 1.0      # posts before the idle-memory baseline, so first-post costs are paid
+    warmup_seconds: float = 1.0  # posts before the idle-memory baseline, so first-post costs are paid
     budget_seconds: float | None = None  # whole run (quick mode): steps stop when it runs out
-    sweep_seconds: float = 0.2       # bulk readers read their sockets in sweeps this far apart (0: uvloop callbacks)
-    refine: bool = False             # one extra step between the last pass and the first failure
-    retry: bool = True               # run a failed step once more before believing it
+    sweep_seconds: float = 0.2  # bulk readers read their sockets in sweeps this far apart (0: uvloop callbacks)
+    refine: bool = False  # one extra step between the last pass and the first failure
+    retry: bool = True  # run a failed step once more before believing it
     label: str = "quick"
     quiet: bool = False
 
@@ -124,11 +151,18 @@ class Bench:
     def run(self) -> dict:
         raise_nofile()
         self.instances = self.choose_instances()
-        results: dict = {"config": {"mode": self.config.label, "readers": self.config.readers,
-                                    "step_seconds": self.config.step_seconds,
-                                    "sampled_per_instance": self.config.sampled_per_instance,
-                                    "ladder": list(self.config.ladder), "p99_limit_ms": P99_LIMIT_MS},
-                         "machine": machine_info(), "runs": []}
+        results: dict = {
+            "config": {
+                "mode": self.config.label,
+                "readers": self.config.readers,
+                "step_seconds": self.config.step_seconds,
+                "sampled_per_instance": self.config.sampled_per_instance,
+                "ladder": list(self.config.ladder),
+                "p99_limit_ms": P99_LIMIT_MS,
+            },
+            "machine": machine_info(),
+            "runs": [],
+        }
         peers = [PEERS[name] for name in self.config.peers]
         queue = [(n, peer) for n in self.config.readers for peer in peers]
         for index, (n, peer) in enumerate(queue):
@@ -141,10 +175,17 @@ class Bench:
                 budget = max(10.0, left * weights[0] / sum(weights))
                 connect_budget = max(20.0, left - RESERVE_SECONDS * (len(weights) - 1))
             outcome = self.run_peer(peer, n, budget, connect_budget)
-            if (outcome.get("error") and peer.name == "backchannel" and self.instances == 2
-                    and self.config.instances == "auto" and outcome.get("phase") == "start"):
-                self.say("!! Backchannel did not start on the Redis backend; falling back to one instance "
-                         "(embedded backend) for every peer")
+            if (
+                outcome.get("error")
+                and peer.name == "backchannel"
+                and self.instances == 2
+                and self.config.instances == "auto"
+                and outcome.get("phase") == "start"
+            ):
+                self.say(
+                    "!! Backchannel did not start on the Redis backend; falling back to one instance "
+                    "(embedded backend) for every peer"
+                )
                 self.instances = 1
                 outcome = self.run_peer(peer, n, budget, connect_budget)
             results["runs"].append(outcome)
@@ -155,11 +196,19 @@ class Bench:
     def run_peer(self, peer: Peer, n: int, budget: float | None, connect_budget: float | None = None) -> dict:
         deadline = time.monotonic() + budget if budget else None
         connect_deadline = time.monotonic() + connect_budget if connect_budget else None
-        out: dict = {"peer": peer.name, "label": peer.label, "readers": n, "instances": self.instances,
-                     "steps": [], "error": None}
+        out: dict = {
+            "peer": peer.name,
+            "label": peer.label,
+            "readers": n,
+            "instances": self.instances,
+            "steps": [],
+            "error": None,
+        }
         run = Run(peer, n, self.instances, None)
-        self.say(f"\n== {peer.label}: {n:,} readers over {self.instances} instance(s)"
-                 + (" sharing Redis" if self.instances > 1 else ""))
+        self.say(
+            f"\n== {peer.label}: {n:,} readers over {self.instances} instance(s)"
+            + (" sharing Redis" if self.instances > 1 else "")
+        )
         out["phase"] = "start"
         try:
             run.redis_url = self.redis_url()
@@ -182,8 +231,12 @@ class Bench:
         return out
 
     def start_worker(self, run: Run, role: str, i: int) -> Proc:
-        return self.procs.start(f"loadgen-{role}-{i}", [sys.executable, "-m", "bench.loadgen", role],
-                                self.work / f"loadgen-{run.peer.name}-{role}-{i}.log", pipes=True)
+        return self.procs.start(
+            f"loadgen-{role}-{i}",
+            [sys.executable, "-m", "bench.loadgen", role],
+            self.work / f"loadgen-{run.peer.name}-{role}-{i}.log",
+            pipes=True,
+        )
 
     def connect(self, run: Run, out: dict, deadline: float | None = None) -> None:
         peer, cfg = run.peer, self.config
@@ -214,8 +267,9 @@ class Bench:
         timeout = 240.0 if deadline is None else max(20.0, min(240.0, deadline - time.monotonic() - 8))
         for i, worker in enumerate(run.bulk):  # every bulk worker connects at once
             count = bulk_total // instances + (1 if i < bulk_total % instances else 0)
-            worker.send({"op": "connect", "targets": [target(i, count)], "timeout": timeout,
-                         "sweep": cfg.sweep_seconds})
+            worker.send(
+                {"op": "connect", "targets": [target(i, count)], "timeout": timeout, "sweep": cfg.sweep_seconds}
+            )
         connected, errors = 0, {}
         for worker in run.bulk:
             reply = worker.recv(timeout + 60, "connect")
@@ -224,19 +278,29 @@ class Bench:
                 errors[key] = errors.get(key, 0) + k
         connect_seconds = time.monotonic() - started
         if connected != bulk_total:
-            raise BenchError(f"bulk readers: {connected}/{bulk_total} connected in {connect_seconds:.0f} s; "
-                             f"errors: {errors or 'none (out of time)'}")
+            raise BenchError(
+                f"bulk readers: {connected}/{bulk_total} connected in {connect_seconds:.0f} s; "
+                f"errors: {errors or 'none (out of time)'}"
+            )
         time.sleep(cfg.settle_seconds)
         after = sum(rss_kib(proc.pid) for proc, _ in run.servers)
         held = sum(established(port) for port in ports)
-        out.update({"sampled": per_instance * instances, "bulk": bulk_total,
-                    "connect_seconds": round(connect_seconds, 1),
-                    "rss_base_kib": base, "rss_idle_kib": after,
-                    "idle_kib_per_reader": round((after - base) / bulk_total, 2) if bulk_total else None,
-                    "connections_held": held})
-        self.say(f"   connected {run.readers:,} readers in {connect_seconds:.1f} s; idle RSS "
-                 f"{base / 1024:.0f} -> {after / 1024:.0f} MiB ({out['idle_kib_per_reader']} KiB/reader); "
-                 f"{held:,} connections held")
+        out.update(
+            {
+                "sampled": per_instance * instances,
+                "bulk": bulk_total,
+                "connect_seconds": round(connect_seconds, 1),
+                "rss_base_kib": base,
+                "rss_idle_kib": after,
+                "idle_kib_per_reader": round((after - base) / bulk_total, 2) if bulk_total else None,
+                "connections_held": held,
+            }
+        )
+        self.say(
+            f"   connected {run.readers:,} readers in {connect_seconds:.1f} s; idle RSS "
+            f"{base / 1024:.0f} -> {after / 1024:.0f} MiB ({out['idle_kib_per_reader']} KiB/reader); "
+            f"{held:,} connections held"
+        )
 
     def ladder(self, run: Run, out: dict, deadline: float | None) -> None:
         cfg = self.config
@@ -253,8 +317,9 @@ class Bench:
                 first = step
                 step = self.step(run, rate=rate, duration=duration)
                 step["target"] = target
-                step["retry_of"] = {k: first[k] for k in ("deliveries_per_s", "p99", "lost", "problems",
-                                                          "other_cpu_pct")}
+                step["retry_of"] = {
+                    k: first[k] for k in ("deliveries_per_s", "p99", "lost", "problems", "other_cpu_pct")
+                }
                 self.say(format_step(step) + "  (retry)")
             out["steps"].append(step)
             return step
@@ -298,7 +363,7 @@ class Bench:
         readers = run.readers_workers
         if run.backlog:
             self.quiesce(run)
-        for worker in readers + [run.poster]:
+        for worker in [*readers, run.poster]:
             worker.call({"op": "mark"})
         open_before = sum(worker.call({"op": "count"})["open"] for worker in readers)
         servers = [proc.pid for proc, _ in run.servers]
@@ -308,8 +373,7 @@ class Bench:
         redis0 = cpu_seconds(self.redis_proc.pid) if self.redis_proc else 0.0
         busy0 = machine_busy_seconds()
         wall0 = time.monotonic()
-        post = run.poster.call({"op": "post", "rate": rate, "duration": duration, "kind": run.peer.kind},
-                               duration + 60)
+        post = run.poster.call({"op": "post", "rate": rate, "duration": duration, "kind": run.peer.kind}, duration + 60)
         sent = post["sent"]
         # Drain: until every reader has every post, or nothing moves for a second, or the cap.
         expected = sent * open_before
@@ -329,11 +393,13 @@ class Bench:
         failed = stats["failed"]
         per_reader = sent - len(failed)
         counts = [worker.call({"op": "count", "expected": per_reader}) for worker in run.bulk]
-        reports = [worker.call({"op": "report", "n0": post["n0"], "n1": post["n1"], "failed": failed}, 60)
-                   for worker in run.sampled]
+        reports = [
+            worker.call({"op": "report", "n0": post["n0"], "n1": post["n1"], "failed": failed}, 60)
+            for worker in run.sampled
+        ]
         wall = time.monotonic() - wall0
         cpu = sum(cpu_seconds(pid) for pid in servers) - sum(cpu0)
-        gen_cpu = [cpu_seconds(pid) - before for pid, before in zip(gen, gen0)]
+        gen_cpu = [cpu_seconds(pid) - before for pid, before in zip(gen, gen0, strict=True)]
         redis_cpu = (cpu_seconds(self.redis_proc.pid) - redis0) if self.redis_proc else 0.0
         others = max(0.0, machine_busy_seconds() - busy0 - cpu - sum(gen_cpu) - redis_cpu)
         run.backlog = bool(expected > 0 and total < expected)
@@ -375,23 +441,41 @@ class Bench:
         # A generator process near a full core cannot be trusted to read on time.
         busiest = max(gen_cpu) / wall if wall else 0
         return {
-            "posts_per_s": round(rate, 2), "sent": sent, "offered_per_s": round(rate * open_before),
-            "delivered": delivered, "expected": expected, "lost": lost, "missing_sampled": missing,
-            "duplicates": duplicates, "seq_gaps": seq_gaps,
+            "posts_per_s": round(rate, 2),
+            "sent": sent,
+            "offered_per_s": round(rate * open_before),
+            "delivered": delivered,
+            "expected": expected,
+            "lost": lost,
+            "missing_sampled": missing,
+            "duplicates": duplicates,
+            "seq_gaps": seq_gaps,
             "deliveries_per_s": round(delivered / span) if span > 0 else 0,
-            "latency_same": lat_same, "latency_cross": lat_cross, "p99": p99,
+            "latency_same": lat_same,
+            "latency_cross": lat_cross,
+            "p99": p99,
             "server_cpu_us_per_delivery": round(cpu * 1e6 / delivered, 2) if delivered else None,
-            "server_cpu_pct": round(100 * cpu / wall, 1), "redis_cpu_pct": round(100 * redis_cpu / wall, 1),
+            "server_cpu_pct": round(100 * cpu / wall, 1),
+            "redis_cpu_pct": round(100 * redis_cpu / wall, 1),
             "generator_cpu_pct": round(100 * sum(gen_cpu) / wall, 1),
             "other_cpu_pct": round(100 * others / wall, 1),
             "generator_busiest_pct": round(100 * busiest, 1),
             "generator_cpu_us_per_delivery": {
-                role: round(sum(c for proc, c in zip(run.generator, gen_cpu) if f"-{role}-" in proc.name) * 1e6
-                            / max(1, delivered), 2) for role in ("bulk", "sampled", "poster")},
+                role: round(
+                    sum(c for proc, c in zip(run.generator, gen_cpu, strict=True) if f"-{role}-" in proc.name)
+                    * 1e6
+                    / max(1, delivered),
+                    2,
+                )
+                for role in ("bulk", "sampled", "poster")
+            },
             "generator_saturated": busiest > 0.9,
-            "poster_lag_ms": post["lag_max_ms"], "short_readers": sum(c.get("short_readers", 0) for c in counts),
-            "connections_open": open_after, "close_codes": close_codes,
-            "ok": not problems, "problems": problems,
+            "poster_lag_ms": post["lag_max_ms"],
+            "short_readers": sum(c.get("short_readers", 0) for c in counts),
+            "connections_open": open_after,
+            "close_codes": close_codes,
+            "ok": not problems,
+            "problems": problems,
         }
 
 
