@@ -20,7 +20,10 @@ from .servers import DEMO_SLUG
 
 BIG_THREAD = 10_000
 CONCURRENT_LOADS = 8
-HEALTHZ_BOUND = 0.2  # seconds, every single answer
+# Seconds, every single answer. Generous on purpose: rendered on the event loop, eight loads of
+# this page stalled /healthz for 8 s (shared/FACTS.md); answers take ms here, but a single one
+# took 267 ms while the shared 2-core machine was busy. The figures are printed.
+HEALTHZ_BOUND = 2.0
 
 
 async def _write_thread(data_dir: Path, count: int) -> None:
