@@ -7,6 +7,9 @@ import asyncio
 import getpass
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
 
 import uvicorn
 
@@ -15,6 +18,8 @@ from .backends import create_backend
 from .errors import BackchannelError
 from .moderation import Moderation
 from .wire import LiveWebSocketProtocol
+
+T = TypeVar("T")
 
 
 def serve(host: str | None, port: int | None) -> None:
@@ -39,26 +44,38 @@ def create_moderator(name: str, password_file: str | None) -> None:
     """Create or reset a moderator in the configured backend. The password never comes from
     the command line (it would sit in shell history and the process list)."""
     if password_file:
-        password = open(password_file, encoding="utf-8").read().rstrip("\n")
+        password = Path(password_file).read_text(encoding="utf-8").rstrip("\n")
     elif sys.stdin.isatty():
         password = getpass.getpass(f"Password for {name}: ")
     else:
         password = sys.stdin.readline().rstrip("\n")
 
-    async def run() -> str:
-        settings = settings_module.load()
-        backend = create_backend(settings)
-        await backend.start()
-        try:
-            return await Moderation(backend, str(settings.secret_key)).create_moderator(name, password)
-        finally:
-            await backend.close()
-
     try:
-        created = asyncio.run(run())
+        created = asyncio.run(_with_moderation(lambda moderation: moderation.create_moderator(name, password)))
     except (ValueError, BackchannelError) as exc:
         sys.exit(f"create-moderator: {exc}")
-    print(f"moderator {created!r} is ready; log in at /login")
+    print(f"moderator {created!r} is ready (any sessions they had are ended); log in at /login")
+
+
+def end_sessions(name: str) -> None:
+    """Log a moderator out everywhere: their sessions are deleted and every instance closes
+    their open sockets (a lost laptop, a moderator leaving)."""
+    try:
+        ended = asyncio.run(_with_moderation(lambda moderation: moderation.end_sessions(name)))
+    except (ValueError, BackchannelError) as exc:
+        sys.exit(f"end-sessions: {exc}")
+    print(f"ended {ended} session(s) of {name!r}")
+
+
+async def _with_moderation(action: Callable[[Moderation], Awaitable[T]]) -> T:
+    """Run one moderation action against the configured backend, as the server would."""
+    settings = settings_module.load()
+    backend = create_backend(settings)
+    await backend.start()
+    try:
+        return await action(Moderation(backend, settings))
+    finally:
+        await backend.close()
 
 
 def main() -> None:
@@ -70,12 +87,16 @@ def main() -> None:
     moderator_cmd = commands.add_parser("create-moderator", help="create or reset a moderator (password from stdin)")
     moderator_cmd.add_argument("name")
     moderator_cmd.add_argument("--password-file", help="read the password from this file instead of stdin")
+    end_cmd = commands.add_parser("end-sessions", help="end a moderator's sessions on every instance")
+    end_cmd.add_argument("name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         serve(args.host, args.port)
     elif args.command == "create-moderator":
         create_moderator(args.name, args.password_file)
+    elif args.command == "end-sessions":
+        end_sessions(args.name)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from .comments import PENDING, Comment
 from .errors import InvalidMessage
 from .guards import author, check_csrf, check_origin, moderator_of
 from .identity import READER_COOKIE
-from .threads import visible_to
+from .threads import moderator_view, visible_to
 
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 200  # comments per page of GET /api/articles/{slug}/comments
 
@@ -38,8 +38,9 @@ async def list_comments(request: Request) -> Response:
         comments = [c for c in comments if _position(c) > after]
     comments.sort(key=_position)  # already in this order but for ties among held ones: cheap
     page = comments[:limit]
+    bans = await request.app.state.moderation.bans() if moderator else None
     return JSONResponse({"seq": snapshot.seq, "epoch": snapshot.epoch,
-                         "comments": [c.moderator_view() if moderator else c.public() for c in page],
+                         "comments": [moderator_view(c, bans) if moderator else c.public() for c in page],
                          "next": _encode_cursor(page[-1]) if len(comments) > limit else None})
 
 

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         backend = create_backend(settings)
         await backend.start()
         hub = Hub(backend)
-        moderation = Moderation(backend, str(settings.secret_key))
+        moderation = Moderation(backend, settings)
         spam = SpamRules(backend)
         await spam.load()
         threads = Threads(backend, articles, settings, moderation, spam)
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.connections_per_ip = Counter()
         metrics.bind(app.state)
         lag_watch = asyncio.create_task(live_sessions.watch_lag())
+        session_watch = asyncio.create_task(moderation.watch_sessions(lambda: live_sessions.by_session))
         # What start-up allocated lives as long as the process: keep it out of every collection.
         gc.freeze()
         log.info("serving %d article(s) on the %s backend", len(articles), type(backend).__name__)
@@ -65,7 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             lag_watch.cancel()
+            session_watch.cancel()
             await live_sessions.close()
+            await moderation.close()
             await hub.close()
             await backend.close()
 

@@ -38,6 +38,7 @@ class Comment:
     removed_by: str | None = None   # the moderator, while removed
     removed_at: str | None = None
     ip: str | None = None           # the author's address, for IP bans; never shown
+    staff: bool = False             # posted from a moderator's session (the badge readers cannot fake)
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +57,7 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
     """Everything a moderator sees of a comment: the text even when removed, who wrote it
     (reader_id, which the ban routes take) and who removed it."""
     return {"id": record["id"], "parent": record["parent"],
-            "author": {"name": record["name"], "about": record["about"]},
+            "author": _author(record["name"], record["about"], record.get("staff", False)),
             "body": record["body"], "html": record["html"], "created_at": record["created_at"],
             "status": record["status"], "reader_id": record["reader_id"],
             "removed_by": record.get("removed_by"), "removed_at": record.get("removed_at")}
@@ -64,12 +65,18 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
 
 def public_view(view: dict[str, Any]) -> dict[str, Any]:
     """The contract's comment object, from a record or a moderator view."""
-    author = view.get("author") or {"name": view["name"], "about": view["about"]}
+    author = view.get("author") or _author(view["name"], view["about"], view.get("staff", False))
     hidden = view["status"] == REMOVED
     return {"id": view["id"], "parent": view["parent"],
-            "author": {"name": "", "about": None} if hidden else {"name": author["name"], "about": author["about"]},
+            "author": {"name": "", "about": None} if hidden else _author(author["name"], author["about"],
+                                                                         author.get("staff", False)),
             "body": "" if hidden else view["body"], "html": "" if hidden else view["html"],
             "created_at": view["created_at"], "status": view["status"]}
+
+
+def _author(name: str, about: str | None, staff: bool) -> dict[str, Any]:
+    """"staff": true only for a moderator's comment, so a reader's author object is as before."""
+    return {"name": name, "about": about, "staff": True} if staff else {"name": name, "about": about}
 
 
 # --- events: stored in the moderator view; public_event() derives what readers get -----------

@@ -83,7 +83,9 @@ def check_origin(conn: HTTPConnection) -> None:
 
 
 def check_csrf(request: Request, token: object, from_form: bool = False) -> None:
-    if not request.app.state.security.csrf_ok(request.state.reader_id, token if isinstance(token, str) else None):
+    session = moderator_of(request)  # the token changes at login and logout
+    if not request.app.state.security.csrf_ok(request.state.reader_id, session.session_id if session else None,
+                                              token if isinstance(token, str) else None):
         raise Forbidden("The form has expired. Please reload the page and try again." if from_form
                         else "Missing or wrong CSRF token. Reload the page and try again.")
 

@@ -6,37 +6,104 @@ request. What happens on the desk is published on the control channel to every i
 
 Sessions live on the server: the cookie holds only a signed random id, so logout deletes the
 session and a copied cookie stops working (Starlette's SessionMiddleware cannot revoke one).
+Each moderator's session ids are kept in a set, so that a password reset or `end-sessions`
+ends all of them.
+
+Login attempts are counted before the password is checked (the check takes tens of
+milliseconds, and parallel guesses must not all pass the limit before any is counted), per
+address and per name, the name in the one normalised form accounts are keyed on. An address
+a moderator has logged in from before is exempt from the per-name limit, so that guesses from
+elsewhere cannot lock the owner out of their own account.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
+import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import limits
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
 
 from .backends.base import Backend
-from .comments import utc_now_iso
+from .comments import Comment, utc_now_iso
 from .control import DeskUpdate, SessionEnded, encode_control
-from .errors import Banned, Forbidden, RateLimited, Unauthorized
+from .errors import Banned, Empty, Forbidden, InvalidMessage, RateLimited, TooLong, Unauthorized, Unavailable
 from .identity import SESSION_COOKIE
 from .protocol import DeskAction, DeskFrame
+from .settings import Settings
 from .text import clean_name, name_skeletons
+
+log = logging.getLogger("backchannel.moderation")
 
 SESSION_TTL = 12 * 3600
 AUDIT_KEEP = 10_000
-# argon2id with the library's defaults (t=3, 64 MiB, p=4: about 80 ms a hash here).
-_hasher = PasswordHasher()
-# Verified against when the name is unknown, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a password")
+REPORTS_KEPT = 100  # per comment, with their reasons; a card's count stops there
+MODERATOR_NAME_CHARS = 40
+# Longer than a year is "for good" (leave the duration empty); a bigger number is a mistake.
+MAX_BAN_MINUTES = 366 * 24 * 60
+# An address a moderator logged in from stays exempt from the per-name login limit this long.
+KNOWN_ADDRESS_TTL = 90 * 24 * 3600
+# How often each instance looks for sessions that ended without telling it (see watch_sessions).
+SESSION_CHECK_INTERVAL = 5.0
+# A flood of reports on one comment reaches the desk as one frame per this many seconds.
+REPORT_FRAME_INTERVAL = 2.0
+# Every attempt counts, from an address (any name) and, from addresses the name has not logged
+# in from, against the name: short windows, so a name attacked from many addresses is locked
+# for minutes at a time, never for hours.
+LOGIN_LIMITS_PER_ADDRESS = "5/minute;20/hour"
+LOGIN_LIMITS_PER_NAME = "10/minute;30/15 minutes"
+REPORT_LIMITS_PER_READER = "10/minute;60/hour"
+REPORT_LIMITS_PER_ADDRESS = "20/minute;200/hour"
+
+
+def moderator_name(name: str) -> str:
+    """A moderator's name as shown: cleaned like every name (Empty or TooLong if it cannot be one)."""
+    cleaned = clean_name(name, MODERATOR_NAME_CHARS, "moderator name", required=True)
+    if cleaned is None:  # (required=True raises Empty instead)
+        raise Empty("Please give a moderator name.")
+    return cleaned
+
+
+def moderator_key(name: str) -> str:
+    """The one form of a moderator's name that the account, its sessions and its login limit are
+    keyed on: " alice", "ALICE" and "alice\u3000" are all "alice"."""
+    return moderator_name(name).casefold()
+
+
+def client_network(ip: str) -> str:
+    """What per-address limits and bans are keyed on: an IPv4 address (also when written as
+    IPv6-mapped), or an IPv6 address's /64 — one host usually holds a whole /64, and could
+    otherwise take a fresh address for every request."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # not an address ("unknown", a test client's name)
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+def password_hasher(profile: str) -> PasswordHasher:
+    """argon2id with one of argon2-cffi's named parameter sets (RFC_9106_LOW_MEMORY, its default;
+    CHEAPEST for tests). A hash keeps its parameters, so it verifies whatever the setting now is."""
+    parameters = getattr(profiles, profile, None) if profile.isupper() else None
+    if parameters is None:
+        choices = ", ".join(p for p in dir(profiles) if p.isupper())
+        raise ValueError(f"PASSWORD_HASH_PROFILE must be one of {choices}, not {profile!r}")
+    return PasswordHasher.from_parameters(parameters)
 
 
 @dataclass(frozen=True)
@@ -45,44 +112,121 @@ class ModeratorSession:
     session_id: str
 
 
+@dataclass(frozen=True)
+class Bans:
+    """Who is banned now: reader ids and addresses, read in one go for a page of comments."""
+    readers: frozenset[str] = frozenset()
+    addresses: frozenset[str] = frozenset()  # client networks
+
+    def covers(self, comment: Comment) -> bool:
+        return comment.reader_id in self.readers or (comment.ip is not None
+                                                     and client_network(comment.ip) in self.addresses)
+
+
 class Moderation:
-    def __init__(self, backend: Backend, secret_key: str) -> None:
+    def __init__(self, backend: Backend, settings: Settings) -> None:
         self.backend = backend
+        secret_key = str(settings.secret_key)
         self._cookie = URLSafeSerializer(secret_key, salt="backchannel.session")
+        self._address_key = hashlib.sha256(b"backchannel.address:" + secret_key.encode()).digest()
+        self._hasher = password_hasher(settings.password_hash_profile)
+        self._dummy_hash: str | None = None
         self._limiter = SlidingWindowCounterRateLimiter(backend.rate_limit_storage)
-        self._failed_login_limits = limits.parse_many("5/minute;20/hour")
-        self._report_limits = limits.parse_many("10/minute;60/hour")
+        self._limits = {"login-ip": limits.parse_many(LOGIN_LIMITS_PER_ADDRESS),
+                        "login-name": limits.parse_many(LOGIN_LIMITS_PER_NAME),
+                        "report": limits.parse_many(REPORT_LIMITS_PER_READER),
+                        "report-ip": limits.parse_many(REPORT_LIMITS_PER_ADDRESS)}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- accounts and sessions ---
 
     async def create_moderator(self, name: str, password: str) -> str:
-        name = clean_name(name, 40, "moderator name", required=True)
+        """Create a moderator, or reset one's password: that ends their sessions everywhere and
+        lifts the lock on their name."""
+        name = moderator_name(name)
         if len(password) < 8:
             raise ValueError("a moderator's password needs at least 8 characters")
-        hashed = await asyncio.to_thread(_hasher.hash, password)
-        await self.backend.kv_set(f"moderator:{name.casefold()}", json.dumps({"name": name, "hash": hashed}))
+        key = moderator_key(name)
+        hashed = await asyncio.to_thread(self._hasher.hash, password)
+        await self.backend.kv_set(f"moderator:{key}", json.dumps({"name": name, "hash": hashed}))
         for skeleton in name_skeletons(name):
             await self.backend.kv_set(f"reserved-name:{skeleton}", name)
+        await self.end_sessions(name)
+        await self._forget_count("login-name", key)
         return name
 
     async def login(self, username: str, password: str, ip: str) -> ModeratorSession:
         """A new session (a new id at every login), or Unauthorized / RateLimited."""
-        keys = [("login-name", username.casefold()[:80]), ("login-ip", ip)]
-        for item in self._failed_login_limits:
-            for kind, key in keys:
-                if not await self._limiter.test(item, kind, key):
-                    raise RateLimited("Too many failed attempts. Please wait a minute and try again.", 60)
-        record = await self.backend.kv_get(f"moderator:{username.strip().casefold()}")
+        try:
+            key = moderator_key(username)
+        except (Empty, TooLong):
+            key = None  # no account can have such a name
+        network = client_network(ip)
+        counted = [("login-ip", network)]
+        if key is not None and await self.backend.kv_get(f"login-known:{key}:{network}") is None:
+            counted.append(("login-name", key))
+        # Reserved before the password is checked: parallel guesses are counted as they arrive.
+        await self._count(counted, "Too many attempts. Please wait a minute and try again.")
+        record = await self.backend.kv_get(f"moderator:{key}") if key is not None else None
         account = json.loads(record) if record else None
-        if not await asyncio.to_thread(_verify, account["hash"] if account else _DUMMY_HASH, password) or not account:
-            for item in self._failed_login_limits:  # only failures count
-                for kind, key in keys:
-                    await self._limiter.hit(item, kind, key)
+        hashed = account["hash"] if account else await self._dummy()
+        # Verified even for an unknown name, so a wrong name takes as long as a wrong password.
+        if not await asyncio.to_thread(self._verify, hashed, password) or account is None or key is None:
+            if account is not None:
+                await self.record(account["name"], "login_failed", detail=f"from {ip}")
             raise Unauthorized("Wrong name or password.")
+        if self._hasher.check_needs_rehash(hashed):  # hashed with other parameters than today's
+            account["hash"] = await asyncio.to_thread(self._hasher.hash, password)
+            await self.backend.kv_set(f"moderator:{key}", json.dumps(account))
+        await self.backend.kv_set(f"login-known:{key}:{network}", "1", ttl=KNOWN_ADDRESS_TTL)
+        # Someone here knows a moderator's password: the address's count starts afresh (a newsroom
+        # behind one address logs in together). The per-name counts stay, so a moderator cannot
+        # use their own login to reset the count of guesses at another's name.
+        await self._forget_count("login-ip", network)
         session_id = secrets.token_urlsafe(32)
         await self.backend.kv_set(f"session:{session_id}", json.dumps({"name": account["name"], "since": time.time()}),
                                   ttl=SESSION_TTL)
+        await self._forget_expired_sessions(key)
+        await self.backend.set_add(f"sessions-of:{key}", session_id)
+        await self.record(account["name"], "login", detail=f"from {ip}")
         return ModeratorSession(account["name"], session_id)
+
+    async def _count(self, counted: list[tuple[str, str]], refusal: str) -> None:
+        """One more attempt for each (kind, identifier), or RateLimited. hit() checks and counts in
+        one atomic step, so attempts made at the same moment cannot all pass."""
+        try:
+            for kind, identifier in counted:
+                for item in self._limits[kind]:
+                    if not await self._limiter.hit(item, kind, identifier):
+                        stats = await self._limiter.get_window_stats(item, kind, identifier)
+                        raise RateLimited(refusal, max(1, int(stats.reset_time - time.time()) + 1))
+        except StorageError as exc:  # the shared counters (Redis) are out of reach
+            raise Unavailable("Moderation is unavailable for a moment; please retry.") from exc
+
+    async def _forget_count(self, kind: str, identifier: str) -> None:
+        try:
+            for item in self._limits[kind]:
+                await self._limiter.clear(item, kind, identifier)
+        except StorageError as exc:
+            raise Unavailable("Moderation is unavailable for a moment; please retry.") from exc
+
+    async def _dummy(self) -> str:
+        """A hash to verify against when the name is unknown; made at first use (it costs as much
+        as a login: hashing it at import slowed every start and every command)."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_urlsafe(16))
+        return self._dummy_hash
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(hashed, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
     def session_cookie(self, session: ModeratorSession, secure: bool) -> str:
         return (f"{SESSION_COOKIE}={self._cookie.dumps(session.session_id)}; Path=/; Max-Age={SESSION_TTL}; "
@@ -102,18 +246,63 @@ class Moderation:
         return ModeratorSession(json.loads(record)["name"], session_id) if record else None
 
     async def logout(self, session: ModeratorSession) -> None:
-        await self.backend.kv_delete(f"session:{session.session_id}")
+        await self._end_session(moderator_key(session.name), session.session_id)
+        await self.record(session.name, "logout")
+
+    async def end_sessions(self, name: str) -> int:
+        """End every session of this moderator, on every instance; returns how many were open."""
+        key = moderator_key(name)
+        ended = 0
+        for session_id in await self.backend.set_members(f"sessions-of:{key}"):
+            ended += await self.backend.kv_get(f"session:{session_id}") is not None
+            await self._end_session(key, session_id)
+        return ended
+
+    async def _end_session(self, key: str, session_id: str) -> None:
+        await self.backend.kv_delete(f"session:{session_id}")
+        await self.backend.set_remove(f"sessions-of:{key}", session_id)
         # Every instance closes this session's open sockets.
-        await self.backend.publish_control(encode_control(SessionEnded(session.session_id)))
+        await self.backend.publish_control(encode_control(SessionEnded(session_id)))
+
+    async def watch_sessions(self, open_sessions: Callable[[], Iterable[str]]) -> None:
+        """Close this instance's sockets of sessions that ended without a message reaching it:
+        expired after SESSION_TTL, or ended by a command on the embedded backend (the command is
+        another process, and that backend's control messages stay inside one)."""
+        while True:
+            await asyncio.sleep(SESSION_CHECK_INTERVAL)
+            for session_id in list(open_sessions()):
+                try:
+                    ended = await self.backend.kv_get(f"session:{session_id}") is None
+                except Exception:  # the store is out of reach: that ends no session
+                    log.warning("could not check session liveness; retrying in %.0f s", SESSION_CHECK_INTERVAL)
+                    break
+                if ended:
+                    self.backend.on_control(encode_control(SessionEnded(session_id)))
+
+    async def _forget_expired_sessions(self, key: str) -> None:
+        """Sessions end by expiring too; their ids leave the moderator's set at the next login."""
+        for session_id in await self.backend.set_members(f"sessions-of:{key}"):
+            if await self.backend.kv_get(f"session:{session_id}") is None:
+                await self.backend.set_remove(f"sessions-of:{key}", session_id)
 
     # --- what readers may do ---
 
-    async def check_author(self, reader_id: str, ip: str, name: str, moderator: str | None) -> None:
-        """Refuse a banned reader, and a reader using a moderator's name or one that looks like it."""
-        for key in (f"ban:reader:{reader_id}", f"ban:ip:{ip}"):
+    def address_reader_id(self, ip: str) -> str:
+        """The reader id of a request without a reader cookie (a script): derived from its
+        address, so that dropping the cookie resets no per-reader rule. Not reversible to the
+        address, which moderators never see."""
+        return "addr-" + hmac.new(self._address_key, client_network(ip).encode(), hashlib.sha256).hexdigest()[:22]
+
+    async def check_not_banned(self, reader_id: str, ip: str) -> None:
+        """Refuse a banned reader, and any reader from a banned address."""
+        for key in (f"ban:reader:{reader_id}", f"ban:ip:{client_network(ip)}"):
             if (ban := await self.backend.kv_get(key)) is not None:
                 until = json.loads(ban)["until"]
                 raise Banned("You have been banned from commenting" + (f" until {until}." if until else "."))
+
+    async def check_author(self, reader_id: str, ip: str, name: str, moderator: str | None) -> None:
+        """Refuse a banned reader, and a reader using a moderator's name or one that looks like it."""
+        await self.check_not_banned(reader_id, ip)
         if moderator is None:
             for skeleton in name_skeletons(name):
                 if await self.backend.kv_get(f"reserved-name:{skeleton}") is not None:
@@ -122,17 +311,37 @@ class Moderation:
     async def premoderated(self, slug: str) -> bool:
         return await self.backend.kv_get(f"premoderation:{slug}") is not None
 
-    async def report(self, slug: str, comment_id: str, reader_id: str, reason: str | None) -> bool:
+    async def report(self, slug: str, comment_id: str, reader_id: str, ip: str, reason: str | None) -> bool:
         """Record a reader's report once; returns False when this reader had reported it already."""
-        for item in self._report_limits:
-            if not await self._limiter.hit(item, "report", reader_id):
-                raise RateLimited("You are reporting too often. Please wait a little.", 60)
+        await self.check_not_banned(reader_id, ip)
+        await self._count([("report", reader_id), ("report-ip", client_network(ip))],
+                          "You are reporting too often. Please wait a little.")
         if not await self.backend.kv_set(f"reported:{comment_id}:{reader_id}", "1", only_if_absent=True):
             return False
         await self.backend.list_push(f"reports:{comment_id}", json.dumps({"reason": reason, "at": utc_now_iso()}),
-                                     keep=100)
+                                     keep=REPORTS_KEPT)
         await self.backend.set_add("reports-open", f"{slug}/{comment_id}")
         return True
+
+    async def show_report(self, comment_id: str, frame: Callable[[], Awaitable[DeskFrame]]) -> None:
+        """Tell the desks of a report: at once for the first of a quiet spell, and a flood as one
+        frame per REPORT_FRAME_INTERVAL carrying the count by then (on every instance together)."""
+        if await self.backend.kv_set(f"report-shown:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL,
+                                     only_if_absent=True):
+            await self.publish_desk(await frame())
+        elif await self.backend.kv_set(f"report-due:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL,
+                                       only_if_absent=True):
+            task = asyncio.get_running_loop().create_task(self._show_report_later(comment_id, frame))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _show_report_later(self, comment_id: str, frame: Callable[[], Awaitable[DeskFrame]]) -> None:
+        await asyncio.sleep(REPORT_FRAME_INTERVAL)
+        try:
+            await self.backend.kv_set(f"report-shown:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL)
+            await self.publish_desk(await frame())
+        except Exception:  # nobody awaits this: a desk reload shows the count anyway
+            log.exception("could not show the reports on %s", comment_id)
 
     async def reports(self, comment_id: str) -> list[dict[str, Any]]:
         return [json.loads(r) for r in await self.backend.list_range(f"reports:{comment_id}")]
@@ -143,7 +352,8 @@ class Moderation:
         return {comment_id: [json.loads(r) for r in items] for comment_id, items in zip(comment_ids, lists)}
 
     async def open_reports(self) -> list[tuple[str, str]]:
-        return [tuple(key.split("/", 1)) for key in await self.backend.set_members("reports-open")]
+        return [(slug, comment_id) for slug, _, comment_id in
+                (key.partition("/") for key in await self.backend.set_members("reports-open"))]
 
     # --- what moderators do ---
 
@@ -151,21 +361,55 @@ class Moderation:
         await self.backend.set_remove("reports-open", f"{slug}/{comment_id}")
 
     async def ban(self, reader_id: str, minutes: int | None, reason: str | None, moderator: str,
-                  ip: str | None) -> dict[str, Any]:
-        until = None
-        if minutes:
-            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + minutes * 60))
-        ban = {"by": moderator, "reason": reason, "until": until, "ip": ip, "at": utc_now_iso()}
+                  ip: str | None, reader_name: str | None = None) -> dict[str, Any]:
+        if minutes is not None and not 0 < minutes <= MAX_BAN_MINUTES:
+            raise InvalidMessage(f"duration must be from 1 to {MAX_BAN_MINUTES} minutes, or empty for good.")
+        ip = client_network(ip) if ip else None
+        expires = time.time() + minutes * 60 if minutes else None
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)) if expires else None
+        ban = {"by": moderator, "reason": reason, "until": until, "ip": ip, "at": utc_now_iso(),
+               "reader_name": reader_name}
         ttl = minutes * 60 if minutes else None
+        await self._forget_bans(reader_id, ip)
         await self.backend.kv_set(f"ban:reader:{reader_id}", json.dumps(ban), ttl=ttl)
+        await self.backend.set_add("bans", json.dumps(["reader", reader_id, expires]))
         if ip:
             await self.backend.kv_set(f"ban:ip:{ip}", json.dumps(ban), ttl=ttl)
+            await self.backend.set_add("bans", json.dumps(["ip", ip, expires]))
         return ban
 
-    async def unban(self, reader_id: str) -> None:
-        if (ban := await self.backend.kv_get(f"ban:reader:{reader_id}")) is not None and json.loads(ban).get("ip"):
-            await self.backend.kv_delete(f"ban:ip:{json.loads(ban)['ip']}")
+    async def unban(self, reader_id: str) -> dict[str, Any] | None:
+        """Lift a reader's ban (and the address ban that came with it); returns the ban lifted."""
+        record = await self.backend.kv_get(f"ban:reader:{reader_id}")
+        ban = json.loads(record) if record is not None else None
+        ip = ban.get("ip") if ban else None
+        if ip:  # (bans from before networks were keyed under the address itself)
+            for key in {f"ban:ip:{ip}", f"ban:ip:{client_network(ip)}"}:
+                await self.backend.kv_delete(key)
+            ip = client_network(ip)
         await self.backend.kv_delete(f"ban:reader:{reader_id}")
+        await self._forget_bans(reader_id, ip)
+        return ban
+
+    async def bans(self) -> Bans:
+        """Every ban in force, in one read: the "bans" set indexes the ban:* keys with their
+        expiry (a set member cannot expire by itself, so expired ones are dropped here)."""
+        readers: set[str] = set()
+        addresses: set[str] = set()
+        now = time.time()
+        for member in await self.backend.set_members("bans"):
+            kind, value, expires = json.loads(member)
+            if expires is not None and expires <= now:
+                await self.backend.set_remove("bans", member)
+            else:
+                (readers if kind == "reader" else addresses).add(value)
+        return Bans(frozenset(readers), frozenset(addresses))
+
+    async def _forget_bans(self, reader_id: str, ip: str | None) -> None:
+        for member in await self.backend.set_members("bans"):
+            kind, value, _expires = json.loads(member)
+            if (kind, value) in (("reader", reader_id), ("ip", ip)):
+                await self.backend.set_remove("bans", member)
 
     async def set_premoderation(self, slug: str, enabled: bool) -> None:
         if enabled:
@@ -186,10 +430,3 @@ class Moderation:
 
     async def publish_desk(self, frame: DeskFrame) -> None:
         await self.backend.publish_control(encode_control(DeskUpdate(frame)))
-
-
-def _verify(hashed: str, password: str) -> bool:
-    try:
-        return _hasher.verify(hashed, password)
-    except (VerificationError, InvalidHashError):
-        return False

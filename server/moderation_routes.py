@@ -10,6 +10,7 @@ CSRF token or a foreign Origin (403), and nothing changes.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -25,7 +26,7 @@ from .pages import render
 from .protocol import DeskReport
 
 if TYPE_CHECKING:
-    from .moderation import ModeratorSession
+    from .moderation import Bans, ModeratorSession
 
 QUEUE_SIZE = 100
 DESK = "/moderation"  # where a login goes when it was not sent from a page
@@ -69,7 +70,7 @@ async def login(request: Request) -> Response:
                             status_code=exc.status)
     if (earlier := moderator_of(request)) is not None:  # a new session id at every login; the old one ends
         await state.moderation.logout(earlier)
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
     response.headers.append("Set-Cookie", state.moderation.session_cookie(session, state.security.secure(request.scope)))
     return response
 
@@ -80,6 +81,9 @@ async def logout(request: Request) -> Response:
     if moderator is not None:
         await request.app.state.moderation.logout(moderator)
     response.headers.append("Set-Cookie", request.app.state.moderation.expired_session_cookie())
+    # A new reader identity too, so that no CSRF token of before (or during) the session works after it.
+    response.headers.append("Set-Cookie", request.app.state.security.reader_cookie(
+        secrets.token_urlsafe(12), request.app.state.security.secure(request.scope)))
     return response
 
 
@@ -108,14 +112,15 @@ async def _queue(request: Request) -> dict[str, Any]:
     recent = sorted((c for s in snapshots for c in s.comments), key=lambda c: c.created_at, reverse=True)[:QUEUE_SIZE]
     reported = await threads.backend.get_comments(await moderation.open_reports())
     reports_of = await moderation.reports_of([c.id for c in reported])
-    reports = sorted((_report_card(threads, c, reports_of[c.id]) for c in reported),
+    bans = await moderation.bans()
+    reports = sorted((_report_card(threads, c, reports_of[c.id], bans) for c in reported),
                      key=lambda r: r["last_reported_at"], reverse=True)
-    return {"comments": [threads.desk_view(c) for c in recent], "reports": reports,
+    return {"comments": [threads.desk_view(c, bans) for c in recent], "reports": reports,
             "audit": await moderation.audit_log(QUEUE_SIZE)}
 
 
-def _report_card(threads, comment: Comment, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"comment": threads.desk_view(comment), "reasons": [r["reason"] for r in reports if r["reason"]],
+def _report_card(threads, comment: Comment, reports: list[dict[str, Any]], bans: Bans | None = None) -> dict[str, Any]:
+    return {"comment": threads.desk_view(comment, bans), "reasons": [r["reason"] for r in reports if r["reason"]],
             "count": len(reports), "last_reported_at": reports[0]["at"] if reports else comment.created_at}
 
 
@@ -163,10 +168,14 @@ async def report(request: Request) -> Response:
     comment = await state.threads.find(request.path_params["comment_id"])
     if comment.status != VISIBLE:
         raise NotFound("That comment is not shown any more.")
-    first = await state.moderation.report(comment.slug, comment.id, request.state.reader_id, _text(data, "reason"))
-    if first:
+    first = await state.moderation.report(comment.slug, comment.id, request.state.reader_id, client_ip(request.scope),
+                                          _text(data, "reason"))
+
+    async def frame() -> DeskReport:  # built when sent: a flood's frame carries the count by then
         reports = (await state.moderation.reports_of([comment.id]))[comment.id]
-        await state.moderation.publish_desk(DeskReport(_report_card(state.threads, comment, reports)))
+        return DeskReport(_report_card(state.threads, comment, reports))
+    if first:
+        await state.moderation.show_report(comment.id, frame)
     return _done(request, data, from_form, {"reported": True, "already": not first})
 
 
@@ -178,21 +187,21 @@ async def ban(request: Request) -> Response:
     state = request.app.state
     reader_id = request.path_params["reader_id"]
     raw_minutes = data.get("duration")
-    try:
-        minutes = int(raw_minutes) if raw_minutes not in (None, "") else None
-    except (TypeError, ValueError):
-        raise InvalidMessage("duration must be a number of minutes, or empty for good.") from None
-    if minutes is not None and minutes <= 0:
-        raise InvalidMessage("duration must be positive.")
-    ip = None
-    if str(data.get("ip") or "") in ("1", "true", "True", "on") and data.get("comment_id"):
-        comment = await state.threads.find(str(data["comment_id"]))
-        if comment.reader_id != reader_id:
-            raise InvalidMessage("That comment is not this reader's.")
-        ip = comment.ip
-    ban_record = await state.moderation.ban(reader_id, minutes, _text(data, "reason"), moderator.name, ip)
-    await state.moderation.record(moderator.name, "ban", reader_id=reader_id, reason=_text(data, "reason"),
-                                  comment_id=data.get("comment_id") or None,
+    if raw_minutes in (None, ""):
+        minutes = None
+    elif isinstance(raw_minutes, int) and not isinstance(raw_minutes, bool) or (
+            isinstance(raw_minutes, str) and raw_minutes.strip().isascii() and raw_minutes.strip().isdigit()):
+        minutes = int(raw_minutes)  # the range is checked by moderation.ban
+    else:
+        raise InvalidMessage("duration must be a whole number of minutes, or empty for good.")
+    comment = await state.threads.find(str(data["comment_id"])) if data.get("comment_id") else None
+    if comment is not None and comment.reader_id != reader_id:
+        raise InvalidMessage("That comment is not this reader's.")
+    ip = comment.ip if comment is not None and str(data.get("ip") or "") in ("1", "true", "True", "on") else None
+    reader_name = comment.name if comment is not None else None
+    ban_record = await state.moderation.ban(reader_id, minutes, _text(data, "reason"), moderator.name, ip, reader_name)
+    await state.moderation.record(moderator.name, "ban", reader_id=reader_id, reader_name=reader_name,
+                                  reason=_text(data, "reason"), comment_id=data.get("comment_id") or None,
                                   detail=("until " + ban_record["until"] if ban_record["until"] else "for good")
                                   + (" with the address" if ip else ""))
     return _done(request, data, from_form, {"ban": {k: v for k, v in ban_record.items() if k != "ip"}})
@@ -202,8 +211,9 @@ async def ban(request: Request) -> Response:
 async def unban(request: Request) -> Response:
     data, from_form, moderator = await _checked(request)
     reader_id = request.path_params["reader_id"]
-    await request.app.state.moderation.unban(reader_id)
-    await request.app.state.moderation.record(moderator.name, "unban", reader_id=reader_id)
+    lifted = await request.app.state.moderation.unban(reader_id)
+    await request.app.state.moderation.record(moderator.name, "unban", reader_id=reader_id,
+                                              reader_name=lifted.get("reader_name") if lifted else None)
     return _done(request, data, from_form, {})
 
 

@@ -58,7 +58,8 @@ def create_templates() -> Jinja2Templates:
 
 def _page_context(request: Request) -> dict[str, Any]:
     session = moderator_of(request)
-    return {"csrf_token": request.app.state.security.csrf_token(request.state.reader_id),
+    return {"csrf_token": request.app.state.security.csrf_token(request.state.reader_id,
+                                                                session.session_id if session else None),
             "moderator": session.name if session else None}
 
 
@@ -100,7 +101,9 @@ async def _article_page(request: Request, article: Article, big: bool, form: dic
     moderator = moderator_of(request) is not None
     reader_id = request.state.reader_id
     report_counts: dict[str, int] = {}
+    bans = None
     if moderator:
+        bans = await threads.moderation.bans()
         reported = [comment_id for report_slug, comment_id in await threads.moderation.open_reports()
                     if report_slug == slug]
         report_counts = {comment_id: len(reports)
@@ -108,7 +111,7 @@ async def _article_page(request: Request, article: Article, big: bool, form: dic
 
     def thread() -> dict[str, Any]:  # linear in the thread's size
         comments = visible_to(snapshot.comments, reader_id, moderator)
-        return {"thread": thread_tree(comments, moderator, report_counts),
+        return {"thread": thread_tree(comments, moderator, report_counts, bans),
                 "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE)}
 
     context = {

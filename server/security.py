@@ -1,7 +1,9 @@
 """Reader identity, CSRF tokens, the site's own origins, the Host check and security headers.
 
-A reader is known by a random id in a signed, HttpOnly cookie (itsdangerous). The CSRF token
-is an HMAC of that id: a page's forms and scripts send it back, and a cross-site request
+A reader is known by a random id in a signed, HttpOnly cookie (itsdangerous); an HTTP request
+that changes something without that cookie (a script) is known by its address instead. The
+CSRF token is an HMAC of that id and of the moderator's session id, if any, so that it
+changes at login and logout: a page's forms and scripts send it back, and a cross-site request
 cannot know it. Origins are compared exactly (scheme://host[:port]), never by substring.
 
 The site's own origins come from PUBLIC_URL, never from the request's Host header, which the
@@ -23,7 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import InvalidHost, TooLarge
-from .identity import READER_COOKIE, cookies
+from .identity import READER_COOKIE, client_ip, cookies
 from .settings import Settings
 
 READER_COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -84,11 +86,12 @@ class Security:
 
     # --- CSRF ---
 
-    def csrf_token(self, reader_id: str) -> str:
-        return hmac.new(self._csrf_key, reader_id.encode(), hashlib.sha256).hexdigest()[:32]
+    def csrf_token(self, reader_id: str, session_id: str | None) -> str:
+        subject = reader_id + "\0" + (session_id or "")
+        return hmac.new(self._csrf_key, subject.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def csrf_ok(self, reader_id: str, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf_token(reader_id), token)
+    def csrf_ok(self, reader_id: str, session_id: str | None, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(self.csrf_token(reader_id, session_id), token or "")
 
     # --- the site's own origins ---
 
@@ -154,7 +157,10 @@ class SecurityMiddleware:
             return await JSONResponse({"error": error.to_wire()}, status_code=error.status)(scope, receive, send)
         reader_id = self.security.reader_from_cookie(cookies(scope).get(READER_COOKIE))
         is_new = reader_id is None
-        if is_new:
+        if is_new and scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            # A script's post: a fresh id for each would reset every per-reader rule and ban.
+            reader_id = scope["app"].state.moderation.address_reader_id(client_ip(scope))
+        elif is_new:  # a page may give it to a new reader as their cookie; a socket keeps it while open
             reader_id = secrets.token_urlsafe(12)
         scope.setdefault("state", {})["reader_id"] = reader_id
         if scope["type"] == "websocket":
@@ -166,6 +172,10 @@ class SecurityMiddleware:
                 headers = MutableHeaders(scope=message)
                 for name, value in self.headers.items():
                     headers.setdefault(name, value)
+                # A moderator's session (the only one that authenticates, by now): reader ids,
+                # removed text, never in a cache.
+                if getattr(scope.get("user"), "is_authenticated", False):
+                    headers["Cache-Control"] = "no-store"
                 # Pages give a new reader its identity; JSON clients and scripts stay cookieless.
                 if is_new and headers.get("content-type", "").startswith("text/html"):
                     headers.append("Set-Cookie", self.security.reader_cookie(reader_id, secure))

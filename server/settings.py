@@ -49,6 +49,8 @@ class Settings:
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     # Seconds between WebSocket pings; a connection that has not answered within as long is dropped.
     ws_ping_interval: float = 20.0
+    # argon2-cffi's parameter set for moderators' passwords (argon2.profiles); tests use CHEAPEST.
+    password_hash_profile: str = "RFC_9106_LOW_MEMORY"
 
 
 def _development_key(data_dir: Path) -> str:
@@ -92,4 +94,5 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         trusted_proxies=config("TRUSTED_PROXIES", default="127.0.0.1"),
         metrics_allow=tuple(a.strip() for a in config("METRICS_ALLOW", cast=CommaSeparatedStrings,
                                                        default="127.0.0.1,::1") if a.strip()),
+        password_hash_profile=config("PASSWORD_HASH_PROFILE", default="RFC_9106_LOW_MEMORY"),
     )

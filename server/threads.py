@@ -22,7 +22,7 @@ from .backends.base import Backend
 from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
 from .content import Article
 from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
-from .moderation import Moderation
+from .moderation import Bans, Moderation, client_network
 from .protocol import DeskComment
 from .spam import SpamRules, text_fingerprint
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
@@ -100,18 +100,16 @@ class Threads:
         rules = self.spam.current
         if (word := rules.matches(f"{clean_author} {clean_about or ''} {text}", banned=True)) is not None:
             raise Rejected(f"Comments here may not use the word “{word}”.")
-        repeat_key = f"recent:{author.reader_id}:{text_fingerprint(text)}"
-        if rules.repeat_window_minutes and not await self.backend.kv_set(
-                repeat_key, "1", ttl=rules.repeat_window_minutes * 60, only_if_absent=True):
-            raise Repeat("You posted this a moment ago.")
+        repeat_key = await self._check_repeat(author, text, ref_key) if rules.repeat_window_minutes else None
         held_for = None if author.moderator else await self._hold_reason(slug, author, text, html)
         comment = Comment(id=new_comment_id(slug), slug=slug, parent=parent or None, name=clean_author,
                           about=clean_about, body=text, html=html, created_at=utc_now_iso(),
-                          status=PENDING if held_for else VISIBLE, reader_id=author.reader_id, ip=author.ip)
+                          status=PENDING if held_for else VISIBLE, reader_id=author.reader_id, ip=author.ip,
+                          staff=author.moderator is not None)  # from the session only, never from the request
         try:
             stored, created = await self.backend.post(comment, ref_key)
         except BaseException:
-            if rules.repeat_window_minutes:  # not stored: the same text may be sent again
+            if repeat_key:  # not stored: the same text may be sent again
                 await self.backend.kv_delete(repeat_key)
             raise
         if created:
@@ -120,6 +118,17 @@ class Threads:
                 await self.backend.list_push(f"published-by:{author.reader_id}", stored.id, keep=100)
             await self.moderation.publish_desk(DeskComment({**self.desk_view(stored), "held_for": held_for}))
         return stored, created
+
+    async def _check_repeat(self, author: Author, text: str, ref_key: str | None) -> str:
+        """Refuse the same text again from the same reader within the window; returns the key
+        that now remembers it. The key holds the post's ref: a retry of a post whose storing was
+        cut short (its instance died) is that post again, not a repeat."""
+        key = f"recent:{author.reader_id}:{text_fingerprint(text)}"
+        ttl = self.spam.current.repeat_window_minutes * 60
+        if not await self.backend.kv_set(key, ref_key or "", ttl=ttl, only_if_absent=True) and (
+                not ref_key or await self.backend.kv_get(key) != ref_key):
+            raise Repeat("You posted this a moment ago.")
+        return key
 
     async def _hold_reason(self, slug: str, author: Author, text: str, html: str) -> str | None:
         """Why this comment must wait for a moderator, if it must."""
@@ -136,8 +145,9 @@ class Threads:
             return "many links from a reader new to the site"
         return None
 
-    def desk_view(self, comment: Comment) -> dict[str, Any]:
-        return {**comment.moderator_view(), "slug": comment.slug, "article_title": self.articles[comment.slug].title}
+    def desk_view(self, comment: Comment, bans: Bans | None = None) -> dict[str, Any]:
+        return {**moderator_view(comment, bans), "slug": comment.slug,
+                "article_title": self.articles[comment.slug].title}
 
     def find_thread(self, comment_id: str) -> list[str]:
         """The threads a comment id may belong to (its tag names one, rarely a few)."""
@@ -159,7 +169,7 @@ class Threads:
 
     async def _check_rate(self, author: Author) -> None:
         checks = [(item, "reader", author.reader_id) for item in self._reader_limits]
-        checks += [(item, "ip", author.ip) for item in self._ip_limits]
+        checks += [(item, "ip", client_network(author.ip)) for item in self._ip_limits]
         try:
             # hit() checks and counts in one atomic step: one round trip per limit. A post refused
             # by a later limit has already counted against the earlier ones; it was an attempt.
@@ -184,13 +194,19 @@ def visible_to(comments: list[Comment], reader_id: str, moderator: bool) -> list
     return [c for c in comments if c.status != PENDING or moderator or c.reader_id == reader_id]
 
 
+def moderator_view(comment: Comment, bans: Bans | None) -> dict[str, Any]:
+    """The moderator view, with "banned": true when its author (reader or address) is banned now."""
+    view = comment.moderator_view()
+    return {**view, "banned": True} if bans is not None and bans.covers(comment) else view
+
+
 def thread_tree(comments: list[Comment], moderator: bool = False,
-                report_counts: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+                report_counts: Mapping[str, int] | None = None, bans: Bans | None = None) -> list[dict[str, Any]]:
     """Nest a snapshot for rendering: top-level comments newest first, replies oldest first."""
     def view(c: Comment) -> dict[str, Any]:
         if not moderator:
             return c.public()
-        return {**c.moderator_view(), "report_count": (report_counts or {}).get(c.id, 0)}
+        return {**moderator_view(c, bans), "report_count": (report_counts or {}).get(c.id, 0)}
 
     nodes = {c.id: {"comment": view(c), "replies": []} for c in comments}
     roots = []

@@ -47,7 +47,8 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", content_dir=ROOT / "content", secret_key="test-secret-key")
+    return Settings(data_dir=tmp_path / "data", content_dir=ROOT / "content", secret_key="test-secret-key",
+                    password_hash_profile="CHEAPEST")
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(self.data_dir),
-               "CONTENT_DIR": str(self.content_dir), "SECRET_KEY": "test-secret-key", **self.env}
+               "CONTENT_DIR": str(self.content_dir), "SECRET_KEY": "test-secret-key",
+               "PASSWORD_HASH_PROFILE": "CHEAPEST", **self.env}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env,

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS comments (
     removed_by TEXT,
     removed_at TEXT,
     ip         TEXT,
+    staff      INTEGER NOT NULL DEFAULT 0,  -- posted from a moderator's session
     ref_key    TEXT UNIQUE                -- reader + client ref: a retried post is stored once
 );
 CREATE INDEX IF NOT EXISTS comments_by_thread ON comments (slug, seq);
@@ -64,11 +65,11 @@ CREATE TABLE IF NOT EXISTS lists (n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT 
 CREATE INDEX IF NOT EXISTS lists_by_key ON lists (key, n);
 """
 
-_COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip"
+_COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip, staff"
 
 
 def _row_to_comment(row: sqlite3.Row) -> Comment:
-    return Comment(**{key: row[key] for key in row.keys()})
+    return Comment(**{key: bool(row[key]) if key == "staff" else row[key] for key in row.keys()})
 
 
 class LocalBackend(Backend):
@@ -102,6 +103,8 @@ class LocalBackend(Backend):
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        if "staff" not in {column[1] for column in db.execute("PRAGMA table_info(comments)")}:
+            db.execute("ALTER TABLE comments ADD COLUMN staff INTEGER NOT NULL DEFAULT 0")  # a file from before
         self._db = db
 
     async def close(self) -> None:
@@ -151,7 +154,7 @@ class LocalBackend(Backend):
                 event = comment_event(stored)
                 self._append(stored.slug, event)
             record = stored.record()
-            db.execute(f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({', '.join('?' * 15)})",
+            db.execute(f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({', '.join('?' * 16)})",
                        (*(record[c] for c in _COLUMNS.split(", ")), ref_key))
             db.execute("COMMIT")
         except BaseException:

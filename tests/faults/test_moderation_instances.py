@@ -45,7 +45,7 @@ async def logged_in(server: ServerProcess) -> tuple[httpx.AsyncClient, str]:
     response = await client.post(server.url + "/login", data={"username": "alice", "password": PASSWORD,
                                                               "csrf_token": token})
     assert response.status_code == 303 and response.headers["location"] == "/moderation"
-    return client, token
+    return client, await csrf(client, server.url + "/moderation")  # the token changes at login
 
 
 def cookie_header(client: httpx.AsyncClient) -> dict[str, str]:
@@ -90,12 +90,14 @@ async def test_a_ban_on_one_instance_refuses_the_readers_next_post_on_every_inst
         posted = await troll.post(f"{b.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "T", "body": "spam"},
                                   headers={"X-CSRF-Token": troll_token})
         comment_id = posted.json()["comment"]["id"]
-        reader_id = next(c["reader_id"] for c in (await moderator.get(f"{a.url}/api/articles/{DEMO_SLUG}/comments")).json()["comments"]
+        thread = (await moderator.get(f"{a.url}/api/articles/{DEMO_SLUG}/comments")).json()
+        reader_id = next(c["reader_id"] for c in thread["comments"]
                          if c["id"] == comment_id)
         assert (await moderator.post(f"{a.url}/api/readers/{reader_id}/ban", json={"reason": "spam"},
                                      headers={"X-CSRF-Token": token})).status_code == 200
         for server in (a, b):
-            refused = await troll.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "T", "body": "more"},
+            refused = await troll.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
+                                       json={"name": "T", "body": "more"},
                                        headers={"X-CSRF-Token": troll_token})
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
     await moderator.aclose()
@@ -131,3 +133,50 @@ async def test_spam_rules_changed_on_one_instance_apply_on_the_other_at_once(clu
                                     json={"name": "Ann", "body": "the casino is open"})
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "rejected"
     await moderator.aclose()
+
+
+def run_command(cluster_redis_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "REDIS_URL": cluster_redis_url, "SECRET_KEY": "test-secret-key"}
+    done = subprocess.run([sys.executable, "-m", "server", *args], input=stdin, text=True, capture_output=True,
+                          cwd=ROOT, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.parametrize("command", [["end-sessions", "Alice"], ["create-moderator", "alice"]])
+async def test_end_sessions_or_a_password_reset_closes_every_session_of_the_moderator_everywhere(cluster, command):
+    a, b = cluster
+    (laptop, _), (phone, _) = await logged_in(a), await logged_in(b)
+    async with connect(f"{a.ws_url}/moderation/live", additional_headers=cookie_header(laptop)) as desk_a, \
+            connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(phone)) as desk_b:
+        for desk in (desk_a, desk_b):
+            await frame_of(desk, "desk_welcome")
+        done = run_command(a.env["REDIS_URL"], *command, stdin="a brand new password\n")
+        print(done.stdout.strip())
+        for desk in (desk_a, desk_b):
+            with pytest.raises(ConnectionClosed):
+                await frame_of(desk, "never")
+            assert desk.close_code == 4003
+    for client, server in ((laptop, a), (phone, b), (laptop, b)):
+        assert (await client.get(f"{server.url}/api/moderation/queue")).status_code == 401
+    await laptop.aclose()
+    await phone.aclose()
+
+
+async def test_logins_and_reports_while_redis_is_down_are_503_not_500(tmp_path: Path):
+    redis = RedisServer(tmp_path / "redis").start()
+    server = ServerProcess(tmp_path / "i0", REDIS_URL=redis.url).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as visitor:
+            token = await csrf(visitor, server.url + "/login")
+            comment_id = (await visitor.get(f"/api/articles/{DEMO_SLUG}/comments")).json()["comments"][0]["id"]
+            redis.kill()
+            refused = await visitor.post("/login", data={"username": "alice", "password": PASSWORD,
+                                                         "csrf_token": token})
+            assert refused.status_code == 503
+            refused = await visitor.post(f"/api/comments/{comment_id}/report", json={}, headers={"X-CSRF-Token": token})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+        redis.stop()

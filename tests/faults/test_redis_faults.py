@@ -48,10 +48,10 @@ async def test_every_pubsub_connection_killed(tmp_path: Path):
         async with streaming(cluster, "while subscriptions die"):
             await cluster.post_many(5, "before")
             redis = cluster.redis.client()
-            for _ in range(3):
+            for kill in range(3):
                 await subscribers_back(redis, len(cluster.instances))
                 assert redis.client_kill_filter(_type="pubsub") == len(cluster.instances)
-                await cluster.post_many(5, "after a kill")
+                await cluster.post_many(5, f"after kill {kill}")  # new words: the poster is one reader
         snapshot = await cluster.settle()
         cluster.assert_acked_kept(snapshot)
 
@@ -111,9 +111,9 @@ async def test_an_instance_stopped_with_sigterm_closes_with_1012(tmp_path: Path)
     async with Cluster(tmp_path) as cluster:
         async with streaming(cluster, "during a rolling restart"):
             await cluster.post_many(5, "before")
-            for server in cluster.instances[:2]:  # a rolling restart: one at a time
+            for n, server in enumerate(cluster.instances[:2]):  # a rolling restart: one at a time
                 await asyncio.to_thread(server.restart)
-                await cluster.post_many(3, "after a restart")
+                await cluster.post_many(3, f"after restart {n}")  # new words: the poster is one reader
         snapshot = await cluster.settle()
         cluster.assert_acked_kept(snapshot)
         # Readers of the restarted instances were told to go elsewhere at once.
