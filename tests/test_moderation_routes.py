@@ -24,7 +24,7 @@ def statements_during(visitor, request: Callable[[], object]) -> list[str]:
 def report(visitor, comment_ids: list[str]) -> None:
     moderation = visitor.client.app.state.moderation
     for n, comment_id in enumerate(comment_ids):
-        visitor.client.portal.call(moderation.report, DEMO_SLUG, comment_id, f"reader-{n}", "off topic")
+        visitor.client.portal.call(moderation.report, DEMO_SLUG, comment_id, f"reader-{n}", f"192.0.2.{n}", "off topic")
 
 
 def test_the_desk_queue_reads_every_report_at_once(moderator) -> None:
