@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         session_watch = asyncio.create_task(moderation.watch_sessions(lambda: live_sessions.by_session))
         # What start-up allocated lives as long as the process: keep it out of every collection.
         gc.freeze()
-        log.info("serving %d article(s) on the %s backend", len(articles), type(backend).__name__)
+        log.info("serving %d article(s) on %r", len(articles), backend)
         try:
             yield
         finally:

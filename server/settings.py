@@ -24,6 +24,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     redis_url: str | None = None
+    # postgresql://…: PostgreSQL holds the comments, and REDIS_URL (if set) is only the bus.
+    database_url: str | None = None
     data_dir: Path = Path("./data")
     content_dir: Path = Path("./content")
     secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
@@ -80,6 +82,7 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         host=config("HOST", default="127.0.0.1"),
         port=config("PORT", cast=int, default=8000),
         redis_url=redis_url,
+        database_url=config("DATABASE_URL", default=None) or None,
         data_dir=Path(config("DATA_DIR", default="./data")),
         content_dir=Path(config("CONTENT_DIR", default="./content")),
         secret_key=secret,

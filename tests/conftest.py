@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 
+from .postgres_server import PostgresServer
 from .redis_server import RedisServer
 from .servers import ROOT, ServerProcess
 from .visitors import PASSWORD, Visitor, login
@@ -43,6 +44,20 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the tests that only need a database; each takes a fresh one."""
+    server = PostgresServer().init()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the shared cluster."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture

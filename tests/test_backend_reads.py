@@ -16,14 +16,16 @@ from server.threads import new_comment_id
 SLUGS = ("a-thread", "another-thread")
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "postgres"])
 async def backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
-    redis_url = None
+    redis_url = database_url = None
+    if request.param == "postgres":
+        database_url = request.getfixturevalue("database_url")
     if request.param == "redis":
         redis_server = request.getfixturevalue("redis_server")
         redis_server.client().flushall()
         redis_url = redis_server.url
-    backend = create_backend(Settings(data_dir=tmp_path, redis_url=redis_url))
+    backend = create_backend(Settings(data_dir=tmp_path, redis_url=redis_url, database_url=database_url))
     await backend.start()
     for slug in SLUGS:
         await backend.ensure_thread(slug, [])

@@ -1,65 +1,79 @@
-"""The one interface between the service and storage + fan-out.
+"""The two interfaces under the service, the store and the bus, and the Backend that joins them.
 
-Nothing above this interface knows which backend it has. A backend owns three things:
-- the system of record: comments and each thread's contiguous seq;
-- each thread's event log, kept to a documented length, for `since` catch-up;
-- cross-instance delivery: after an event is stored it is published, and every instance
-  subscribed to that thread hands it to `on_event`. Delivery may lose or reorder events
-  (Redis pub/sub does); the Hub above fills gaps from the log, so backends need not.
+The store is the system of record: threads, comments, each thread's contiguous seq, the event
+log kept for `since` catch-up, and the moderation records (plain kv / set / list primitives,
+so that what they mean is written once, above the stores). A write is acknowledged only once
+the store has committed it.
+
+The bus carries what does not need to last: each thread's events to every instance that has
+readers of it, control messages, presence, rate-limit counters. Delivery may lose or reorder
+events (Redis pub/sub does); the Hub above fills every gap from the store's log, so neither
+the bus nor the store needs to be exactly-once.
+
+Stores and buses combine (SQLite + in-process, PostgreSQL + Redis, PostgreSQL + in-process,
+Redis + Redis); nothing above `Backend` knows which pair it has.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from limits.aio.storage import Storage
 
 from ..comments import Comment, Head, Snapshot
+from ..errors import Unavailable
 from ..protocol import Event
 
-class Backend(ABC):
-    """The callbacks are set by the Hub: on_event(slug, event, epoch) for each event received,
-    on_resync(slug) when events may have been lost (the Hub then re-reads the log), and
-    on_presence(slug, readers) when another instance changed a thread's reader count, and
-    on_control(message) for each control message (moderation desk, ended sessions)."""
+log = logging.getLogger("backchannel.backend")
 
-    rate_limit_storage: Storage  # where rate-limit counters live: in-process, or shared by all instances
 
-    def __init__(self) -> None:
-        self.on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
-        self.on_resync: Callable[[str], None] = lambda slug: None
-        self.on_presence: Callable[[str, int], None] = lambda slug, readers: None
-        self.on_control: Callable[[str], None] = lambda message: None
+@dataclass(frozen=True)
+class Written:
+    """What a store committed: the comment as stored, and the event to publish (if readers
+    must hear of it) in the thread's epoch."""
+    comment: Comment
+    event: Event | None
+    epoch: str
+    created: bool = True
+
+
+class Store(ABC):
+    # True when the store's own write already published the event on the bus (the Redis store
+    # does, inside the script that assigns the seq), so the Backend must not publish it again.
+    publishes: bool = False
 
     @abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect, and bring the schema up to date (refusing one newer than the code)."""
 
     @abstractmethod
     async def close(self) -> None: ...
 
     @abstractmethod
     async def ready(self) -> bool:
-        """True while the backend can take writes (drives /readyz)."""
+        """True while the store can take writes."""
 
     @abstractmethod
     async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
         """Create the thread if new and import its seed comments exactly once, ever."""
 
     @abstractmethod
-    async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
-        """Atomically assign the next seq, store the comment, append its event to the log;
-        then publish. Returns (the stored comment with its seq, created). A ref_key seen
-        before returns the comment stored then and created=False: retries never double-post.
-        Raises NotFound when comment.parent is not a comment of the same thread."""
+    async def post(self, comment: Comment, ref_key: str | None) -> Written:
+        """Atomically assign the next seq, store the comment, append its event to the log.
+        A ref_key seen before returns the comment stored then, with created=False and no event:
+        retries never double-post. Raises NotFound when comment.parent is not a comment of the
+        same thread, or the thread does not exist."""
 
     @abstractmethod
     async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> tuple[Comment, Event | None]:
-        """Atomically change a comment's status and, when readers must hear of it, append and
-        publish the event: visible->removed `removed`, removed->visible `restored`, pending->
-        visible `comment` (approval publishes it for the first time). An unchanged status, or
-        a pending comment rejected, makes no event. Raises NotFound."""
+                         at: str) -> Written:
+        """Atomically change a comment's status and, when readers must hear of it, append the
+        event: visible->removed `removed`, removed->visible `restored`, pending->visible
+        `comment` (approval publishes it for the first time). An unchanged status, or a pending
+        comment rejected, makes no event. Raises NotFound."""
 
     @abstractmethod
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None: ...
@@ -87,21 +101,6 @@ class Backend(ABC):
     @abstractmethod
     async def comment_counts(self) -> dict[str, int]:
         """Visible comments per thread."""
-
-    @abstractmethod
-    async def subscribe(self, slug: str) -> None:
-        """Start delivering this thread's events to on_event (first local reader arrived)."""
-
-    @abstractmethod
-    async def unsubscribe(self, slug: str) -> None:
-        """Stop delivering (last local reader left)."""
-
-    @abstractmethod
-    async def presence(self, slug: str, local_readers: int) -> int:
-        """Report this instance's reader count for the thread; return the count everywhere."""
-
-    # --- small shared state for moderation (accounts, sessions, bans, reports, audit) ---
-    # Plain primitives, so that what they mean is written once, above the backends.
 
     @abstractmethod
     async def kv_get(self, key: str) -> str | None: ...
@@ -135,6 +134,178 @@ class Backend(ABC):
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         """list_range(key) of every key, in one read."""
 
+
+class Bus(ABC):
+    """The callbacks are set by the Hub: on_event(slug, event, epoch) for each event received,
+    on_resync(slug) when events may have been lost (the Hub then re-reads the log),
+    on_presence(slug, readers) when another instance changed a thread's reader count, and
+    on_control(message) for each control message (moderation desk, ended sessions)."""
+
+    rate_limit_storage: Storage  # where rate-limit counters live: in-process, or shared by all instances
+
+    def __init__(self) -> None:
+        self.on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
+        self.on_resync: Callable[[str], None] = lambda slug: None
+        self.on_presence: Callable[[str, int], None] = lambda slug, readers: None
+        self.on_control: Callable[[str], None] = lambda message: None
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ready(self) -> bool: ...
+
+    @abstractmethod
+    async def publish(self, slug: str, event: Event, epoch: str) -> None:
+        """Hand a committed event to every instance subscribed to the thread."""
+
+    @abstractmethod
+    async def subscribe(self, slug: str) -> None:
+        """Start delivering this thread's events to on_event (first local reader arrived). Once
+        this returns, every later publish reaches on_event (or a resync says it may not have)."""
+
+    @abstractmethod
+    async def unsubscribe(self, slug: str) -> None:
+        """Stop delivering (last local reader left)."""
+
+    @abstractmethod
+    async def presence(self, slug: str, local_readers: int) -> int:
+        """Report this instance's reader count for the thread; return the count everywhere."""
+
     @abstractmethod
     async def publish_control(self, message: str) -> None:
         """Send message to on_control on every instance, this one included (not sequenced)."""
+
+
+class Backend:
+    """What the service uses: a store and a bus, joined. Writes go to the store; once it has
+    committed, the event is published on the bus."""
+
+    def __init__(self, store: Store, bus: Bus) -> None:
+        self.store, self.bus = store, bus
+
+    def __repr__(self) -> str:
+        return f"{type(self.store).__name__} + {type(self.bus).__name__}"
+
+    # The Hub and the app set these; they belong to the bus, which calls them.
+    on_event = property(lambda self: self.bus.on_event, lambda self, f: setattr(self.bus, "on_event", f))
+    on_resync = property(lambda self: self.bus.on_resync, lambda self, f: setattr(self.bus, "on_resync", f))
+    on_presence = property(lambda self: self.bus.on_presence, lambda self, f: setattr(self.bus, "on_presence", f))
+    on_control = property(lambda self: self.bus.on_control, lambda self, f: setattr(self.bus, "on_control", f))
+
+    @property
+    def rate_limit_storage(self) -> Storage:
+        return self.bus.rate_limit_storage
+
+    async def start(self) -> None:
+        await self.store.start()
+        try:
+            await self.bus.start()
+        except BaseException:
+            await self.store.close()
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self.bus.close()
+        finally:
+            await self.store.close()
+
+    async def ready(self) -> bool:
+        return await self.store.ready() and await self.bus.ready()
+
+    # --- writes: committed in the store, then published ---
+
+    async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
+        written = await self.store.post(comment, ref_key)
+        await self._publish(written)
+        return written.comment, written.created
+
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
+                         at: str) -> tuple[Comment, Event | None]:
+        written = await self.store.set_status(slug, comment_id, status, moderator, at)
+        await self._publish(written)
+        return written.comment, written.event
+
+    async def _publish(self, written: Written) -> None:
+        if written.event is None or self.store.publishes:
+            return
+        try:
+            await self.bus.publish(written.comment.slug, written.event, written.epoch)
+        except Unavailable:
+            # The write is committed, so it is acknowledged: readers get the event from the
+            # log when the bus is back (the bus resyncs every thread after it reconnects).
+            log.warning("thread %s: seq %d is stored but could not be published now",
+                        written.comment.slug, written.event.seq)
+
+    async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
+        await self.store.ensure_thread(slug, seeds)
+
+    # --- reads ---
+
+    async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
+        return await self.store.get_comment(slug, comment_id)
+
+    async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
+        return await self.store.get_comments(refs)
+
+    async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
+        return await self.store.comment_by_ref(slug, ref_key)
+
+    async def snapshot(self, slug: str) -> Snapshot:
+        return await self.store.snapshot(slug)
+
+    async def head(self, slug: str) -> Head:
+        return await self.store.head(slug)
+
+    async def events_since(self, slug: str, since: int) -> list[Event] | None:
+        return await self.store.events_since(slug, since)
+
+    async def comment_counts(self) -> dict[str, int]:
+        return await self.store.comment_counts()
+
+    # --- the bus ---
+
+    async def subscribe(self, slug: str) -> None:
+        await self.bus.subscribe(slug)
+
+    async def unsubscribe(self, slug: str) -> None:
+        await self.bus.unsubscribe(slug)
+
+    async def presence(self, slug: str, local_readers: int) -> int:
+        return await self.bus.presence(slug, local_readers)
+
+    async def publish_control(self, message: str) -> None:
+        await self.bus.publish_control(message)
+
+    # --- moderation records, in the store ---
+
+    async def kv_get(self, key: str) -> str | None:
+        return await self.store.kv_get(key)
+
+    async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        return await self.store.kv_set(key, value, ttl, only_if_absent)
+
+    async def kv_delete(self, key: str) -> None:
+        await self.store.kv_delete(key)
+
+    async def set_add(self, key: str, member: str) -> None:
+        await self.store.set_add(key, member)
+
+    async def set_remove(self, key: str, member: str) -> None:
+        await self.store.set_remove(key, member)
+
+    async def set_members(self, key: str) -> set[str]:
+        return await self.store.set_members(key)
+
+    async def list_push(self, key: str, value: str, keep: int) -> None:
+        await self.store.list_push(key, value, keep)
+
+    async def list_range(self, key: str, count: int | None = None) -> list[str]:
+        return await self.store.list_range(key, count)
+
+    async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
+        return await self.store.list_ranges(keys)

@@ -1,9 +1,8 @@
-"""The embedded backend: one SQLite file, fan-out within this process. One instance only.
+"""The embedded store and bus: one SQLite file, fan-out within this process. One instance only.
 
 All database work runs on a single dedicated thread, which serialises writes (so the seq is
-assigned without races) and keeps the event loop free while SQLite commits. That thread
-hands each committed event to the event loop with call_soon_threadsafe, which runs callbacks
-in the order they were queued, so local delivery is in commit order.
+assigned without races) and keeps the event loop free while SQLite commits; each operation is
+one hop to that thread and back.
 """
 
 from __future__ import annotations
@@ -17,53 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from limits.aio.storage import MemoryStorage
+
 from ..comments import (PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change,
                         status_event)
 from ..errors import NotFound
-from limits.aio.storage import MemoryStorage
-
 from ..protocol import Event, decode_event, encode
-from .base import Backend
+from . import migrations
+from .base import Backend, Bus, Store, Written
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS threads (
-    slug   TEXT PRIMARY KEY,
-    seq    INTEGER NOT NULL DEFAULT 0,   -- the latest event's seq
-    epoch  TEXT NOT NULL,                -- new whenever the thread's history starts afresh
-    seeded INTEGER NOT NULL DEFAULT 0    -- the article's own comments have been imported
-);
-CREATE TABLE IF NOT EXISTS comments (
-    id         TEXT PRIMARY KEY,
-    slug       TEXT NOT NULL REFERENCES threads(slug),
-    seq        INTEGER,                  -- NULL while pending moderation
-    parent     TEXT,
-    name       TEXT NOT NULL,
-    about      TEXT,
-    body       TEXT NOT NULL,
-    html       TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    reader_id  TEXT,
-    removed_by TEXT,
-    removed_at TEXT,
-    ip         TEXT,
-    staff      INTEGER NOT NULL DEFAULT 0,  -- posted from a moderator's session
-    ref_key    TEXT UNIQUE                -- reader + client ref: a retried post is stored once
-);
-CREATE INDEX IF NOT EXISTS comments_by_thread ON comments (slug, seq);
-CREATE TABLE IF NOT EXISTS events (
-    slug    TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    payload TEXT NOT NULL,               -- the event exactly as it goes on the wire
-    PRIMARY KEY (slug, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
-CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (key, member)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS lists (n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, value TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS lists_by_key ON lists (key, n);
-"""
 
 _COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip, staff"
 
@@ -72,16 +34,38 @@ def _row_to_comment(row: sqlite3.Row) -> Comment:
     return Comment(**{key: bool(row[key]) if key == "staff" else row[key] for key in row.keys()})
 
 
-class LocalBackend(Backend):
+def LocalBackend(path: Path, history_size: int = 1000) -> Backend:  # noqa: N802 (reads as the class it was)
+    """The one-command default: SQLite store, in-process bus."""
+    return Backend(SqliteStore(path, history_size), MemoryBus())
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Run the migrations this database lacks, each in the transaction that records it.
+    Returns the schema version."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if version > len(migrations.SQLITE):
+            raise migrations.SchemaTooNew(version, len(migrations.SQLITE))
+        for number, statements in enumerate(migrations.SQLITE[version:], version + 1):
+            for statement in statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, datetime('now'))", (number,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(migrations.SQLITE)
+
+
+class SqliteStore(Store):
     def __init__(self, path: Path, history_size: int = 1000) -> None:
-        super().__init__()
         self.path = Path(path)
         self.history_size = history_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._subscribed: set[str] = set()
-        self.rate_limit_storage = MemoryStorage()
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         assert self._loop is not None, "backend not started"
@@ -102,9 +86,7 @@ class LocalBackend(Backend):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
-        if "staff" not in {column[1] for column in db.execute("PRAGMA table_info(comments)")}:
-            db.execute("ALTER TABLE comments ADD COLUMN staff INTEGER NOT NULL DEFAULT 0")  # a file from before
+        migrate(db)
         self._db = db
 
     async def close(self) -> None:
@@ -131,22 +113,21 @@ class LocalBackend(Backend):
             self._post(seed, f"seed:{seed.id}")
         self._db.execute("UPDATE threads SET seeded = 1 WHERE slug = ?", (slug,))
 
-    async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
+    async def post(self, comment: Comment, ref_key: str | None) -> Written:
         return await self._run(self._post, comment, ref_key)
 
-    def _post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
+    def _post(self, comment: Comment, ref_key: str | None) -> Written:
         db = self._db
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
             if ref_key is not None and (earlier := self._comment_by_ref(ref_key)) is not None:
                 db.execute("ROLLBACK")
-                return earlier, False
+                return Written(earlier, None, self._head(earlier.slug).epoch, created=False)
             if comment.parent is not None and db.execute(
                     "SELECT 1 FROM comments WHERE id = ? AND slug = ?", (comment.parent, comment.slug)).fetchone() is None:
                 raise NotFound("The comment you are replying to does not exist.")
-            if db.execute("SELECT 1 FROM threads WHERE slug = ?", (comment.slug,)).fetchone() is None:
-                raise NotFound("No such article.")
+            head = self._head(comment.slug)
             event = None
             stored = comment
             if comment.status != PENDING:  # a pending comment is no event until it is approved
@@ -160,20 +141,18 @@ class LocalBackend(Backend):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if event is not None:
-            self._publish(stored.slug, event)
-        return stored, True
+        return Written(stored, event, head.epoch)
 
     def _next_seq(self, slug: str) -> int:
         assert self._db is not None
         return self._db.execute("UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)).fetchone()[0]
 
     async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> tuple[Comment, Event | None]:
+                         at: str) -> Written:
         return await self._run(self._set_status, slug, comment_id, status, moderator, at)
 
     def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                    at: str) -> tuple[Comment, Event | None]:
+                    at: str) -> Written:
         db = self._db
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
@@ -185,7 +164,7 @@ class LocalBackend(Backend):
             changed, kind = status_change(before, status, moderator, at)
             if changed is None:
                 db.execute("ROLLBACK")
-                return before, None
+                return Written(before, None, self._head(slug).epoch)
             event = None
             if kind is not None:
                 seq = self._next_seq(slug)
@@ -199,22 +178,12 @@ class LocalBackend(Backend):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if event is not None:
-            self._publish(slug, event)
-        return changed, event
+        return Written(changed, event, self._head(slug).epoch)
 
     def _append(self, slug: str, event: Event) -> None:
         assert self._db is not None
         self._db.execute("INSERT INTO events (slug, seq, payload) VALUES (?, ?, ?)", (slug, event.seq, encode(event)))
         self._db.execute("DELETE FROM events WHERE slug = ? AND seq <= ?", (slug, event.seq - self.history_size))
-
-    def _publish(self, slug: str, event: Event) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, slug, event)
-
-    def _deliver(self, slug: str, event: Event) -> None:
-        if slug in self._subscribed:
-            self.on_event(slug, event, None)
 
     # --- reads ---
 
@@ -285,21 +254,6 @@ class LocalBackend(Backend):
         rows = self._db.execute("SELECT slug, COUNT(*) FROM comments WHERE status = ? GROUP BY slug", (VISIBLE,))
         return {slug: count for slug, count in rows}
 
-    # --- fan-out and presence: this process is the whole world ---
-
-    async def subscribe(self, slug: str) -> None:
-        self._subscribed.add(slug)
-
-    async def unsubscribe(self, slug: str) -> None:
-        self._subscribed.discard(slug)
-
-    async def presence(self, slug: str, local_readers: int) -> int:
-        return local_readers
-
-    async def publish_control(self, message: str) -> None:
-        assert self._loop is not None
-        self._loop.call_soon(self.on_control, message)
-
     # --- small shared state ---
 
     async def kv_get(self, key: str) -> str | None:
@@ -366,3 +320,37 @@ class LocalBackend(Backend):
     def _query(self, sql: str, args: tuple) -> list:
         assert self._db is not None
         return self._db.execute(sql, args).fetchall()
+
+
+class MemoryBus(Bus):
+    """This process is the whole world: an event goes straight to this instance's Hub."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rate_limit_storage = MemoryStorage()
+        self._subscribed: set[str] = set()
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def ready(self) -> bool:
+        return True
+
+    async def publish(self, slug: str, event: Event, epoch: str) -> None:
+        if slug in self._subscribed:
+            self.on_event(slug, event, epoch)
+
+    async def subscribe(self, slug: str) -> None:
+        self._subscribed.add(slug)
+
+    async def unsubscribe(self, slug: str) -> None:
+        self._subscribed.discard(slug)
+
+    async def presence(self, slug: str, local_readers: int) -> int:
+        return local_readers
+
+    async def publish_control(self, message: str) -> None:
+        asyncio.get_running_loop().call_soon(self.on_control, message)

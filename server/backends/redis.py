@@ -1,4 +1,6 @@
-"""The Redis backend: Redis is the system of record, and pub/sub carries events between instances.
+"""The Redis store and the Redis bus. Paired on one Redis (REDIS_URL alone), Redis is the system
+of record and pub/sub carries events between instances; with DATABASE_URL, PostgreSQL is the
+store and only the bus is here.
 
 Data model, per thread (every key of a thread shares the hash tag {bc:SLUG}, so that a Redis
 Cluster keeps a thread on one shard):
@@ -11,8 +13,9 @@ Cluster keeps a thread on one shard):
     bc:events:SLUG      channel "<epoch> <event JSON>" published for every event
     bc:hb:INSTANCE      channel this instance's heartbeat, through its own subscription
 
-One event is one Lua script: assign the seq, store the comment, append to the log, publish.
-Redis runs a script atomically, so seqs are contiguous and the publishes leave in seq order.
+With the Redis store, one event is one Lua script: assign the seq, store the comment, append
+to the log, publish on the bus's channel. Redis runs a script atomically, so seqs are
+contiguous and the publishes leave in seq order.
 Pub/sub is still at-most-once (a subscriber that reconnects, or falls 32 MiB behind, loses
 what was published meanwhile, silently), so the subscription only says "something happened":
 the Hub fills every gap from the log, and after any doubt about the subscription (a lost
@@ -34,10 +37,11 @@ import redis.asyncio as aioredis
 from limits.aio.storage import RedisStorage
 from redis.exceptions import RedisError, WatchError
 
-from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, status_change, status_event
+from ..comments import (PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change,
+                        status_event)
 from ..errors import NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
-from .base import Backend
+from .base import Backend, Bus, Store, Written
 
 log = logging.getLogger("backchannel.redis")
 
@@ -104,54 +108,38 @@ def _comment(record: bytes | str) -> Comment:
     return Comment(**orjson.loads(record))
 
 
-class RedisBackend(Backend):
+def _options() -> dict[str, Any]:
+    return dict(socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=10)
+
+
+def RedisBackend(url: str, history_size: int = 1000) -> Backend:  # noqa: N802 (reads as the class it was)
+    """Redis-only: Redis is both the store and the bus."""
+    return Backend(RedisStore(url, history_size), RedisBus(url))
+
+
+async def _call(awaitable):
+    """Every Redis call: failures of the link become Unavailable, never a hang or a 500."""
+    try:
+        return await awaitable
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
+
+
+class RedisStore(Store):
+    publishes = True  # the post script and the status transaction publish on RedisBus's channel
+
     def __init__(self, url: str, history_size: int = 1000) -> None:
-        super().__init__()
         self.url = url
         self.history_size = history_size
-        self.instance = secrets.token_hex(6)
-        options = dict(socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-                       health_check_interval=10)
-        self.redis = aioredis.Redis.from_url(url, **options)
+        self.redis = aioredis.Redis.from_url(url, **_options())
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
-        self.rate_limit_storage = RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True,
-                                               **options)
         self._seeds: dict[str, Sequence[Comment]] = {}
-        self._subscribed: set[str] = set()
-        self._confirmations: dict[str, asyncio.Future] = {}
-        self._pubsub: aioredis.client.PubSub | None = None
-        self._subscriber_up = asyncio.Event()
-        self._local_readers: dict[str, int] = {}
-        self._tasks: list[asyncio.Task] = []
-        # redis-py can turn a cancellation into a TimeoutError inside its own timeouts, so the
-        # background loops also stop on this flag rather than trusting cancel() alone.
-        self._running = False
-        self._heartbeat_sent = 0
-        self._heartbeat_seen = 0
-        self._last_heartbeat = 0.0
-
-    # --- lifecycle ---
 
     async def start(self) -> None:
-        await self._call(self.redis.ping())
-        self._running = True
-        self._tasks = [asyncio.create_task(self._listen(), name="redis-listener"),
-                       asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
-                       asyncio.create_task(self._refresh_presence(), name="redis-presence")]
-        await self._call(asyncio.wait_for(self._subscriber_up.wait(), 2 * REDIS_TIMEOUT))
+        await _call(self.redis.ping())
 
     async def close(self) -> None:
-        self._running = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.wait(self._tasks, timeout=REDIS_TIMEOUT + 1)
-        with contextlib.suppress(Exception):
-            for slug in list(self._local_readers):
-                await self.redis.hdel(_keys(slug)["presence"], self.instance)
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pubsub.aclose(), 1.0)
         await self.redis.aclose()
 
     async def ready(self) -> bool:
@@ -160,26 +148,19 @@ class RedisBackend(Backend):
         except (RedisError, OSError, asyncio.TimeoutError):
             return False
 
-    async def _call(self, awaitable):
-        """Every Redis call: failures of the link become Unavailable, never a hang or a 500."""
-        try:
-            return await awaitable
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
-
     # --- threads ---
 
     async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
         self._seeds[slug] = seeds
         keys = _keys(slug)
-        _epoch, seeded = await self._call(self._ensure_script(keys=[keys["meta"]], args=[secrets.token_hex(8)]))
+        _epoch, seeded = await _call(self._ensure_script(keys=[keys["meta"]], args=[secrets.token_hex(8)]))
         if seeded:
             return
         for seed in seeds:  # fixed ids and ref keys: an import cut short resumes without doubles
             await self._post_once(seed, f"seed:{seed.id}")
-        await self._call(self.redis.hset(keys["meta"], "seeded", 1))
+        await _call(self.redis.hset(keys["meta"], "seeded", 1))
 
-    async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
+    async def post(self, comment: Comment, ref_key: str | None) -> Written:
         result = await self._post_once(comment, ref_key)
         if result is None:  # the thread is gone from Redis (flushed, or an old AOF): start a new epoch
             log.warning("thread %s is missing from Redis: recreating it in a new epoch", comment.slug)
@@ -187,13 +168,16 @@ class RedisBackend(Backend):
             result = await self._post_once(comment, ref_key)
             if result is None:
                 raise Unavailable("The thread could not be recreated; please retry.")
-        return result
+        stored, created = result
+        # The script has published already; the event and epoch only tell the Backend there was one.
+        event = comment_event(stored) if created and stored.seq is not None else None
+        return Written(stored, event, "", created)
 
     async def _post_once(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool] | None:
         keys = _keys(comment.slug)
         record = orjson.dumps(_record_without_seq(comment)).decode()
         view = orjson.dumps(comment.moderator_view()).decode()
-        reply = await self._call(self._post_script(
+        reply = await _call(self._post_script(
             keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"]],
             args=[comment.id, record[1:], view, ref_key or "", comment.parent or "", self.history_size,
                   "1" if comment.status == VISIBLE else "0", _channel(comment.slug),
@@ -206,13 +190,13 @@ class RedisBackend(Backend):
         return _comment(reply[1]), outcome == "ok"
 
     async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> tuple[Comment, Event | None]:
-        return await self._call(self._set_status(slug, comment_id, status, moderator, at))
+                         at: str) -> Written:
+        return await _call(self._set_status(slug, comment_id, status, moderator, at))
 
     async def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                          at: str) -> tuple[Comment, Event | None]:
+                          at: str) -> Written:
         # Moderation is rare, so optimistic locking: read under WATCH, decide in Python (the same
-        # status_change as the embedded backend), write in MULTI; a concurrent post retries it.
+        # status_change as the SQL stores), write in MULTI; a concurrent post retries it.
         keys = _keys(slug)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -226,7 +210,7 @@ class RedisBackend(Backend):
                     changed, kind = status_change(before, status, moderator, at)
                     if changed is None:
                         await pipe.unwatch()
-                        return before, None
+                        return Written(before, None, epoch.decode())
                     pipe.multi()
                     event = None
                     if kind is not None:
@@ -244,31 +228,31 @@ class RedisBackend(Backend):
                         pipe.hincrby(keys["meta"], "visible", visible_change)
                     pipe.hset(keys["comments"], comment_id, orjson.dumps(changed.record()))
                     await pipe.execute()
-                    return changed, event
+                    return Written(changed, event, epoch.decode())
                 except WatchError:
                     continue
 
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
-        record = await self._call(self.redis.hget(_keys(slug)["comments"], comment_id))
+        record = await _call(self.redis.hget(_keys(slug)["comments"], comment_id))
         return _comment(record) if record is not None else None
 
     async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             for slug, comment_id in refs:
                 pipe.hget(_keys(slug)["comments"], comment_id)
-            records = await self._call(pipe.execute())
+            records = await _call(pipe.execute())
         return [_comment(record) for record in records if record is not None]
 
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
         keys = _keys(slug)
-        comment_id = await self._call(self.redis.hget(keys["refs"], ref_key))
+        comment_id = await _call(self.redis.hget(keys["refs"], ref_key))
         if comment_id is None:
             return None
-        record = await self._call(self.redis.hget(keys["comments"], comment_id))
+        record = await _call(self.redis.hget(keys["comments"], comment_id))
         return _comment(record) if record is not None else None
 
     async def _read_head(self, slug: str) -> Head | None:
-        seq, epoch = await self._call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch"))
+        seq, epoch = await _call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch"))
         return Head(seq=int(seq), epoch=epoch.decode()) if epoch is not None else None
 
     async def head(self, slug: str) -> Head:
@@ -287,7 +271,7 @@ class RedisBackend(Backend):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(keys["meta"], "seq", "epoch")
             pipe.hgetall(keys["comments"])
-            (seq, epoch), records = await self._call(pipe.execute())
+            (seq, epoch), records = await _call(pipe.execute())
         comments = sorted((_comment(r) for r in records.values()),
                           key=lambda c: (c.seq is None, c.seq or 0, c.created_at))  # pending ones last
         return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments)
@@ -298,7 +282,7 @@ class RedisBackend(Backend):
             pipe.hget(keys["meta"], "seq")
             pipe.xrange(keys["log"], "-", "+", count=1)
             pipe.xrange(keys["log"], f"{since + 1}-0", "+")
-            seq, first, entries = await self._call(pipe.execute())
+            seq, first, entries = await _call(pipe.execute())
         if seq is None or since > int(seq) or since < 0:
             return None
         if since == int(seq):
@@ -313,8 +297,102 @@ class RedisBackend(Backend):
         async with self.redis.pipeline(transaction=False) as pipe:
             for slug in slugs:
                 pipe.hget(_keys(slug)["meta"], "visible")
-            counts = await self._call(pipe.execute())
+            counts = await _call(pipe.execute())
         return {slug: int(count or 0) for slug, count in zip(slugs, counts)}
+
+    # --- moderation records ---
+
+    async def kv_get(self, key: str) -> str | None:
+        value = await _call(self.redis.get(f"bc:kv:{key}"))
+        return value.decode() if value is not None else None
+
+    async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
+        return bool(await _call(self.redis.set(f"bc:kv:{key}", value, px=int(ttl * 1000) if ttl else None,
+                                               nx=only_if_absent)))
+
+    async def kv_delete(self, key: str) -> None:
+        await _call(self.redis.delete(f"bc:kv:{key}"))
+
+    async def set_add(self, key: str, member: str) -> None:
+        await _call(self.redis.sadd(f"bc:set:{key}", member))
+
+    async def set_remove(self, key: str, member: str) -> None:
+        await _call(self.redis.srem(f"bc:set:{key}", member))
+
+    async def set_members(self, key: str) -> set[str]:
+        return {m.decode() for m in await _call(self.redis.smembers(f"bc:set:{key}"))}
+
+    async def list_push(self, key: str, value: str, keep: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(f"bc:list:{key}", value)
+            pipe.ltrim(f"bc:list:{key}", 0, keep - 1)
+            await _call(pipe.execute())
+
+    async def list_range(self, key: str, count: int | None = None) -> list[str]:
+        items = await _call(self.redis.lrange(f"bc:list:{key}", 0, -1 if count is None else count - 1))
+        return [item.decode() for item in items]
+
+    async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for key in keys:
+                pipe.lrange(f"bc:list:{key}", 0, -1)
+            lists = await _call(pipe.execute())
+        return [[item.decode() for item in items] for items in lists]
+
+
+class RedisBus(Bus):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.instance = secrets.token_hex(6)
+        self.redis = aioredis.Redis.from_url(url, **_options())
+        self.rate_limit_storage = RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True,
+                                               **_options())
+        self._subscribed: set[str] = set()
+        self._confirmations: dict[str, asyncio.Future] = {}
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._subscriber_up = asyncio.Event()
+        self._local_readers: dict[str, int] = {}
+        self._tasks: list[asyncio.Task] = []
+        # redis-py can turn a cancellation into a TimeoutError inside its own timeouts, so the
+        # background loops also stop on this flag rather than trusting cancel() alone.
+        self._running = False
+        self._heartbeat_sent = 0
+        self._heartbeat_seen = 0
+        self._last_heartbeat = 0.0
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        await _call(self.redis.ping())
+        self._running = True
+        self._tasks = [asyncio.create_task(self._listen(), name="redis-listener"),
+                       asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
+                       asyncio.create_task(self._refresh_presence(), name="redis-presence")]
+        await _call(asyncio.wait_for(self._subscriber_up.wait(), 2 * REDIS_TIMEOUT))
+
+    async def close(self) -> None:
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=REDIS_TIMEOUT + 1)
+        with contextlib.suppress(Exception):
+            for slug in list(self._local_readers):
+                await self.redis.hdel(_keys(slug)["presence"], self.instance)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pubsub.aclose(), 1.0)
+        await self.redis.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), REDIS_TIMEOUT))
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def publish(self, slug: str, event: Event, epoch: str) -> None:
+        await _call(self.redis.publish(_channel(slug), f"{epoch} {encode(event)}"))
 
     # --- subscription ---
 
@@ -329,10 +407,10 @@ class RedisBackend(Backend):
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations[_channel(slug)] = confirmed
         try:
-            await self._call(self._pubsub.subscribe(_channel(slug)))
+            await _call(self._pubsub.subscribe(_channel(slug)))
             # Only once Redis confirms is every later publish sure to reach us: the caller reads
             # the head after this, and anything published before is in that head.
-            await self._call(asyncio.wait_for(confirmed, REDIS_TIMEOUT))
+            await _call(asyncio.wait_for(confirmed, REDIS_TIMEOUT))
         except BaseException:
             self._subscribed.discard(slug)
             raise
@@ -491,44 +569,5 @@ class RedisBackend(Backend):
                     totals[slug] = total
                     self.on_presence(slug, total)
 
-    # --- small shared state ---
-
     async def publish_control(self, message: str) -> None:
-        await self._call(self.redis.publish(CONTROL_CHANNEL, message))
-
-    async def kv_get(self, key: str) -> str | None:
-        value = await self._call(self.redis.get(f"bc:kv:{key}"))
-        return value.decode() if value is not None else None
-
-    async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
-        return bool(await self._call(self.redis.set(f"bc:kv:{key}", value, px=int(ttl * 1000) if ttl else None,
-                                                    nx=only_if_absent)))
-
-    async def kv_delete(self, key: str) -> None:
-        await self._call(self.redis.delete(f"bc:kv:{key}"))
-
-    async def set_add(self, key: str, member: str) -> None:
-        await self._call(self.redis.sadd(f"bc:set:{key}", member))
-
-    async def set_remove(self, key: str, member: str) -> None:
-        await self._call(self.redis.srem(f"bc:set:{key}", member))
-
-    async def set_members(self, key: str) -> set[str]:
-        return {m.decode() for m in await self._call(self.redis.smembers(f"bc:set:{key}"))}
-
-    async def list_push(self, key: str, value: str, keep: int) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(f"bc:list:{key}", value)
-            pipe.ltrim(f"bc:list:{key}", 0, keep - 1)
-            await self._call(pipe.execute())
-
-    async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
-            for key in keys:
-                pipe.lrange(f"bc:list:{key}", 0, -1)
-            lists = await self._call(pipe.execute())
-        return [[item.decode() for item in items] for items in lists]
-
-    async def list_range(self, key: str, count: int | None = None) -> list[str]:
-        items = await self._call(self.redis.lrange(f"bc:list:{key}", 0, -1 if count is None else count - 1))
-        return [item.decode() for item in items]
+        await _call(self.redis.publish(CONTROL_CHANNEL, message))

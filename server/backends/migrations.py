@@ -1,0 +1,104 @@
+"""Versioned schemas of the SQL stores: migration N is the (N-1)th entry of a list, run once.
+
+Each store keeps a `schema_version` table with one row per migration applied. At start (and
+by `python -m server migrate`) the missing migrations run in order, each in the transaction
+that records it; a database already newer than the code is refused, since old code writing
+to a newer schema could corrupt it.
+
+SQLite and PostgreSQL keep separate lists: their DDL differs exactly where it matters
+(integer keys, WITHOUT ROWID, timestamps). Add a migration at the end of both; never edit one
+that has shipped.
+"""
+
+from __future__ import annotations
+
+SQLITE: list[list[str]] = [
+    [  # 1: the schema as it stood before versioning (IF NOT EXISTS: older databases take it as is)
+        """CREATE TABLE IF NOT EXISTS threads (
+            slug   TEXT PRIMARY KEY,
+            seq    INTEGER NOT NULL DEFAULT 0,   -- the latest event's seq
+            epoch  TEXT NOT NULL,                -- new whenever the thread's history starts afresh
+            seeded INTEGER NOT NULL DEFAULT 0    -- the article's own comments have been imported
+        )""",
+        """CREATE TABLE IF NOT EXISTS comments (
+            id         TEXT PRIMARY KEY,
+            slug       TEXT NOT NULL REFERENCES threads(slug),
+            seq        INTEGER,                  -- NULL while pending moderation
+            parent     TEXT,
+            name       TEXT NOT NULL,
+            about      TEXT,
+            body       TEXT NOT NULL,
+            html       TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            status     TEXT NOT NULL,
+            reader_id  TEXT,
+            removed_by TEXT,
+            removed_at TEXT,
+            ip         TEXT,
+            ref_key    TEXT UNIQUE                -- reader + client ref: a retried post is stored once
+        )""",
+        "CREATE INDEX IF NOT EXISTS comments_by_thread ON comments (slug, seq)",
+        """CREATE TABLE IF NOT EXISTS events (
+            slug    TEXT NOT NULL,
+            seq     INTEGER NOT NULL,
+            payload TEXT NOT NULL,               -- the event exactly as it goes on the wire
+            PRIMARY KEY (slug, seq)
+        ) WITHOUT ROWID""",
+        "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)",
+        """CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL,
+            PRIMARY KEY (key, member)) WITHOUT ROWID""",
+        "CREATE TABLE IF NOT EXISTS lists (n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, value TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS lists_by_key ON lists (key, n)",
+    ],
+    [  # 2: a comment posted from a moderator's session carries the staff badge
+        "ALTER TABLE comments ADD COLUMN staff INTEGER NOT NULL DEFAULT 0",
+    ],
+]
+
+POSTGRES: list[list[str]] = [
+    [  # 1
+        """CREATE TABLE threads (
+            slug   text PRIMARY KEY,
+            seq    bigint NOT NULL DEFAULT 0,   -- the latest event's seq; its row lock orders writers
+            epoch  text NOT NULL,
+            seeded boolean NOT NULL DEFAULT false
+        )""",
+        """CREATE TABLE comments (
+            id         text PRIMARY KEY,
+            slug       text NOT NULL REFERENCES threads(slug),
+            seq        bigint,
+            parent     text,
+            name       text NOT NULL,
+            about      text,
+            body       text NOT NULL,
+            html       text NOT NULL,
+            created_at text NOT NULL,
+            status     text NOT NULL,
+            reader_id  text,
+            removed_by text,
+            removed_at text,
+            ip         text,
+            ref_key    text UNIQUE
+        )""",
+        "CREATE INDEX comments_by_thread ON comments (slug, seq)",
+        """CREATE TABLE events (
+            slug    text NOT NULL,
+            seq     bigint NOT NULL,
+            payload text NOT NULL,
+            PRIMARY KEY (slug, seq)
+        )""",
+        "CREATE TABLE kv (key text PRIMARY KEY, value text NOT NULL, expires_at timestamptz)",
+        "CREATE TABLE sets (key text NOT NULL, member text NOT NULL, PRIMARY KEY (key, member))",
+        "CREATE TABLE lists (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key text NOT NULL, value text NOT NULL)",
+        "CREATE INDEX lists_by_key ON lists (key, n)",
+    ],
+    [  # 2
+        "ALTER TABLE comments ADD COLUMN staff boolean NOT NULL DEFAULT false",
+    ],
+]
+
+
+class SchemaTooNew(RuntimeError):
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f"the database schema is version {found}, newer than this code knows ({known}): "
+                         "run the newer code, or restore a backup taken before the upgrade")
