@@ -14,7 +14,8 @@ from typing import TypeVar
 import uvicorn
 
 from . import settings as settings_module
-from .backends import create_backend
+from .backends import create_backend, create_store
+from .backends.migrations import SchemaTooNew
 from .errors import BackchannelError
 from .moderation import Moderation
 from .wire import LiveWebSocketProtocol
@@ -24,6 +25,7 @@ T = TypeVar("T")
 
 def serve(host: str | None, port: int | None) -> None:
     settings = settings_module.load()
+    migrate(settings, quiet=True)  # before uvicorn, so that a refusal is one line, not a traceback
     uvicorn.run(
         "server.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
         # uvicorn's websockets sans-I/O protocol (the fastest of its implementations here),
@@ -78,6 +80,21 @@ async def _with_moderation(action: Callable[[Moderation], Awaitable[T]]) -> T:
         await backend.close()
 
 
+def migrate(settings: settings_module.Settings, quiet: bool = False) -> None:
+    """Bring the store's schema up to date (the server also does this as it starts)."""
+    async def run() -> None:
+        store = create_store(settings)
+        await store.start()  # runs the migrations
+        await store.close()
+
+    try:
+        asyncio.run(run())
+    except SchemaTooNew as exc:
+        sys.exit(f"backchannel: {exc}")
+    if not quiet:
+        print("the schema is up to date")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description="Backchannel live comment server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,10 +106,13 @@ def main() -> None:
     moderator_cmd.add_argument("--password-file", help="read the password from this file instead of stdin")
     end_cmd = commands.add_parser("end-sessions", help="end a moderator's sessions on every instance")
     end_cmd.add_argument("name")
+    commands.add_parser("migrate", help="bring the database schema up to date, then exit")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         serve(args.host, args.port)
+    elif args.command == "migrate":
+        migrate(settings_module.load())
     elif args.command == "create-moderator":
         create_moderator(args.name, args.password_file)
     elif args.command == "end-sessions":

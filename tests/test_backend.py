@@ -7,20 +7,30 @@ with no gaps, the log answers `since` exactly, and a retried post is stored once
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from server.backends.base import Backend
-from server.backends.local import LocalBackend, MemoryBus
+from server.backends import migrations
+from server.backends.local import LocalBackend, MemoryBus, SqliteStore
+from server.backends.migrations import SchemaTooNew
 from server.backends.postgres import PostgresStore
 from server.backends.redis import RedisBackend, RedisBus
-from server.comments import Comment, utc_now_iso
+from server.comments import Comment, Head, utc_now_iso
 from server.errors import NotFound
 from server.fanout import Hub
 from server.protocol import Event
 from server.threads import new_comment_id
+
+from .servers import ROOT, free_port
 
 SLUG, OTHER = "a-thread", "another-thread"
 
@@ -260,3 +270,93 @@ async def test_control_messages_reach_this_instance(backend: Backend):
     await backend.publish_control('{"kind": "hello"}')
     await asyncio.wait_for(got.wait(), 5)
     assert messages == ['{"kind": "hello"}']
+
+
+@pytest.mark.parametrize("backend_factory", ["redis", "postgres+redis", "postgres"], indirect=True)
+async def test_two_instances_posting_at_once_share_one_contiguous_seq(backend_factory: BackendFactory):
+    instances = [backend_factory(), backend_factory()]
+    for instance in instances:
+        await instance.start()
+        await instance.ensure_thread(SLUG, [])
+    try:
+        results = await asyncio.gather(*(instance.post(make_comment(body=f"{n}"), None)
+                                         for n in range(40) for instance in instances))
+        assert sorted(comment.seq for comment, _ in results) == list(range(1, 81))
+        for instance in instances:
+            assert [e.seq for e in await instance.events_since(SLUG, 0)] == list(range(1, 81))
+            assert len((await instance.snapshot(SLUG)).comments) == 80
+    finally:
+        for instance in instances:
+            await instance.close()
+
+
+# --- schema versions (the SQL stores) ---
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store(request, tmp_path: Path):
+    """(make a store, run one SQL statement on its database behind its back)."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.sqlite3"
+
+        async def execute(sql: str) -> list:
+            with contextlib.closing(sqlite3.connect(path)) as db, db:
+                return db.execute(sql).fetchall()
+        return (lambda: SqliteStore(path)), execute
+    url = request.getfixturevalue("database_url")
+
+    async def execute(sql: str) -> list:
+        connection = await asyncpg.connect(url)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+    return (lambda: PostgresStore(url)), execute
+
+
+async def test_migrations_run_once_and_are_recorded(sql_store):
+    make, execute = sql_store
+    for _ in range(2):
+        store = make()
+        await store.start()
+        await store.close()
+    assert await execute("SELECT version FROM schema_version ORDER BY version") == [(1,)]
+
+
+async def test_a_schema_newer_than_the_code_is_refused(sql_store):
+    make, execute = sql_store
+    store = make()
+    await store.start()
+    await store.close()
+    await execute("INSERT INTO schema_version (version) VALUES (99)")
+    with pytest.raises(SchemaTooNew, match="version 99, newer than this code knows"):
+        await make().start()
+
+
+async def test_a_database_from_before_versioning_is_adopted_with_its_comments(tmp_path: Path):
+    path = tmp_path / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        for statement in migrations.SQLITE[0]:  # exactly what the unversioned code created
+            db.execute(statement)
+        db.execute("INSERT INTO threads (slug, seq, epoch) VALUES ('old', 0, 'e1')")
+    backend = LocalBackend(path)
+    await backend.start()
+    try:
+        await backend.post(make_comment(slug="old"), None)
+        assert (await backend.head("old")) == Head(seq=1, epoch="e1")
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_the_commands_refuse_a_newer_schema_in_one_line(tmp_path: Path, command: str):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "SECRET_KEY": "k", "PORT": str(free_port())}
+    ok = subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "backchannel.sqlite3")) as db, db:
+        db.execute("INSERT INTO schema_version (version) VALUES (99)")
+    refused = subprocess.run([sys.executable, "-m", "server", command], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        "backchannel: the database schema is version 99, newer than this code knows (1); not starting: "
+        "run the newer code, or restore a backup taken before the upgrade"]

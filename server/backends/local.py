@@ -42,7 +42,8 @@ def LocalBackend(path: Path, history_size: int = 1000) -> Backend:  # noqa: N802
 def migrate(db: sqlite3.Connection) -> int:
     """Run the migrations this database lacks, each in the transaction that records it.
     Returns the schema version."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version "
+               "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))")
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
@@ -51,7 +52,7 @@ def migrate(db: sqlite3.Connection) -> int:
         for number, statements in enumerate(migrations.SQLITE[version:], version + 1):
             for statement in statements:
                 db.execute(statement)
-            db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, datetime('now'))", (number,))
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -86,7 +87,11 @@ class SqliteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        migrate(db)
+        try:
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     async def close(self) -> None:

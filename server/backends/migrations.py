@@ -100,5 +100,5 @@ POSTGRES: list[list[str]] = [
 
 class SchemaTooNew(RuntimeError):
     def __init__(self, found: int, known: int) -> None:
-        super().__init__(f"the database schema is version {found}, newer than this code knows ({known}): "
-                         "run the newer code, or restore a backup taken before the upgrade")
+        super().__init__(f"the database schema is version {found}, newer than this code knows ({known}); "
+                         "not starting: run the newer code, or restore a backup taken before the upgrade")
