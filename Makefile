@@ -25,6 +25,7 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	@command -v chromium >/dev/null || { echo "make test needs Debian's chromium: apt-get install chromium"; exit 1; }
 	@command -v redis-server >/dev/null || { echo "make test needs redis-server: apt-get install redis-server"; exit 1; }
+	@{ ls /usr/lib/postgresql/*/bin/initdb || test -x "$$(pg_config --bindir)/initdb"; } >/dev/null 2>&1 || { echo "make test needs PostgreSQL's initdb: apt-get install postgresql"; exit 1; }
 	$(PY) -m pytest
 
 # The in-process tier only (tests/conftest.py marks the rest e2e, faults or slow), for the

@@ -71,7 +71,8 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
+        # min_size=0: connections are made when needed, so an outage logs no reconnect loop of its own.
+        self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self.pool_size,
                                                timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
         try:
             async with self._pool.acquire() as connection:
