@@ -360,3 +360,29 @@ def test_the_commands_refuse_a_newer_schema_in_one_line(tmp_path: Path, command:
     assert refused.stderr.splitlines() == [
         "backchannel: the database schema is version 99, newer than this code knows (1); not starting: "
         "run the newer code, or restore a backup taken before the upgrade"]
+
+
+@pytest.mark.parametrize("backend_factory", ["postgres+redis"], indirect=True)
+async def test_an_event_committed_but_never_published_reaches_readers_within_5_s(backend_factory: BackendFactory):
+    writer, server = backend_factory(), backend_factory()  # two instances
+    for instance in (writer, server):
+        await instance.start()
+        await instance.ensure_thread(SLUG, [])
+    hub = Hub(server)
+    reader = Recorder(expect=3)
+    try:
+        await hub.join(SLUG, reader)
+        await writer.post(make_comment(), None)
+        await writer.post(make_comment(), None)
+        # The writer commits seq 3 and dies before it publishes: the store alone has it.
+        await writer.store.post(make_comment(body="orphan"), None)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.wait_for(reader.done.wait(), 5)
+        print(f"the unpublished event reached the reader after {loop.time() - began:.2f} s")
+        assert reader.seqs == [1, 2, 3]
+    finally:
+        await hub.leave(SLUG, reader)
+        await hub.close()
+        for instance in (writer, server):
+            await instance.close()

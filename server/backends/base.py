@@ -16,6 +16,8 @@ Redis + Redis); nothing above `Backend` knows which pair it has.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -28,6 +30,9 @@ from ..errors import Unavailable
 from ..protocol import Event
 
 log = logging.getLogger("backchannel.backend")
+
+# How often an instance compares the heads of the threads it serves with what the bus brought.
+RECONCILE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,10 @@ class Store(ABC):
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
         """Events with seq > since, in order; None when the log no longer reaches back to since."""
 
+    async def heads(self, slugs: Sequence[str]) -> dict[str, int]:
+        """The latest seq of each of these threads (those that exist)."""
+        return {slug: (await self.head(slug)).seq for slug in slugs}
+
     @abstractmethod
     async def comment_counts(self) -> dict[str, int]:
         """Visible comments per thread."""
@@ -142,6 +151,7 @@ class Bus(ABC):
     on_control(message) for each control message (moderation desk, ended sessions)."""
 
     rate_limit_storage: Storage  # where rate-limit counters live: in-process, or shared by all instances
+    shared: bool = False  # other instances publish on it too
 
     def __init__(self) -> None:
         self.on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
@@ -182,16 +192,29 @@ class Bus(ABC):
 
 class Backend:
     """What the service uses: a store and a bus, joined. Writes go to the store; once it has
-    committed, the event is published on the bus."""
+    committed, the event is published on the bus.
+
+    An instance can die between its commit and its publish, and then no bus ever carries that
+    event. Where that can happen (a shared bus, and a store that does not publish in the
+    commit itself), each instance compares, every RECONCILE_INTERVAL, the heads of the threads
+    it serves with the highest seq the bus brought; a seq stored but still missing one
+    interval later has the Hub read the log (on_resync). So readers have it within about two
+    intervals, and the same holds while the bus is down."""
 
     def __init__(self, store: Store, bus: Bus) -> None:
         self.store, self.bus = store, bus
+        self._on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
+        bus.on_event = self._received
+        self._reconciling = bus.shared and not store.publishes
+        self._seen: dict[str, int] = {}     # subscribed thread -> the highest seq known delivered
+        self._suspect: dict[str, int] = {}  # thread -> a head seq that had not arrived at the last look
+        self._reconciler: asyncio.Task | None = None
 
     def __repr__(self) -> str:
         return f"{type(self.store).__name__} + {type(self.bus).__name__}"
 
-    # The Hub and the app set these; they belong to the bus, which calls them.
-    on_event = property(lambda self: self.bus.on_event, lambda self, f: setattr(self.bus, "on_event", f))
+    # The Hub and the app set these; the bus calls them.
+    on_event = property(lambda self: self._on_event, lambda self, f: setattr(self, "_on_event", f))
     on_resync = property(lambda self: self.bus.on_resync, lambda self, f: setattr(self.bus, "on_resync", f))
     on_presence = property(lambda self: self.bus.on_presence, lambda self, f: setattr(self.bus, "on_presence", f))
     on_control = property(lambda self: self.bus.on_control, lambda self, f: setattr(self.bus, "on_control", f))
@@ -207,8 +230,14 @@ class Backend:
         except BaseException:
             await self.store.close()
             raise
+        if self._reconciling:
+            self._reconciler = asyncio.create_task(self._reconcile(), name="reconcile-heads")
 
     async def close(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
         try:
             await self.bus.close()
         finally:
@@ -271,9 +300,42 @@ class Backend:
 
     async def subscribe(self, slug: str) -> None:
         await self.bus.subscribe(slug)
+        if self._reconciling:
+            # Read after subscribing: whatever is in this head, readers get from the log as they join.
+            self._seen[slug] = (await self.store.head(slug)).seq
 
     async def unsubscribe(self, slug: str) -> None:
+        self._seen.pop(slug, None)
+        self._suspect.pop(slug, None)
         await self.bus.unsubscribe(slug)
+
+    def _received(self, slug: str, event: Event, epoch: str | None) -> None:
+        if slug in self._seen and event.seq > self._seen[slug]:
+            self._seen[slug] = event.seq
+        self._on_event(slug, event, epoch)
+
+    async def _reconcile(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_INTERVAL)
+            if not self._seen:
+                continue
+            try:
+                heads = await self.store.heads(list(self._seen))
+            except Exception:  # the store is away: the Hub finds out on its own
+                log.debug("cannot read the heads to reconcile", exc_info=True)
+                continue
+            for slug, seq in heads.items():
+                seen = self._seen.get(slug)
+                if seen is None or seq <= seen:
+                    self._suspect.pop(slug, None)
+                elif (suspected := self._suspect.pop(slug, None)) is not None and seen < suspected:
+                    # Stored a whole interval ago and still not here: it will not come by the bus.
+                    log.warning("thread %s: seq %d is stored but never arrived on the bus; reading the log",
+                                slug, suspected)
+                    self._seen[slug] = seq
+                    self.bus.on_resync(slug)
+                else:
+                    self._suspect[slug] = seq  # perhaps still on its way: look again next time
 
     async def presence(self, slug: str, local_readers: int) -> int:
         return await self.bus.presence(slug, local_readers)

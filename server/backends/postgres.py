@@ -247,6 +247,11 @@ class PostgresStore(Store):
                                           slug, since)
         return [decode_event(r["payload"]) for r in rows]
 
+    async def heads(self, slugs: Sequence[str]) -> dict[str, int]:
+        async with self._connection() as connection:
+            rows = await connection.fetch("SELECT slug, seq FROM threads WHERE slug = ANY($1::text[])", list(slugs))
+        return {row["slug"]: row["seq"] for row in rows}
+
     async def comment_counts(self) -> dict[str, int]:
         async with self._connection() as connection:
             rows = await connection.fetch("SELECT slug, COUNT(*) AS n FROM comments WHERE status = $1 GROUP BY slug",

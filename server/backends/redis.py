@@ -341,6 +341,8 @@ class RedisStore(Store):
 
 
 class RedisBus(Bus):
+    shared = True
+
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
