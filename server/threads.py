@@ -6,6 +6,7 @@ to the backend, which stores it and publishes the event. It never knows which ba
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -116,7 +117,10 @@ class Threads:
             metrics.comments_posted.inc()
             if stored.status == VISIBLE:
                 await self.backend.list_push(f"published-by:{author.reader_id}", stored.id, keep=100)
-            await self.moderation.publish_desk(DeskComment({**self.desk_view(stored), "held_for": held_for}))
+            # The comment is committed, so the post succeeds even when the bus cannot tell the
+            # desk now (Redis down, PostgreSQL up): the desk shows it on its next load.
+            with contextlib.suppress(Unavailable):
+                await self.moderation.publish_desk(DeskComment({**self.desk_view(stored), "held_for": held_for}))
         return stored, created
 
     async def _check_repeat(self, author: Author, text: str, ref_key: str | None) -> str:

@@ -341,9 +341,6 @@ class MemoryBus(Bus):
     async def close(self) -> None:
         pass
 
-    async def ready(self) -> bool:
-        return True
-
     async def publish(self, slug: str, event: Event, epoch: str) -> None:
         if slug in self._subscribed:
             self.on_event(slug, event, epoch)

@@ -34,7 +34,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.errors import StorageError
 from redis.exceptions import RedisError, WatchError
 
 from ..comments import (PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change,
@@ -340,6 +341,34 @@ class RedisStore(Store):
         return [[item.decode() for item in items] for items in lists]
 
 
+class SharedLimits(RedisStorage):
+    """Rate-limit counters in Redis, shared by every instance. While Redis is out of reach each
+    instance counts on its own, so an outage loosens the limits instead of refusing every post
+    (with a PostgreSQL store, posts go on while Redis is down)."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__("async+" + url, implementation="redispy", wrap_exceptions=True, **options)
+        self._local = MemoryStorage()
+
+    async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        try:
+            return await super().acquire_sliding_window_entry(key, limit, expiry, amount)
+        except StorageError:
+            return await self._local.acquire_sliding_window_entry(key, limit, expiry, amount)
+
+    async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        try:
+            return await super().get_sliding_window(key, expiry)
+        except StorageError:
+            return await self._local.get_sliding_window(key, expiry)
+
+    async def clear_sliding_window(self, key: str, expiry: int) -> None:
+        try:
+            await super().clear_sliding_window(key, expiry)
+        finally:
+            await self._local.clear_sliding_window(key, expiry)
+
+
 class RedisBus(Bus):
     shared = True
 
@@ -348,8 +377,7 @@ class RedisBus(Bus):
         self.url = url
         self.instance = secrets.token_hex(6)
         self.redis = aioredis.Redis.from_url(url, **_options())
-        self.rate_limit_storage = RedisStorage("async+" + url, implementation="redispy", wrap_exceptions=True,
-                                               **_options())
+        self.rate_limit_storage = SharedLimits(url, **_options())
         self._subscribed: set[str] = set()
         self._confirmations: dict[str, asyncio.Future] = {}
         self._pubsub: aioredis.client.PubSub | None = None
@@ -386,12 +414,6 @@ class RedisBus(Bus):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pubsub.aclose(), 1.0)
         await self.redis.aclose()
-
-    async def ready(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self.redis.ping(), REDIS_TIMEOUT))
-        except (RedisError, OSError, asyncio.TimeoutError):
-            return False
 
     async def publish(self, slug: str, event: Event, epoch: str) -> None:
         await _call(self.redis.publish(_channel(slug), f"{epoch} {encode(event)}"))

@@ -122,3 +122,32 @@ async def test_postgres_restarted_while_posts_flow(tmp_path: Path, redis_server:
                 assert reader.close_codes == [], reader.close_codes
     finally:
         postgres.remove()
+
+
+async def test_redis_killed_posts_still_succeed_on_postgres(tmp_path: Path, database_url: str):
+    redis = RedisServer(tmp_path / "redis").start()  # its own: this test kills it
+    try:
+        async with postgres_cluster(tmp_path, database_url, redis.url) as cluster:
+            await cluster.poster.post("before")
+            redis.kill()
+            client = cluster.poster.client
+            last = None
+            for n in range(6):  # through both instances, while Redis is gone
+                response = await client.post(f"{cluster.instances[n % 2].url}/api/articles/{DEMO_SLUG}/comments",
+                                             json={"name": "A", "body": f"during {n}", "ref": f"during-{n}"})
+                assert response.status_code == 201, response.text
+                last = response.json()
+                cluster.poster.acked[last["comment"]["id"]] = last["seq"]
+            assert (await client.get(f"{cluster.instances[0].url}/readyz")).status_code == 200
+            # Readers already connected have them from the log, Redis or not.
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            epoch = cluster.readers[0].epoch
+            await asyncio.gather(*(r.wait_for(last["seq"], epoch, 10) for r in cluster.readers))
+            print(f"with Redis down, every reader had the last post {loop.time() - began:.2f} s after it was stored")
+            await asyncio.to_thread(redis.start)
+            await cluster.settle()
+            for reader in cluster.readers:  # open pages stayed connected throughout
+                assert reader.close_codes == [], reader.close_codes
+    finally:
+        redis.stop()
