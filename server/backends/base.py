@@ -38,7 +38,7 @@ RECONCILE_INTERVAL = 1.0
 @dataclass(frozen=True)
 class Written:
     """What a store committed: the comment as stored, and the event to publish (if readers
-    must hear of it) in the thread's epoch."""
+    must hear of it) with the thread's epoch (left empty by a store that publishes itself)."""
     comment: Comment
     event: Event | None
     epoch: str
