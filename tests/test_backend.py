@@ -358,8 +358,8 @@ def test_the_commands_refuse_a_newer_schema_in_one_line(tmp_path: Path, command:
                              text=True, timeout=30)
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
-        "backchannel: the database schema is version 99, newer than this code knows (1); not starting: "
-        "run the newer code, or restore a backup taken before the upgrade"]
+        f"backchannel: the database schema is version 99, newer than this code knows ({len(migrations.SQLITE)}); "
+        "not starting: run the newer code, or restore a backup taken before the upgrade"]
 
 
 @pytest.mark.parametrize("backend_factory", ["postgres+redis"], indirect=True)
