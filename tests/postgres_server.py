@@ -53,15 +53,35 @@ class PostgresServer:
         if self._as_owner:
             shutil.chown(self.socket_dir, "postgres")
         # No fsync: a test cluster need not survive a power cut, and fsync is most of a commit's cost.
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data_dir), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "--no-instructions")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "--no-instructions",
+        )
         return self.start()
 
     def start(self) -> PostgresServer:
-        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c full_page_writes=off -c max_connections=200")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "postgres.log"),
-                  "-o", options, "-w", "start")
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.root / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from server.backends.base import Backend
 from server.backends import migrations
+from server.backends.base import Backend
 from server.backends.local import LocalBackend, MemoryBus, SqliteStore
 from server.backends.migrations import SchemaTooNew
 from server.backends.postgres import PostgresStore
@@ -36,8 +36,17 @@ SLUG, OTHER = "a-thread", "another-thread"
 
 
 def make_comment(slug: str = SLUG, body: str = "hello", parent: str | None = None) -> Comment:
-    return Comment(id=new_comment_id(slug), slug=slug, parent=parent, name="Ann", about=None, body=body,
-                   html=f"<p>{body}</p>", created_at=utc_now_iso(), reader_id="reader-1")
+    return Comment(
+        id=new_comment_id(slug),
+        slug=slug,
+        parent=parent,
+        name="Ann",
+        about=None,
+        body=body,
+        html=f"<p>{body}</p>",
+        created_at=utc_now_iso(),
+        reader_id="reader-1",
+    )
 
 
 BackendFactory = Callable[..., Backend]
@@ -230,6 +239,7 @@ async def test_remove_restore_and_approve_are_sequenced_events(backend: Backend)
 
 async def test_a_pending_comment_is_no_event_until_approved(backend: Backend):
     from dataclasses import replace
+
     pending, _ = await backend.post(replace(make_comment(body="wait"), status="pending"), None)
     assert pending.seq is None and (await backend.head(SLUG)).seq == 0
     assert (await backend.comment_counts()).get(SLUG, 0) == 0
@@ -279,8 +289,9 @@ async def test_two_instances_posting_at_once_share_one_contiguous_seq(backend_fa
         await instance.start()
         await instance.ensure_thread(SLUG, [])
     try:
-        results = await asyncio.gather(*(instance.post(make_comment(body=f"{n}"), None)
-                                         for n in range(40) for instance in instances))
+        results = await asyncio.gather(
+            *(instance.post(make_comment(body=f"{n}"), None) for n in range(40) for instance in instances)
+        )
         assert sorted(comment.seq for comment, _ in results) == list(range(1, 81))
         for instance in instances:
             assert [e.seq for e in await instance.events_since(SLUG, 0)] == list(range(1, 81))
@@ -292,6 +303,7 @@ async def test_two_instances_posting_at_once_share_one_contiguous_seq(backend_fa
 
 # --- schema versions (the SQL stores) ---
 
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def sql_store(request, tmp_path: Path):
     """(make a store, run one SQL statement on its database behind its back)."""
@@ -301,6 +313,7 @@ def sql_store(request, tmp_path: Path):
         async def execute(sql: str) -> list:
             with contextlib.closing(sqlite3.connect(path)) as db, db:
                 return db.execute(sql).fetchall()
+
         return (lambda: SqliteStore(path)), execute
     url = request.getfixturevalue("database_url")
 
@@ -310,6 +323,7 @@ def sql_store(request, tmp_path: Path):
             return [tuple(row) for row in await connection.fetch(sql)]
         finally:
             await connection.close()
+
     return (lambda: PostgresStore(url)), execute
 
 
@@ -354,12 +368,14 @@ def test_the_commands_refuse_a_newer_schema_in_one_line(tmp_path: Path, command:
     assert ok.returncode == 0, ok.stderr
     with contextlib.closing(sqlite3.connect(tmp_path / "backchannel.sqlite3")) as db, db:
         db.execute("INSERT INTO schema_version (version) VALUES (99)")
-    refused = subprocess.run([sys.executable, "-m", "server", command], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=30)
+    refused = subprocess.run(
+        [sys.executable, "-m", "server", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
         f"backchannel: the database schema is version 99, newer than this code knows ({len(migrations.SQLITE)}); "
-        "not starting: run the newer code, or restore a backup taken before the upgrade"]
+        "not starting: run the newer code, or restore a backup taken before the upgrade"
+    ]
 
 
 @pytest.mark.parametrize("backend_factory", ["postgres+redis"], indirect=True)

@@ -1,10 +1,10 @@
 """Stores and buses, picked from the settings; each implementation is imported only when used.
 
-    DATABASE_URL  REDIS_URL   store        bus
-    unset         unset       SQLite       in-process   (one instance: the default)
-    unset         set         Redis        Redis        (several instances, Redis-only)
-    postgresql:// set         PostgreSQL   Redis        (several instances)
-    postgresql:// unset       PostgreSQL   in-process   (one instance)
+DATABASE_URL  REDIS_URL   store        bus
+unset         unset       SQLite       in-process   (one instance: the default)
+unset         set         Redis        Redis        (several instances, Redis-only)
+postgresql:// set         PostgreSQL   Redis        (several instances)
+postgresql:// unset       PostgreSQL   in-process   (one instance)
 """
 
 from __future__ import annotations
@@ -18,19 +18,24 @@ def create_store(settings: Settings) -> Store:
         if not settings.database_url.startswith(("postgresql://", "postgres://")):
             raise RuntimeError("DATABASE_URL must be a postgresql:// URL")
         from .postgres import PostgresStore
+
         return PostgresStore(settings.database_url, history_size=settings.history_size)
     if settings.redis_url:
         from .redis import RedisStore
+
         return RedisStore(settings.redis_url, history_size=settings.history_size)
     from .local import SqliteStore
+
     return SqliteStore(settings.data_dir / "backchannel.sqlite3", history_size=settings.history_size)
 
 
 def create_bus(settings: Settings) -> Bus:
     if settings.redis_url:
         from .redis import RedisBus
+
         return RedisBus(settings.redis_url)
     from .local import MemoryBus
+
     return MemoryBus()
 
 

@@ -39,6 +39,7 @@ RECONCILE_INTERVAL = 1.0
 class Written:
     """What a store committed: the comment as stored, and the event to publish (if readers
     must hear of it) with the thread's epoch (left empty by a store that publishes itself)."""
+
     comment: Comment
     event: Event | None
     epoch: str
@@ -73,8 +74,7 @@ class Store(ABC):
         same thread, or the thread does not exist."""
 
     @abstractmethod
-    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> Written:
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         """Atomically change a comment's status and, when readers must hear of it, append the
         event: visible->removed `removed`, removed->visible `restored`, pending->visible
         `comment` (approval publishes it for the first time). An unchanged status, or a pending
@@ -203,9 +203,9 @@ class Backend:
         self._on_event: Callable[[str, Event, str | None], None] = lambda slug, event, epoch: None
         bus.on_event = self._received
         self._reconciling = bus.shared and not store.publishes
-        self._seen: dict[str, int] = {}     # subscribed thread -> the highest seq known delivered
+        self._seen: dict[str, int] = {}  # subscribed thread -> the highest seq known delivered
         self._suspect: dict[str, int] = {}  # thread -> a head seq that had not arrived at the last look
-        self._reconciler: asyncio.Task | None = None
+        self._reconciler: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self.store).__name__} + {type(self.bus).__name__}"
@@ -252,8 +252,9 @@ class Backend:
         await self._publish(written)
         return written.comment, written.created
 
-    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> tuple[Comment, Event | None]:
+    async def set_status(
+        self, slug: str, comment_id: str, status: str, moderator: str | None, at: str
+    ) -> tuple[Comment, Event | None]:
         written = await self.store.set_status(slug, comment_id, status, moderator, at)
         await self._publish(written)
         return written.comment, written.event
@@ -266,8 +267,9 @@ class Backend:
         except Unavailable:
             # The write is committed, so it is acknowledged: readers get the event from the
             # log when the bus is back (the bus resyncs every thread after it reconnects).
-            log.warning("thread %s: seq %d is stored but could not be published now",
-                        written.comment.slug, written.event.seq)
+            log.warning(
+                "thread %s: seq %d is stored but could not be published now", written.comment.slug, written.event.seq
+            )
 
     async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
         await self.store.ensure_thread(slug, seeds)
@@ -329,8 +331,9 @@ class Backend:
                     self._suspect.pop(slug, None)
                 elif (suspected := self._suspect.pop(slug, None)) is not None and seen < suspected:
                     # Stored a whole interval ago and still not here: it will not come by the bus.
-                    log.warning("thread %s: seq %d is stored but never arrived on the bus; reading the log",
-                                slug, suspected)
+                    log.warning(
+                        "thread %s: seq %d is stored but never arrived on the bus; reading the log", slug, suspected
+                    )
                     self._seen[slug] = seq
                     self.bus.on_resync(slug)
                 else:

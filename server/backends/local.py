@@ -18,8 +18,7 @@ from typing import TypeVar
 
 from limits.aio.storage import MemoryStorage
 
-from ..comments import (PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change,
-                        status_event)
+from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
 from ..errors import NotFound
 from ..protocol import Event, decode_event, encode
 from . import migrations
@@ -27,14 +26,17 @@ from .base import Backend, Bus, Store, Written
 
 T = TypeVar("T")
 
-_COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip, staff"
+_COLUMNS = (
+    "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip, staff"
+)
 
 
 def _row_to_comment(row: sqlite3.Row) -> Comment:
-    return Comment(**{key: bool(row[key]) if key == "staff" else row[key] for key in row.keys()})
+    record = dict(zip(row.keys(), row, strict=True))
+    return Comment(**{**record, "staff": bool(record["staff"])})  # SQLite keeps booleans as 0 / 1
 
 
-def LocalBackend(path: Path, history_size: int = 1000) -> Backend:  # noqa: N802 (reads as the class it was)
+def LocalBackend(path: Path, history_size: int = 1000) -> Backend:
     """The one-command default: SQLite store, in-process bus."""
     return Backend(SqliteStore(path, history_size), MemoryBus())
 
@@ -42,8 +44,10 @@ def LocalBackend(path: Path, history_size: int = 1000) -> Backend:  # noqa: N802
 def migrate(db: sqlite3.Connection) -> int:
     """Run the migrations this database lacks, each in the transaction that records it.
     Returns the schema version."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version "
-               "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))"
+    )
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
@@ -129,8 +133,13 @@ class SqliteStore(Store):
             if ref_key is not None and (earlier := self._comment_by_ref(ref_key)) is not None:
                 db.execute("ROLLBACK")
                 return Written(earlier, None, self._head(earlier.slug).epoch, created=False)
-            if comment.parent is not None and db.execute(
-                    "SELECT 1 FROM comments WHERE id = ? AND slug = ?", (comment.parent, comment.slug)).fetchone() is None:
+            if (
+                comment.parent is not None
+                and db.execute(
+                    "SELECT 1 FROM comments WHERE id = ? AND slug = ?", (comment.parent, comment.slug)
+                ).fetchone()
+                is None
+            ):
                 raise NotFound("The comment you are replying to does not exist.")
             head = self._head(comment.slug)
             event = None
@@ -140,8 +149,10 @@ class SqliteStore(Store):
                 event = comment_event(stored)
                 self._append(stored.slug, event)
             record = stored.record()
-            db.execute(f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({', '.join('?' * 16)})",
-                       (*(record[c] for c in _COLUMNS.split(", ")), ref_key))
+            db.execute(
+                f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({', '.join('?' * 16)})",
+                (*(record[c] for c in _COLUMNS.split(", ")), ref_key),
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -152,17 +163,17 @@ class SqliteStore(Store):
         assert self._db is not None
         return self._db.execute("UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)).fetchone()[0]
 
-    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> Written:
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         return await self._run(self._set_status, slug, comment_id, status, moderator, at)
 
-    def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                    at: str) -> Written:
+    def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         db = self._db
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute(f"SELECT {_COLUMNS} FROM comments WHERE id = ? AND slug = ?", (comment_id, slug)).fetchone()
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM comments WHERE id = ? AND slug = ?", (comment_id, slug)
+            ).fetchone()
             if row is None:
                 raise NotFound("No such comment.")
             before = _row_to_comment(row)
@@ -177,8 +188,10 @@ class SqliteStore(Store):
                     changed = changed.with_seq(seq)
                 event = status_event(kind, seq, changed)
                 self._append(slug, event)
-            db.execute("UPDATE comments SET status = ?, removed_by = ?, removed_at = ?, seq = ? WHERE id = ?",
-                       (changed.status, changed.removed_by, changed.removed_at, changed.seq, comment_id))
+            db.execute(
+                "UPDATE comments SET status = ?, removed_by = ?, removed_at = ?, seq = ? WHERE id = ?",
+                (changed.status, changed.removed_by, changed.removed_at, changed.seq, comment_id),
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -193,16 +206,20 @@ class SqliteStore(Store):
     # --- reads ---
 
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
-        rows = await self._run(self._query, f"SELECT {_COLUMNS} FROM comments WHERE id = ? AND slug = ?",
-                               (comment_id, slug))
+        rows = await self._run(
+            self._query, f"SELECT {_COLUMNS} FROM comments WHERE id = ? AND slug = ?", (comment_id, slug)
+        )
         return _row_to_comment(rows[0]) if rows else None
 
     async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
         if not refs:
             return []
         wanted = set(refs)
-        rows = await self._run(self._query, f"SELECT {_COLUMNS} FROM comments WHERE id IN "
-                               f"({', '.join('?' * len(wanted))})", tuple(comment_id for _slug, comment_id in wanted))
+        rows = await self._run(
+            self._query,
+            f"SELECT {_COLUMNS} FROM comments WHERE id IN ({', '.join('?' * len(wanted))})",
+            tuple(comment_id for _slug, comment_id in wanted),
+        )
         found = {(c.slug, c.id): c for c in map(_row_to_comment, rows)}
         return [found[ref] for ref in refs if ref in found]
 
@@ -220,8 +237,9 @@ class SqliteStore(Store):
     def _snapshot(self, slug: str) -> Snapshot:
         assert self._db is not None
         head = self._head(slug)  # one thread does every write, so nothing changes between these reads
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM comments WHERE slug = ? "
-                                "ORDER BY seq IS NULL, seq, created_at", (slug,)).fetchall()
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM comments WHERE slug = ? ORDER BY seq IS NULL, seq, created_at", (slug,)
+        ).fetchall()
         return Snapshot(seq=head.seq, epoch=head.epoch, comments=[_row_to_comment(r) for r in rows])
 
     async def head(self, slug: str) -> Head:
@@ -247,8 +265,9 @@ class SqliteStore(Store):
         oldest = self._db.execute("SELECT MIN(seq) FROM events WHERE slug = ?", (slug,)).fetchone()[0]
         if oldest is None or since < oldest - 1:
             return None
-        rows = self._db.execute("SELECT payload FROM events WHERE slug = ? AND seq > ? ORDER BY seq",
-                                (slug, since)).fetchall()
+        rows = self._db.execute(
+            "SELECT payload FROM events WHERE slug = ? AND seq > ? ORDER BY seq", (slug, since)
+        ).fetchall()
         return [decode_event(r[0]) for r in rows]
 
     async def comment_counts(self) -> dict[str, int]:
@@ -257,7 +276,7 @@ class SqliteStore(Store):
     def _comment_counts(self) -> dict[str, int]:
         assert self._db is not None
         rows = self._db.execute("SELECT slug, COUNT(*) FROM comments WHERE status = ? GROUP BY slug", (VISIBLE,))
-        return {slug: count for slug, count in rows}
+        return dict(rows)
 
     # --- small shared state ---
 
@@ -266,8 +285,9 @@ class SqliteStore(Store):
 
     def _kv_get(self, key: str) -> str | None:
         assert self._db is not None
-        row = self._db.execute("SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                               (key, time.time())).fetchone()
+        row = self._db.execute(
+            "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)", (key, time.time())
+        ).fetchone()
         return row[0] if row else None
 
     async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
@@ -300,19 +320,27 @@ class SqliteStore(Store):
     def _list_push(self, key: str, value: str, keep: int) -> None:
         assert self._db is not None
         self._db.execute("INSERT INTO lists (key, value) VALUES (?, ?)", (key, value))
-        self._db.execute("DELETE FROM lists WHERE key = ? AND n NOT IN "
-                         "(SELECT n FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?)", (key, key, keep))
+        self._db.execute(
+            "DELETE FROM lists WHERE key = ? AND n NOT IN (SELECT n FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?)",
+            (key, key, keep),
+        )
 
     async def list_range(self, key: str, count: int | None = None) -> list[str]:
-        rows = await self._run(self._query, "SELECT value FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?",
-                               (key, -1 if count is None else count))
+        rows = await self._run(
+            self._query,
+            "SELECT value FROM lists WHERE key = ? ORDER BY n DESC LIMIT ?",
+            (key, -1 if count is None else count),
+        )
         return [r[0] for r in rows]
 
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         if not keys:
             return []
-        rows = await self._run(self._query, f"SELECT key, value FROM lists WHERE key IN ({', '.join('?' * len(keys))}) "
-                               "ORDER BY n DESC", tuple(keys))
+        rows = await self._run(
+            self._query,
+            f"SELECT key, value FROM lists WHERE key IN ({', '.join('?' * len(keys))}) ORDER BY n DESC",
+            tuple(keys),
+        )
         lists: dict[str, list[str]] = {key: [] for key in keys}
         for key, value in rows:
             lists[key].append(value)

@@ -47,7 +47,8 @@ SQLITE: list[list[str]] = [
         "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)",
         """CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL,
             PRIMARY KEY (key, member)) WITHOUT ROWID""",
-        "CREATE TABLE IF NOT EXISTS lists (n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, value TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS lists (n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,
+            value TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS lists_by_key ON lists (key, n)",
     ],
     [  # 2: a comment posted from a moderator's session carries the staff badge
@@ -89,7 +90,8 @@ POSTGRES: list[list[str]] = [
         )""",
         "CREATE TABLE kv (key text PRIMARY KEY, value text NOT NULL, expires_at timestamptz)",
         "CREATE TABLE sets (key text NOT NULL, member text NOT NULL, PRIMARY KEY (key, member))",
-        "CREATE TABLE lists (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key text NOT NULL, value text NOT NULL)",
+        """CREATE TABLE lists (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key text NOT NULL,
+            value text NOT NULL)""",
         "CREATE INDEX lists_by_key ON lists (key, n)",
     ],
     [  # 2
@@ -100,5 +102,7 @@ POSTGRES: list[list[str]] = [
 
 class SchemaTooNew(RuntimeError):
     def __init__(self, found: int, known: int) -> None:
-        super().__init__(f"the database schema is version {found}, newer than this code knows ({known}); "
-                         "not starting: run the newer code, or restore a backup taken before the upgrade")
+        super().__init__(
+            f"the database schema is version {found}, newer than this code knows ({known}); "
+            "not starting: run the newer code, or restore a backup taken before the upgrade"
+        )

@@ -32,14 +32,21 @@ from .base import Store, Written
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
-_COLUMNS = "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip, staff"
+_COLUMNS = (
+    "id, slug, parent, name, about, body, html, created_at, status, reader_id, seq, removed_by, removed_at, ip, staff"
+)
 _PLACEHOLDERS = ", ".join(f"${n}" for n in range(1, 16))
 # Two instances starting at once must not both run a migration: they queue on this lock.
 _MIGRATION_LOCK = 0x6263_6D69  # "bcmi"
 
 # What a dead, refused or restarting server raises; anything else is a bug and stays a 500.
-_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                      asyncpg.exceptions.OperatorInterventionError)
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 def _comment(row: asyncpg.Record) -> Comment:
@@ -51,8 +58,10 @@ async def migrate(connection: asyncpg.Connection) -> int:
     Returns the schema version."""
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await connection.execute("CREATE TABLE IF NOT EXISTS schema_version "
-                                 "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         version = await connection.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
         if version > len(migrations.POSTGRES):
             raise migrations.SchemaTooNew(version, len(migrations.POSTGRES))
@@ -72,8 +81,9 @@ class PostgresStore(Store):
 
     async def start(self) -> None:
         # min_size=0: connections are made when needed, so an outage logs no reconnect loop of its own.
-        self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self.pool_size,
-                                               timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
+        )
         try:
             async with self._pool.acquire() as connection:
                 await migrate(connection)
@@ -90,7 +100,7 @@ class PostgresStore(Store):
     async def ready(self) -> bool:
         try:
             async with self._connection() as connection:
-                return await connection.fetchval("SELECT true")
+                return bool(await connection.fetchval("SELECT true"))
         except Unavailable:
             return False
 
@@ -108,16 +118,16 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def _consistent_read(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._connection() as connection, connection.transaction(isolation="repeatable_read",
-                                                                              readonly=True):
+        async with self._connection() as connection, connection.transaction(isolation="repeatable_read", readonly=True):
             yield connection
 
     # --- writes ---
 
     async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
         async with self._connection() as connection:
-            await connection.execute("INSERT INTO threads (slug, epoch) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                     slug, secrets.token_hex(8))
+            await connection.execute(
+                "INSERT INTO threads (slug, epoch) VALUES ($1, $2) ON CONFLICT DO NOTHING", slug, secrets.token_hex(8)
+            )
             if await connection.fetchval("SELECT seeded FROM threads WHERE slug = $1", slug):
                 return
         for seed in seeds:  # fixed ids and ref keys: an import cut short (or run twice at once) adds no doubles
@@ -132,7 +142,8 @@ class PostgresStore(Store):
                 if ref_key is not None and (earlier := await self._by_ref(connection, ref_key)) is not None:
                     return Written(earlier, None, epoch, created=False)
                 if comment.parent is not None and not await connection.fetchval(
-                        "SELECT true FROM comments WHERE id = $1 AND slug = $2", comment.parent, comment.slug):
+                    "SELECT true FROM comments WHERE id = $1 AND slug = $2", comment.parent, comment.slug
+                ):
                     raise NotFound("The comment you are replying to does not exist.")
                 event = None
                 stored = comment
@@ -141,8 +152,11 @@ class PostgresStore(Store):
                     event = comment_event(stored)
                     await self._append(connection, stored.slug, event)
                 record = stored.record()
-                await connection.execute(f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({_PLACEHOLDERS}, $16)",
-                                         *(record[c] for c in _COLUMNS.split(", ")), ref_key)
+                await connection.execute(
+                    f"INSERT INTO comments ({_COLUMNS}, ref_key) VALUES ({_PLACEHOLDERS}, $16)",
+                    *(record[c] for c in _COLUMNS.split(", ")),
+                    ref_key,
+                )
         except asyncpg.UniqueViolationError:
             # The same ref was posted to another thread at the same moment (threads lock apart):
             # the first one won, and this is its retry.
@@ -153,26 +167,29 @@ class PostgresStore(Store):
 
     async def _lock_thread(self, connection: asyncpg.Connection, slug: str) -> str:
         """Take the thread's row lock for this transaction; every writer of the thread waits here."""
-        epoch = await connection.fetchval("SELECT epoch FROM threads WHERE slug = $1 FOR UPDATE", slug)
+        epoch: str | None = await connection.fetchval("SELECT epoch FROM threads WHERE slug = $1 FOR UPDATE", slug)
         if epoch is None:
             raise NotFound("No such article.")
         return epoch
 
     async def _next_seq(self, connection: asyncpg.Connection, slug: str) -> int:
-        return await connection.fetchval("UPDATE threads SET seq = seq + 1 WHERE slug = $1 RETURNING seq", slug)
+        seq: int = await connection.fetchval("UPDATE threads SET seq = seq + 1 WHERE slug = $1 RETURNING seq", slug)
+        return seq
 
     async def _append(self, connection: asyncpg.Connection, slug: str, event: Event) -> None:
-        await connection.execute("INSERT INTO events (slug, seq, payload) VALUES ($1, $2, $3)",
-                                 slug, event.seq, encode(event))
-        await connection.execute("DELETE FROM events WHERE slug = $1 AND seq <= $2",
-                                 slug, event.seq - self.history_size)
+        await connection.execute(
+            "INSERT INTO events (slug, seq, payload) VALUES ($1, $2, $3)", slug, event.seq, encode(event)
+        )
+        await connection.execute(
+            "DELETE FROM events WHERE slug = $1 AND seq <= $2", slug, event.seq - self.history_size
+        )
 
-    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> Written:
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         async with self._connection() as connection, connection.transaction():
             epoch = await self._lock_thread(connection, slug)
-            row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM comments WHERE id = $1 AND slug = $2",
-                                            comment_id, slug)
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM comments WHERE id = $1 AND slug = $2", comment_id, slug
+            )
             if row is None:
                 raise NotFound("No such comment.")
             before = _comment(row)
@@ -186,25 +203,33 @@ class PostgresStore(Store):
                     changed = changed.with_seq(seq)
                 event = status_event(kind, seq, changed)
                 await self._append(connection, slug, event)
-            await connection.execute("UPDATE comments SET status = $1, removed_by = $2, removed_at = $3, seq = $4 "
-                                     "WHERE id = $5", changed.status, changed.removed_by, changed.removed_at,
-                                     changed.seq, comment_id)
+            await connection.execute(
+                "UPDATE comments SET status = $1, removed_by = $2, removed_at = $3, seq = $4 WHERE id = $5",
+                changed.status,
+                changed.removed_by,
+                changed.removed_at,
+                changed.seq,
+                comment_id,
+            )
         return Written(changed, event, epoch)
 
     # --- reads ---
 
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
         async with self._connection() as connection:
-            row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM comments WHERE id = $1 AND slug = $2",
-                                            comment_id, slug)
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM comments WHERE id = $1 AND slug = $2", comment_id, slug
+            )
         return _comment(row) if row is not None else None
 
     async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
         if not refs:
             return []
         async with self._connection() as connection:
-            rows = await connection.fetch(f"SELECT {_COLUMNS} FROM comments WHERE id = ANY($1::text[])",
-                                          [comment_id for _slug, comment_id in refs])
+            rows = await connection.fetch(
+                f"SELECT {_COLUMNS} FROM comments WHERE id = ANY($1::text[])",
+                [comment_id for _slug, comment_id in refs],
+            )
         found = {(c.slug, c.id): c for c in map(_comment, rows)}
         return [found[ref] for ref in refs if ref in found]
 
@@ -229,8 +254,9 @@ class PostgresStore(Store):
     async def snapshot(self, slug: str) -> Snapshot:
         async with self._consistent_read() as connection:
             head = await self._head(connection, slug)
-            rows = await connection.fetch(f"SELECT {_COLUMNS} FROM comments WHERE slug = $1 "
-                                          "ORDER BY seq IS NULL, seq, created_at", slug)
+            rows = await connection.fetch(
+                f"SELECT {_COLUMNS} FROM comments WHERE slug = $1 ORDER BY seq IS NULL, seq, created_at", slug
+            )
         return Snapshot(seq=head.seq, epoch=head.epoch, comments=[_comment(r) for r in rows])
 
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
@@ -243,8 +269,9 @@ class PostgresStore(Store):
             oldest = await connection.fetchval("SELECT MIN(seq) FROM events WHERE slug = $1", slug)
             if oldest is None or since < oldest - 1:
                 return None
-            rows = await connection.fetch("SELECT payload FROM events WHERE slug = $1 AND seq > $2 ORDER BY seq",
-                                          slug, since)
+            rows = await connection.fetch(
+                "SELECT payload FROM events WHERE slug = $1 AND seq > $2 ORDER BY seq", slug, since
+            )
         return [decode_event(r["payload"]) for r in rows]
 
     async def heads(self, slugs: Sequence[str]) -> dict[str, int]:
@@ -254,16 +281,19 @@ class PostgresStore(Store):
 
     async def comment_counts(self) -> dict[str, int]:
         async with self._connection() as connection:
-            rows = await connection.fetch("SELECT slug, COUNT(*) AS n FROM comments WHERE status = $1 GROUP BY slug",
-                                          VISIBLE)
+            rows = await connection.fetch(
+                "SELECT slug, COUNT(*) AS n FROM comments WHERE status = $1 GROUP BY slug", VISIBLE
+            )
         return {row["slug"]: row["n"] for row in rows}
 
     # --- moderation records (accounts, bans, reports, audit, sessions): they last, so they are here ---
 
     async def kv_get(self, key: str) -> str | None:
         async with self._connection() as connection:
-            return await connection.fetchval(
-                "SELECT value FROM kv WHERE key = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())", key)
+            value: str | None = await connection.fetchval(
+                "SELECT value FROM kv WHERE key = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())", key
+            )
+        return value
 
     async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
         # Expiry is reckoned on the database's clock, so instances with skewed clocks agree.
@@ -273,7 +303,11 @@ class PostgresStore(Store):
                 "INSERT INTO kv (key, value, expires_at) "
                 "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3::float8)) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at "
-                f"{only_if_expired if only_if_absent else ''} RETURNING true", key, value, ttl)
+                f"{only_if_expired if only_if_absent else ''} RETURNING true",
+                key,
+                value,
+                ttl,
+            )
         return bool(written)
 
     async def kv_delete(self, key: str) -> None:
@@ -282,8 +316,9 @@ class PostgresStore(Store):
 
     async def set_add(self, key: str, member: str) -> None:
         async with self._connection() as connection:
-            await connection.execute("INSERT INTO sets (key, member) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                     key, member)
+            await connection.execute(
+                "INSERT INTO sets (key, member) VALUES ($1, $2) ON CONFLICT DO NOTHING", key, member
+            )
 
     async def set_remove(self, key: str, member: str) -> None:
         async with self._connection() as connection:
@@ -296,19 +331,23 @@ class PostgresStore(Store):
     async def list_push(self, key: str, value: str, keep: int) -> None:
         async with self._connection() as connection, connection.transaction():
             await connection.execute("INSERT INTO lists (key, value) VALUES ($1, $2)", key, value)
-            await connection.execute("DELETE FROM lists WHERE key = $1 AND n NOT IN "
-                                     "(SELECT n FROM lists WHERE key = $1 ORDER BY n DESC LIMIT $2)", key, keep)
+            await connection.execute(
+                "DELETE FROM lists WHERE key = $1 AND n NOT IN "
+                "(SELECT n FROM lists WHERE key = $1 ORDER BY n DESC LIMIT $2)",
+                key,
+                keep,
+            )
 
     async def list_range(self, key: str, count: int | None = None) -> list[str]:
         async with self._connection() as connection:
-            rows = await connection.fetch("SELECT value FROM lists WHERE key = $1 ORDER BY n DESC LIMIT $2",
-                                          key, count)
+            rows = await connection.fetch("SELECT value FROM lists WHERE key = $1 ORDER BY n DESC LIMIT $2", key, count)
         return [row["value"] for row in rows]
 
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         async with self._connection() as connection:
-            rows = await connection.fetch("SELECT key, value FROM lists WHERE key = ANY($1::text[]) ORDER BY n DESC",
-                                          list(keys))
+            rows = await connection.fetch(
+                "SELECT key, value FROM lists WHERE key = ANY($1::text[]) ORDER BY n DESC", list(keys)
+            )
         lists: dict[str, list[str]] = {key: [] for key in keys}
         for row in rows:
             lists[row["key"]].append(row["value"])

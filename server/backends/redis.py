@@ -29,8 +29,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -38,19 +38,19 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import StorageError
 from redis.exceptions import RedisError, WatchError
 
-from ..comments import (PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change,
-                        status_event)
+from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
 from ..errors import NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
 from .base import Backend, Bus, Store, Written
 
 log = logging.getLogger("backchannel.redis")
+T = TypeVar("T")
 
-HEARTBEAT_INTERVAL = 0.5   # seconds between heartbeats through this instance's own subscription
-HEARTBEAT_TIMEOUT = 3.0    # no heartbeat for this long: the subscription is dead, rebuild it
-PRESENCE_TTL = 6.0         # an instance that has not refreshed its counts for this long is gone
+HEARTBEAT_INTERVAL = 0.5  # seconds between heartbeats through this instance's own subscription
+HEARTBEAT_TIMEOUT = 3.0  # no heartbeat for this long: the subscription is dead, rebuild it
+PRESENCE_TTL = 6.0  # an instance that has not refreshed its counts for this long is gone
 PRESENCE_REFRESH = 2.0
-REDIS_TIMEOUT = 2.0        # every command: a silent link raises instead of hanging
+REDIS_TIMEOUT = 2.0  # every command: a silent link raises instead of hanging
 CONTROL_CHANNEL = "bc:control"  # moderation desk events and ended sessions, for every instance
 
 # KEYS: meta, comments, refs, log   ARGV: id, record (JSON object without seq, from after its "{"),
@@ -110,19 +110,19 @@ def _comment(record: bytes | str) -> Comment:
 
 
 def _options() -> dict[str, Any]:
-    return dict(socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=10)
+    return {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT, "health_check_interval": 10}
 
 
-def RedisBackend(url: str, history_size: int = 1000) -> Backend:  # noqa: N802 (reads as the class it was)
+def RedisBackend(url: str, history_size: int = 1000) -> Backend:
     """Redis-only: Redis is both the store and the bus."""
     return Backend(RedisStore(url, history_size), RedisBus(url))
 
 
-async def _call(awaitable):
+async def _call(awaitable: Awaitable[T]) -> T:
     """Every Redis call: failures of the link become Unavailable, never a hang or a 500."""
     try:
         return await awaitable
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
 
 
@@ -146,7 +146,7 @@ class RedisStore(Store):
     async def ready(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), REDIS_TIMEOUT))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
     # --- threads ---
@@ -178,11 +178,22 @@ class RedisStore(Store):
         keys = _keys(comment.slug)
         record = orjson.dumps(_record_without_seq(comment)).decode()
         view = orjson.dumps(comment.moderator_view()).decode()
-        reply = await _call(self._post_script(
-            keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"]],
-            args=[comment.id, record[1:], view, ref_key or "", comment.parent or "", self.history_size,
-                  "1" if comment.status == VISIBLE else "0", _channel(comment.slug),
-                  "1" if comment.status == PENDING else "0"]))
+        reply = await _call(
+            self._post_script(
+                keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"]],
+                args=[
+                    comment.id,
+                    record[1:],
+                    view,
+                    ref_key or "",
+                    comment.parent or "",
+                    self.history_size,
+                    "1" if comment.status == VISIBLE else "0",
+                    _channel(comment.slug),
+                    "1" if comment.status == PENDING else "0",
+                ],
+            )
+        )
         outcome = reply[0].decode()
         if outcome == "nothread":
             return None
@@ -190,12 +201,10 @@ class RedisStore(Store):
             raise NotFound("The comment you are replying to does not exist.")
         return _comment(reply[1]), outcome == "ok"
 
-    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                         at: str) -> Written:
+    async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         return await _call(self._set_status(slug, comment_id, status, moderator, at))
 
-    async def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None,
-                          at: str) -> Written:
+    async def _set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         # Moderation is rare, so optimistic locking: read under WATCH, decide in Python (the same
         # status_change as the SQL stores), write in MULTI; a concurrent post retries it.
         keys = _keys(slug)
@@ -221,8 +230,9 @@ class RedisStore(Store):
                         event = status_event(kind, new_seq, changed)
                         wire = encode(event)
                         pipe.hset(keys["meta"], "seq", new_seq)
-                        pipe.xadd(keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size,
-                                  approximate=False)
+                        pipe.xadd(
+                            keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size, approximate=False
+                        )
                         pipe.publish(_channel(slug), f"{epoch.decode()} {wire}")
                     visible_change = (changed.status == VISIBLE) - (before.status == VISIBLE)
                     if visible_change:
@@ -273,8 +283,9 @@ class RedisStore(Store):
             pipe.hmget(keys["meta"], "seq", "epoch")
             pipe.hgetall(keys["comments"])
             (seq, epoch), records = await _call(pipe.execute())
-        comments = sorted((_comment(r) for r in records.values()),
-                          key=lambda c: (c.seq is None, c.seq or 0, c.created_at))  # pending ones last
+        comments = sorted(
+            (_comment(r) for r in records.values()), key=lambda c: (c.seq is None, c.seq or 0, c.created_at)
+        )  # pending ones last
         return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments)
 
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
@@ -299,7 +310,7 @@ class RedisStore(Store):
             for slug in slugs:
                 pipe.hget(_keys(slug)["meta"], "visible")
             counts = await _call(pipe.execute())
-        return {slug: int(count or 0) for slug, count in zip(slugs, counts)}
+        return {slug: int(count or 0) for slug, count in zip(slugs, counts, strict=True)}
 
     # --- moderation records ---
 
@@ -308,8 +319,9 @@ class RedisStore(Store):
         return value.decode() if value is not None else None
 
     async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
-        return bool(await _call(self.redis.set(f"bc:kv:{key}", value, px=int(ttl * 1000) if ttl else None,
-                                               nx=only_if_absent)))
+        return bool(
+            await _call(self.redis.set(f"bc:kv:{key}", value, px=int(ttl * 1000) if ttl else None, nx=only_if_absent))
+        )
 
     async def kv_delete(self, key: str) -> None:
         await _call(self.redis.delete(f"bc:kv:{key}"))
@@ -396,9 +408,11 @@ class RedisBus(Bus):
     async def start(self) -> None:
         await _call(self.redis.ping())
         self._running = True
-        self._tasks = [asyncio.create_task(self._listen(), name="redis-listener"),
-                       asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
-                       asyncio.create_task(self._refresh_presence(), name="redis-presence")]
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="redis-listener"),
+            asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
+            asyncio.create_task(self._refresh_presence(), name="redis-presence"),
+        ]
         await _call(asyncio.wait_for(self._subscriber_up.wait(), 2 * REDIS_TIMEOUT))
 
     async def close(self) -> None:
@@ -424,7 +438,7 @@ class RedisBus(Bus):
         self._subscribed.add(slug)
         try:
             await asyncio.wait_for(self._subscriber_up.wait(), REDIS_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._subscribed.discard(slug)
             raise Unavailable("Live updates are reconnecting; please retry.") from None
         assert self._pubsub is not None
@@ -553,7 +567,7 @@ class RedisBus(Bus):
         try:
             total = await self._report_presence(slug, local_readers)
             await self.redis.publish(_channel(slug), f"presence {total}")
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return local_readers  # the best we know while Redis is away
         return total
 
@@ -587,7 +601,7 @@ class RedisBus(Bus):
             for slug in list(self._subscribed):
                 try:
                     total = await self._report_presence(slug, self._local_readers.get(slug, 0))
-                except (RedisError, OSError, asyncio.TimeoutError):
+                except (TimeoutError, RedisError, OSError):
                     break
                 if totals.get(slug) != total:
                     totals[slug] = total
