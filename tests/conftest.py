@@ -55,9 +55,11 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def database_url(postgres_server: PostgresServer) -> str:
-    """A new, empty database on the shared cluster."""
-    return postgres_server.create_database()
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty database on the shared cluster, dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
 
 
 @pytest.fixture

@@ -97,6 +97,20 @@ class PostgresServer:
         self._run(str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Each database takes ~8 MB of disk: a session's worth would make removing the cluster slow."""
+        self._run(
+            str(self.bindir / "dropdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "--force",
+            url.rsplit("/", 1)[1],
+        )
+
     def remove(self) -> None:
         try:
             self.stop("immediate")

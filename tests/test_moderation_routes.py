@@ -11,7 +11,7 @@ from .test_api import write_comments
 
 def statements_during(visitor, request: Callable[[], object]) -> list[str]:
     """The SQL the embedded store ran while serving the request."""
-    db = visitor.client.app.state.backend._db
+    db = visitor.client.app.state.backend.store._db
     ran: list[str] = []
     db.set_trace_callback(ran.append)
     try:
