@@ -7,6 +7,7 @@ package creates it) and its commands run through runuser. The binaries come from
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -113,6 +114,7 @@ class PostgresServer:
 
     def remove(self) -> None:
         try:
-            self.stop("immediate")
+            with contextlib.suppress(subprocess.CalledProcessError):  # a test may have left it stopped
+                self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

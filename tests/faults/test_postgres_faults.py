@@ -119,7 +119,6 @@ async def test_postgres_restarted_while_posts_flow(tmp_path: Path, redis_server:
             assert refused_in < 5
             assert (await cluster.poster.client.get(f"{cluster.instances[1].url}/readyz")).status_code == 503
             await asyncio.sleep(1)  # the outage itself lasts a second: nothing to wait on
-            assert cluster.poster.refused > 0  # the stream met it, and retried
             await asyncio.to_thread(postgres.start)
             began = loop.time()
             await cluster.poster.post("after")
