@@ -18,7 +18,8 @@ from starlette.testclient import TestClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server.backends.local import SCHEMA, LocalBackend
+from server.backends import migrations
+from server.backends.local import LocalBackend
 from server.comments import Comment
 from server.errors import RateLimited, Repeat, Unauthorized
 from server.moderation import (
@@ -480,10 +481,9 @@ def test_a_moderators_comment_carries_a_staff_badge_a_reader_cannot_fake(moderat
 
 async def test_a_database_from_before_the_staff_column_gets_it(tmp_path):
     path = tmp_path / "old.sqlite3"
-    old_schema = "\n".join(line for line in SCHEMA.splitlines() if not line.strip().startswith("staff "))
-    assert "staff" not in old_schema
     with sqlite3.connect(path) as db:
-        db.executescript(old_schema)
+        for statement in migrations.SQLITE[0]:  # the schema before the staff column (migration 2)
+            db.execute(statement)
         db.execute("INSERT INTO threads (slug, epoch) VALUES ('t', 'e')")
         db.execute("INSERT INTO comments (id, slug, seq, name, body, html, created_at, status) "
                    "VALUES ('c1', 't', NULL, 'Ann', 'hi', '<p>hi</p>', '2026-01-01T00:00:00Z', 'pending')")
