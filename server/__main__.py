@@ -17,6 +17,7 @@ from . import settings as settings_module
 from .backends import create_backend, create_store
 from .backends.migrations import SchemaTooNew
 from .errors import BackchannelError
+from .http_limits import LimitedHttpToolsProtocol
 from .moderation import Moderation
 from .wire import LiveWebSocketProtocol
 
@@ -39,7 +40,8 @@ def serve(host: str | None, port: int | None) -> None:
         ws_ping_interval=settings.ws_ping_interval, ws_ping_timeout=settings.ws_ping_interval,
         # The client address comes from X-Forwarded-For only when the peer is a trusted proxy.
         proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=5, log_level="info")
+        # httptools, with caps on the request head and a deadline for each request (http_limits).
+        loop="uvloop", http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=5, log_level="info")
 
 
 def create_moderator(name: str, password_file: str | None) -> None:

@@ -20,6 +20,7 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Bas
 from starlette.requests import HTTPConnection, Request
 
 from .errors import Forbidden, InvalidMessage
+from .http_limits import read_form
 from .identity import SESSION_COOKIE, client_ip, cookies
 from .security import origin_of
 from .threads import Author
@@ -110,7 +111,7 @@ async def submission(request: Request) -> Submission:
             raise InvalidMessage("Expected a JSON object.")
         from_form = False
     else:
-        data, from_form = {key: str(value) for key, value in (await request.form()).items()}, True
+        data, from_form = {key: str(value) for key, value in (await read_form(request)).items()}, True
     check_csrf(request, request.headers.get("x-csrf-token") or data.get("csrf_token"), from_form)
     return Submission(data, from_form)
 
