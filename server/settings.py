@@ -16,6 +16,7 @@ log = logging.getLogger("backchannel")
 MAX_BODY_CHARS = 5000        # counted in user-perceived characters (grapheme clusters)
 MAX_NAME_CHARS = 80
 MAX_ABOUT_CHARS = 120
+MAX_REF_CHARS = 128         # a client's idempotency key, in code points
 MAX_FRAME_BYTES = 64 * 1024  # uvicorn's --ws-max-size: also caps what a compressed frame inflates to
 
 

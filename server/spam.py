@@ -4,7 +4,14 @@ Each rule is configurable (README, "Spam rules") and moderators edit them from t
 live in the backend, and a change is sent to every instance on the control channel, so it
 applies everywhere at once. Matching costs O(length of the comment) whatever the size of
 the word lists: the text is split into words once and each word (and each phrase of up to
-MAX_PHRASE_WORDS words) is looked up in a set, with no regular expression built from the lists.
+MAX_PHRASE_WORDS words) is looked up in a dict, with no regular expression built from the lists.
+
+Words are compared by what they look like, not by their code points, so that a listed word
+cannot be dodged: the text and the lists both go through `text.skeleton` (invisible characters
+gone, look-alike letters and marks folded), digits inside words read as letters ("sp4m"), and a
+run of single letters is read as one word too ("s p a m", "s.p.a.m"). Whole words only: "class"
+does not match "ass". The price: letters that look alike are one letter here (l and I are i),
+so a listed "fall" also holds "fail".
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import regex
 
 from .backends.base import Backend
 from .control import RulesChanged, encode_control
+from .text import fold_digits, skeleton
 
 MAX_PHRASE_WORDS = 3
 MAX_LIST_ENTRIES = 5000
 RULES_KEY = "spam-rules"
 _WORD = regex.compile(r"[\p{L}\p{N}]+(?:['’][\p{L}]+)?")
+_INVISIBLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,9 @@ class Rules:
     premoderate_first_comments: int = 0   # a reader's first N comments wait for a moderator
     banned_words: tuple[str, ...] = ()    # refused outright
     suspect_words: tuple[str, ...] = ()   # held for a moderator
-    _banned: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-    _suspect: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    # skeleton phrase -> the listed entry it came from
+    _banned: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _suspect: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> Rules:
@@ -42,7 +52,7 @@ class Rules:
             entries = data.get(key) or []
             if isinstance(entries, str):
                 entries = entries.splitlines()
-            cleaned = {_normalise(" ".join(_words(str(e)))) for e in entries}
+            cleaned = {_normalise(" ".join(_words(_INVISIBLE.sub("", str(e))))) for e in entries}
             return tuple(sorted(w for w in cleaned if w and len(w.split()) <= MAX_PHRASE_WORDS))[:MAX_LIST_ENTRIES]
 
         def number(key: str, default: int) -> int:
@@ -50,13 +60,16 @@ class Rules:
                 return max(0, min(int(data.get(key, default)), 100_000))
             except (TypeError, ValueError):
                 return default
+        def by_skeleton(entries: tuple[str, ...]) -> dict[str, str]:
+            return {" ".join(_skeleton_words(entry)): entry for entry in entries}
         defaults = cls()
         banned, suspect = words("banned_words"), words("suspect_words")
         return cls(repeat_window_minutes=number("repeat_window_minutes", defaults.repeat_window_minutes),
                    max_links_new_reader=number("max_links_new_reader", defaults.max_links_new_reader),
                    new_reader_comments=number("new_reader_comments", defaults.new_reader_comments),
                    premoderate_first_comments=number("premoderate_first_comments", defaults.premoderate_first_comments),
-                   banned_words=banned, suspect_words=suspect, _banned=frozenset(banned), _suspect=frozenset(suspect))
+                   banned_words=banned, suspect_words=suspect,
+                   _banned=by_skeleton(banned), _suspect=by_skeleton(suspect))
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if not k.startswith("_")}
@@ -66,12 +79,13 @@ class Rules:
         listed = self._banned if banned else self._suspect
         if not listed:
             return None
-        words = _words(text)
-        for size in range(1, MAX_PHRASE_WORDS + 1):
-            for start in range(len(words) - size + 1):
-                phrase = _normalise(" ".join(words[start:start + size]))
-                if phrase in listed:
-                    return phrase
+        words = _skeleton_words(text)
+        spelled = _single_letters_joined(words)
+        for sequence in (words, spelled) if spelled != words else (words,):
+            for size in range(1, MAX_PHRASE_WORDS + 1):
+                for start in range(len(sequence) - size + 1):
+                    if (entry := listed.get(" ".join(sequence[start:start + size]))) is not None:
+                        return entry
         return None
 
 
@@ -79,13 +93,34 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def _skeleton_words(text: str) -> list[str]:
+    """The words of text as they look (see the module's docstring)."""
+    return [fold_digits(word) for word in _WORD.findall(skeleton(text))]
+
+
+def _single_letters_joined(words: list[str]) -> list[str]:
+    """Each run of two or more one-letter words as one word: "s p a m" -> "spam"."""
+    joined: list[str] = []
+    run: list[str] = []
+    for word in [*words, ""]:  # the empty word ends the last run
+        if len(word) == 1:
+            run.append(word)
+            continue
+        joined += [fold_digits("".join(run))] if len(run) > 1 else run  # "5 p 4 m" is a word now
+        run = []
+        if word:
+            joined.append(word)
+    return joined
+
+
 def _normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
 def text_fingerprint(text: str) -> str:
-    """The same words in the same order, whatever the case, spacing or punctuation."""
-    return hashlib.sha256(" ".join(_normalise(w) for w in _words(text)).encode()).hexdigest()[:32]
+    """The same words in the same order, whatever the case, spacing, punctuation, invisible
+    characters or look-alike letters."""
+    return hashlib.sha256(" ".join(_skeleton_words(text)).encode()).hexdigest()[:32]
 
 
 class SpamRules:

@@ -27,7 +27,7 @@ from .moderation import Bans, Moderation, client_network
 from .protocol import DeskComment
 from .spam import SpamRules, text_fingerprint
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
-from .text import clean_body, clean_name, render_body
+from .text import clean_body, clean_name, clean_ref, render_body
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ class Threads:
         clean_author = clean_name(name, MAX_NAME_CHARS, "name", required=True)
         clean_about = clean_name(about, MAX_ABOUT_CHARS, "description", required=False)
         text = clean_body(body, MAX_BODY_CHARS)
+        ref = clean_ref(ref)
         ref_key = f"{author.reader_id}:{ref}" if ref else None
         # A retry of a post already stored is answered as before, and is not counted again.
         if ref_key and (earlier := await self.backend.comment_by_ref(slug, ref_key)) is not None:

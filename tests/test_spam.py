@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from server.spam import Rules, text_fingerprint
 
 from .servers import DEMO_SLUG
@@ -30,9 +34,59 @@ def test_a_huge_list_and_a_huge_comment_still_match_correctly():
     assert rules.matches(comment, banned=True) == "word4999"
 
 
+# Issue 10, point 4: each way a listed word was dodged, then every one of them at once.
+EVASIONS = {
+    "ZWJ": "sp\u200dam", "ZWNJ": "sp\u200cam", "soft hyphen": "sp\u00adam", "U+034F": "sp\u034fam",
+    "U+200E": "sp\u200eam", "U+2062": "sp\u2062am", "U+E0020": "sp\U000E0020am", "VS16": "sp\ufe0fam",
+    "U+180B": "sp\u180bam", "U+3164": "sp\u3164am", "Cyrillic": "ѕраm", "Greek and Cyrillic": "ѕрαm",
+    "fullwidth": "ｓｐａｍ", "mathematical": "𝐬𝐩𝐚𝐦", "accents": "spám", "digits": "5p4m",
+    "spaced": "s p a m", "dotted": "s.p.a.m", "spaced digits": "5 p 4 m", "all at once": "ѕ\u200b p 4\u00ad m",
+}
+
+
+@pytest.mark.parametrize("dodge", EVASIONS.values(), ids=EVASIONS.keys())
+def test_a_listed_word_cannot_be_dodged_with_invisible_characters_look_alikes_digits_or_spacing(dodge):
+    rules = Rules.from_dict({"banned_words": ["spam", "idiot"], "suspect_words": ["spam"]})
+    assert rules.matches(f"Buy my {dodge} today", banned=True) == "spam"
+    assert rules.matches(f"Buy my {dodge} today", banned=False) == "spam"
+    assert rules.matches("you 1d10t", banned=True) == "idiot"
+    assert rules.matches("you Ιdіοt", banned=True) == "idiot"  # Greek Iota, Cyrillic i, Greek omicron
+
+
+ORDINARY = [
+    "I fell in the hall, but the class passed the assessment anyway.",
+    "Hello there! Is the shell company's spa manager at the scampi stall?",
+    "Plan B: a US team won 3 to 1 in 2024; the score was 5-4 after 90 minutes.",
+    "Spamalot is a musical; the ham and spinach pie was 45 pence.",
+    "I am a teacher from Leeds and I think the idea is smart.",
+    "Die Idioten-Frage? Nein. Эта статья — спам? Нет. Ce n'est pas l'idée.",
+    "A B C D are the options; s/he wrote p.s. at the end, e.g. here.",
+]
+
+
+@pytest.mark.parametrize("sentence", ORDINARY)
+def test_ordinary_sentences_with_no_listed_word_pass(sentence):
+    rules = Rules.from_dict({"banned_words": ["spam", "idiot", "ass", "hell", "scam", "abcd e"]})
+    assert rules.matches(sentence, banned=True) is None
+
+
+def test_matching_on_skeletons_stays_linear_in_the_comment():
+    rules = Rules.from_dict({"banned_words": [f"word{n}" for n in range(5000)]})
+    timings = []
+    for size in (1000, 4000):
+        comment = "ѕ p a m 5p4m sp\u200dam " * (size // 25)
+        start = time.perf_counter()
+        for _ in range(20):
+            assert rules.matches(comment, banned=True) is None
+        timings.append((time.perf_counter() - start) / 20)
+    print(f"match: {timings[0] * 1e3:.2f} ms for ~1,000 characters, {timings[1] * 1e3:.2f} ms for ~4,000")
+    assert timings[1] < timings[0] * 4 * 3  # 4x the text: about 4x the time, never its square
+
+
 def test_the_same_text_has_the_same_fingerprint_whatever_the_spacing():
     assert text_fingerprint("Buy NOW!!  at example") == text_fingerprint("buy now at   example.")
     assert text_fingerprint("buy now") != text_fingerprint("now buy")
+    assert text_fingerprint("buy now") == text_fingerprint("bu\u200by n\u043ew")  # ZWSP, Cyrillic о
 
 
 def post(browser_, body: str, name: str = "Reader"):

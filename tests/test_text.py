@@ -2,8 +2,12 @@
 
 import pytest
 
-from server.errors import Empty, TooLong
-from server.text import clean_body, clean_name, grapheme_length, render_body
+from server.errors import Empty, InvalidMessage, TooLong
+from server.text import (CODE_POINTS_PER_CHARACTER, clean_body, clean_name, clean_ref, grapheme_length, name_skeletons,
+                         render_body)
+
+from .servers import DEMO_SLUG
+from .visitors import token
 
 
 def test_markup_a_reader_writes_is_shown_as_text_never_run():
@@ -49,9 +53,28 @@ def test_empty_and_whitespace_only_comments_are_refused():
 def test_lengths_count_what_a_person_sees():
     family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"  # one emoji made of five code points
     assert grapheme_length(family) == 1
-    assert clean_body(family * 5000, 5000)
+    assert clean_body(family * 1000 + "e\u0301" * 4000, 5000) == family * 1000 + "\u00e9" * 4000
     with pytest.raises(TooLong):
         clean_body("x" * 5001, 5000)
+
+
+def test_one_character_cannot_carry_any_number_of_code_points():
+    # A run of U+1100 is one grapheme cluster: 20,000 of them were stored as a one-character name.
+    assert grapheme_length("\u1100" * 20_000) == 1
+    with pytest.raises(TooLong):
+        clean_name("\u1100" * 20_000, 80, "name", required=True)
+    with pytest.raises(TooLong):
+        clean_body("\u1100" * 30_000, 5000)
+    with pytest.raises(TooLong):
+        clean_name("a" + "\u1100" * (80 * CODE_POINTS_PER_CHARACTER), 80, "name", required=True)
+    assert clean_name("\u1100" * (80 * CODE_POINTS_PER_CHARACTER), 80, "name", required=True)
+
+
+def test_a_ref_is_at_most_128_characters_as_documented():
+    assert clean_ref("r" * 128) == "r" * 128
+    assert clean_ref("") is None and clean_ref(None) is None
+    with pytest.raises(InvalidMessage):
+        clean_ref("r" * 129)
 
 
 def test_combining_mark_floods_are_cut_down():
@@ -69,5 +92,47 @@ def test_names_lose_control_bidi_and_invisible_characters():
         clean_name("n" * 81, 80, "name", required=True)
 
 
+INVISIBLES = ["\u200d", "\u200c", "\u00ad", "\u034f", "\u200e", "\u2062", "\U000E0020", "\ufe0f", "\u180b",
+              "\u3164", "\u115f", "\uffa0", "\u200b", "\u2060", "\ufeff"]
+
+
+@pytest.mark.parametrize("invisible", INVISIBLES, ids=[f"U+{ord(c):04X}" for c in INVISIBLES])
+def test_names_and_bodies_lose_every_default_ignorable_character(invisible):
+    # "mod\u3164" was shown exactly as a moderator's "mod".
+    assert clean_name(f"mod{invisible}", 80, "name", required=True) == "mod"
+    assert clean_name(f"m{invisible}od", 80, "name", required=True) == "mod"
+    assert clean_body(f"sp{invisible}am", 5000) == "spam"
+
+
+def test_bodies_keep_the_invisible_characters_emoji_and_scripts_draw_with():
+    kept = ["\U0001F468\u200d\U0001F469\u200d\U0001F467",  # a family: ZWJ between emoji
+            "\u2764\ufe0f", "1\ufe0f\u20e3",  # emoji presentation, a keycap
+            "\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F",  # Scotland's flag
+            "\u0645\u06CC\u200c\u062E\u0648\u0627\u0647\u0645",  # Persian: ZWNJ between letters
+            "\u0915\u094d\u200d\u0937",  # Devanagari: ZWJ after a virama
+            "\u845b\U000E0100"]  # an ideographic variation sequence
+    for text in kept:
+        assert clean_body(text, 5000) == text
+
+
 def test_bodies_lose_bidi_overrides_but_keep_newlines():
     assert clean_body("abc\u202edef\r\nnext\u0007", 5000) == "abcdef\nnext"
+
+
+@pytest.mark.parametrize("look_alike", ["mod\u3164", "m\u200dod", "MOD", "m0d", "mod\u034f",
+                                        "\u041cod", "mo\u0501", "\uff4d\uff4f\uff44"])
+def test_a_name_that_looks_like_another_shares_a_skeleton_with_it(look_alike):
+    assert name_skeletons(look_alike) & name_skeletons("mod")
+
+
+def test_a_reader_cannot_post_as_a_moderator_with_an_invisible_filler_or_a_digit(reader):
+    for look_alike in ("alice\u3164", "al1ce", "a\u200blice", "\u0430lice"):
+        response = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": look_alike, "body": "hi"},
+                               headers={"X-CSRF-Token": token(reader)})
+        assert response.status_code == 403, look_alike
+
+
+def test_a_json_post_with_a_ref_over_128_characters_is_refused(reader):
+    response = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Ann", "body": "hi", "ref": "r" * 200_000},
+                           headers={"X-CSRF-Token": token(reader)})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_message"
