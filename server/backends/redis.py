@@ -36,6 +36,9 @@ import orjson
 import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import StorageError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
@@ -113,6 +116,15 @@ def _options() -> dict[str, Any]:
     return {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT, "health_check_interval": 10}
 
 
+def retry_once_on_a_fresh_connection() -> Retry:
+    """For every command pool. After a Redis restart each pooled connection is still open to the
+    old process and fails on its next use: /readyz's PING found a live one while the first post
+    on each instance got 503. One retry reconnects that connection; none on a timeout, so a
+    silent link still fails within REDIS_TIMEOUT. (A clean close means the command never ran,
+    and posts carry a ref besides.) redis-py's from_url gives no retry at all by default."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 def RedisBackend(url: str, history_size: int = 1000) -> Backend:
     """Redis-only: Redis is both the store and the bus."""
     return Backend(RedisStore(url, history_size), RedisBus(url))
@@ -132,7 +144,7 @@ class RedisStore(Store):
     def __init__(self, url: str, history_size: int = 1000) -> None:
         self.url = url
         self.history_size = history_size
-        self.redis = aioredis.Redis.from_url(url, **_options())
+        self.redis = aioredis.Redis.from_url(url, retry=retry_once_on_a_fresh_connection(), **_options())
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
         self._seeds: dict[str, Sequence[Comment]] = {}
@@ -388,8 +400,11 @@ class RedisBus(Bus):
         super().__init__()
         self.url = url
         self.instance = secrets.token_hex(6)
-        self.redis = aioredis.Redis.from_url(url, **_options())
-        self.rate_limit_storage = SharedLimits(url, **_options())
+        self.redis = aioredis.Redis.from_url(url, retry=retry_once_on_a_fresh_connection(), **_options())
+        # The subscription recovers by itself (resubscribe, then re-read every thread): a silent
+        # reconnect inside redis-py would skip the re-read, so it has a client that never retries.
+        self._subscriber_redis = aioredis.Redis.from_url(url, **_options())
+        self.rate_limit_storage = SharedLimits(url, retry=retry_once_on_a_fresh_connection(), **_options())
         self._subscribed: set[str] = set()
         self._confirmations: dict[str, asyncio.Future] = {}
         self._pubsub: aioredis.client.PubSub | None = None
@@ -428,6 +443,7 @@ class RedisBus(Bus):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pubsub.aclose(), 1.0)
         await self.redis.aclose()
+        await self._subscriber_redis.aclose()
 
     async def publish(self, slug: str, event: Event, epoch: str) -> None:
         await _call(self.redis.publish(_channel(slug), f"{epoch} {encode(event)}"))
@@ -462,7 +478,7 @@ class RedisBus(Bus):
                 await self._pubsub.unsubscribe(_channel(slug))
 
     async def _connect_subscriber(self) -> aioredis.client.PubSub:
-        pubsub = self.redis.pubsub()
+        pubsub = self._subscriber_redis.pubsub()
         channels = [f"bc:hb:{self.instance}", CONTROL_CHANNEL, *(_channel(slug) for slug in self._subscribed)]
         await pubsub.subscribe(*channels)
         confirmed = 0
