@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import redis
 import uvicorn
 
 from . import settings as settings_module
@@ -24,8 +25,31 @@ from .wire import LiveWebSocketProtocol
 T = TypeVar("T")
 
 
+log = logging.getLogger("backchannel")
+
+
+def warn_about_redis_durability(url: str) -> None:
+    """One warning per setting with which Redis would lose comments (README, "Several
+    instances"). A Redis that refuses CONFIG (a managed one) or is not up yet: nothing said."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("maxmemory-policy")}
+    except redis.RedisError:
+        return
+    finally:
+        client.close()
+    if config.get("appendonly", "yes") == "no":
+        log.warning("Redis has no AOF (appendonly no): a Redis restart loses every thread, and readers "
+                    "get reset; set appendonly yes")
+    if (policy := config.get("maxmemory-policy", "noeviction")) != "noeviction":
+        log.warning("Redis evicts keys when its memory is full (maxmemory-policy %s): an evicted key is "
+                    "lost comments or sessions; set maxmemory-policy noeviction", policy)
+
+
 def serve(host: str | None, port: int | None) -> None:
     settings = settings_module.load()
+    if settings.redis_url and not settings.database_url:  # Redis is the store: it must keep what it took
+        warn_about_redis_durability(settings.redis_url)
     migrate(settings, quiet=True)  # before uvicorn, so that a refusal is one line, not a traceback
     uvicorn.run(
         "server.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
@@ -112,7 +136,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
-        serve(args.host, args.port)
+        try:
+            serve(args.host, args.port)
+        except settings_module.SettingsError as exc:
+            sys.exit(f"python -m server serve: {exc}")
     elif args.command == "migrate":
         migrate(settings_module.load())
     elif args.command == "create-moderator":

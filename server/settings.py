@@ -20,6 +20,10 @@ MAX_REF_CHARS = 128         # a client's idempotency key, in code points
 MAX_FRAME_BYTES = 64 * 1024  # uvicorn's --ws-max-size: also caps what a compressed frame inflates to
 
 
+class SettingsError(ValueError):
+    """A setting is missing or wrong: said in one line, and the server does not start."""
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -73,10 +77,11 @@ def load(env_file: str | Path | None = ".env") -> Settings:
     config = Config(env_file if env_file and Path(env_file).exists() else None)
     secret = config("SECRET_KEY", cast=Secret, default=None)
     redis_url = config("REDIS_URL", default=None) or None
-    if secret is None:
+    if secret is None or not str(secret).strip():  # an empty key would sign with nothing secret
         if redis_url:
             # Several instances must sign cookies with the same key, so a per-process key is wrong.
-            raise RuntimeError("SECRET_KEY is missing: it is required when REDIS_URL is set")
+            raise SettingsError("SECRET_KEY is missing: it is required when REDIS_URL is set (every instance "
+                                "must sign cookies with the same key)")
         secret = Secret(_development_key(Path(config("DATA_DIR", default="./data"))))
     origins = config("ALLOWED_ORIGINS", cast=CommaSeparatedStrings, default="")
     return Settings(
