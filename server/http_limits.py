@@ -44,14 +44,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_room = MAX_HEAD_BYTES
-        self._headers_left = MAX_HEADERS
         self._head_complete = False
         self._refusal: tuple[int, str] | None = None
-        self._request_deadline: asyncio.TimerHandle | None = None
-        self._arm_request_deadline()
+        # When the request being received began (None: none is). One timer per connection checks
+        # it and re-arms itself while requests keep coming, rather than a timer per request.
+        self._request_began: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._request_begins()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_request_deadline()
+        self._request_ends()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -76,32 +81,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # --- parser callbacks ---
 
     def on_message_begin(self) -> None:
-        self._arm_request_deadline()  # a keep-alive connection's next request starts its clock
+        if self._request_began is None:  # a keep-alive connection's next request starts its clock
+            self._request_begins()
         super().on_message_begin()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers_left -= 1
-        if self._headers_left < 0:
+    def on_headers_complete(self) -> None:
+        # Counted once the head is whole: MAX_HEAD_BYTES already bounds what it held meanwhile.
+        if len(self.headers) > MAX_HEADERS:
             self._refusal = (431, f"A request may have at most {MAX_HEADERS} header fields.")
             raise _HeadRefused
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         self._head_complete = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._cancel_request_deadline()
+        self._request_ends()
         # What comes next is the head of the next request, with a budget of its own. (A pipelined
         # head that arrives in the same read as the end of this body is not counted: one read
         # is bounded by the event loop's read size, so the buffering still is.)
         self._head_room = MAX_HEAD_BYTES
-        self._headers_left = MAX_HEADERS
         self._head_complete = False
         super().on_message_complete()
 
     def handle_websocket_upgrade(self) -> None:
-        self._cancel_request_deadline()  # from here the WebSocket protocol keeps its own time
+        self._request_ends()  # from here the WebSocket protocol keeps its own time
         super().handle_websocket_upgrade()
 
     # --- refusing ---
@@ -118,7 +120,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._answer_and_close(status, message)
 
     def _answer_and_close(self, status: int, message: str) -> None:
-        self._cancel_request_deadline()
+        self._request_ends()
         body = message.encode()
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
@@ -130,20 +132,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- the deadline ---
 
-    def _arm_request_deadline(self) -> None:
-        if self._request_deadline is None:
-            self._request_deadline = self.loop.call_later(REQUEST_TIMEOUT, self._request_timed_out)
+    def _request_begins(self) -> None:
+        self._request_began = self.loop.time()
+        if self._deadline_timer is None:
+            self._deadline_timer = self.loop.call_later(REQUEST_TIMEOUT, self._check_deadline)
 
-    def _cancel_request_deadline(self) -> None:
-        if self._request_deadline is not None:
-            self._request_deadline.cancel()
-            self._request_deadline = None
+    def _request_ends(self) -> None:
+        self._request_began = None
 
-    def _request_timed_out(self) -> None:
-        self._request_deadline = None
-        if self.transport.is_closing():
-            return
-        if self._head_complete:
+    def _check_deadline(self) -> None:
+        self._deadline_timer = None
+        if self._request_began is None or self.transport.is_closing():
+            return  # between requests: the next one arms the timer again
+        left = self._request_began + REQUEST_TIMEOUT - self.loop.time()
+        if left > 0:
+            self._deadline_timer = self.loop.call_later(left, self._check_deadline)
+        elif self._head_complete:
             # The application is already reading the body: closing ends its wait with a disconnect.
             self.transport.close()
         elif self._head_room < MAX_HEAD_BYTES:
