@@ -19,8 +19,11 @@ import asyncio
 import logging
 
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .errors import InvalidMessage
 
 log = logging.getLogger("backchannel.http")
 
@@ -159,4 +162,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 async def read_form(request: Request) -> FormData:
     """A submitted form, text fields only: a file part (or too many, or too large, parts) is
     refused with 400 rather than read, and a file never reaches the code as text."""
-    return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART_BYTES)
+    try:
+        return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART_BYTES)
+    except HTTPException as exc:  # Starlette's answer to a multipart body over these caps
+        raise InvalidMessage(f"This form takes a few text fields, and no file. ({exc.detail})") from None
