@@ -74,8 +74,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         room = self._head_room
         self._head_room = 0
         super().data_received(data[:room])
-        if self._refusal is not None or self.transport.is_closing():
-            return
+        if self._refusal is not None or self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # refused, or upgraded to a WebSocket (whose client waits for the 101 to send more)
         if not self._head_complete:
             self._refuse(431, f"The request head is over {MAX_HEAD_BYTES} bytes.")
             return
