@@ -56,10 +56,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._request_begins()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._request_ends()
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self._stop_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -106,7 +103,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def handle_websocket_upgrade(self) -> None:
-        self._request_ends()  # from here the WebSocket protocol keeps its own time
+        # From here the WebSocket protocol keeps its own time; a pending timer would keep this
+        # object (parser, head) alive for seconds after each handshake.
+        self._stop_deadline()
         super().handle_websocket_upgrade()
 
     # --- refusing ---
@@ -142,6 +141,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _request_ends(self) -> None:
         self._request_began = None
+
+    def _stop_deadline(self) -> None:
+        self._request_began = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     def _check_deadline(self) -> None:
         self._deadline_timer = None
