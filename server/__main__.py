@@ -23,8 +23,6 @@ from .moderation import Moderation
 from .wire import LiveWebSocketProtocol
 
 T = TypeVar("T")
-
-
 log = logging.getLogger("backchannel")
 
 

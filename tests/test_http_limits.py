@@ -6,6 +6,7 @@ import asyncio
 import selectors
 import socket
 import time
+from pathlib import Path
 
 import httpx2 as httpx
 from websockets.asyncio.client import connect
@@ -17,7 +18,7 @@ from .visitors import token
 
 
 def rss_kib(server) -> int:
-    status = open(f"/proc/{server.process.pid}/status").read()
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
 
 
@@ -89,7 +90,7 @@ def _slowloris(server, count: int) -> float:
     they trickle, an ordinary request must be answered. Seconds until the server closed all."""
     start = time.monotonic()
     selector = selectors.DefaultSelector()
-    for n in range(count):
+    for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
         selector.register(sock, selectors.EVENT_READ)

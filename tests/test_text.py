@@ -3,8 +3,15 @@
 import pytest
 
 from server.errors import Empty, InvalidMessage, TooLong
-from server.text import (CODE_POINTS_PER_CHARACTER, clean_body, clean_name, clean_ref, grapheme_length, name_skeletons,
-                         render_body)
+from server.text import (
+    CODE_POINTS_PER_CHARACTER,
+    clean_body,
+    clean_name,
+    clean_ref,
+    grapheme_length,
+    name_skeletons,
+    render_body,
+)
 
 from .servers import DEMO_SLUG
 from .visitors import token
@@ -133,6 +140,7 @@ def test_a_reader_cannot_post_as_a_moderator_with_an_invisible_filler_or_a_digit
 
 
 def test_a_json_post_with_a_ref_over_128_characters_is_refused(reader):
-    response = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Ann", "body": "hi", "ref": "r" * 200_000},
+    response = reader.post(f"/api/articles/{DEMO_SLUG}/comments",
+                           json={"name": "Ann", "body": "hi", "ref": "r" * 200_000},
                            headers={"X-CSRF-Token": token(reader)})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_message"
