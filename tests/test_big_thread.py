@@ -20,9 +20,11 @@ from .servers import DEMO_SLUG
 
 BIG_THREAD = 10_000
 CONCURRENT_LOADS = 8
-# Seconds, every single answer. Generous on purpose: rendered on the event loop, eight loads of
-# this page stalled /healthz for 8 s (shared/FACTS.md); answers take ms here, but a single one
-# took 267 ms while the shared 2-core machine was busy. The figures are printed.
+# Rendered on the event loop, eight loads of this page stalled /healthz for 8 s (shared/FACTS.md).
+# Now the typical answer (the median) must stay under the 200 ms the issue names, and no single
+# answer may stall: 2 s is generous on purpose, since one answer took 267-396 ms while this shared
+# 2-core machine ran several other suites (medians stayed 15-19 ms). The figures are printed.
+HEALTHZ_MEDIAN_BOUND = 0.2
 HEALTHZ_BOUND = 2.0
 
 
@@ -67,4 +69,5 @@ def test_healthz_answers_fast_while_big_pages_are_served(start_server, tmp_path:
           f"max {max(latencies) * 1000:.1f} ms")
     assert all(status == "200" and int(size) > 5_000_000 for status, size, _seconds in results)
     assert len(latencies) >= 10, "the page loads ended before /healthz was probed meanwhile"
+    assert statistics.median(latencies) < HEALTHZ_MEDIAN_BOUND
     assert max(latencies) < HEALTHZ_BOUND
