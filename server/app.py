@@ -13,7 +13,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from . import api, error_handlers, metrics, moderation_routes, pages, settings as settings_module
 from .backends import create_backend
@@ -25,6 +24,7 @@ from .guards import ModeratorSessions
 from .live import LiveSessions, desk_live, live
 from .moderation import Moderation
 from .spam import SpamRules
+from .static_assets import StaticAssets
 from .security import Security, SecurityMiddleware
 from .settings import Settings
 from .threads import Threads
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/metrics", metrics.metrics),
-        Mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static"),
+        Mount("/static", StaticAssets(directory=pages.WEB_DIR / "static"), name="static"),
     ]
     app = Starlette(
         routes=routes,
