@@ -34,7 +34,7 @@ import limits
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from .backends.base import Backend
@@ -131,7 +131,9 @@ class Moderation:
         self._address_key = hashlib.sha256(b"backchannel.address:" + secret_key.encode()).digest()
         self._hasher = password_hasher(settings.password_hash_profile)
         self._dummy_hash: str | None = None
-        self._limiter = SlidingWindowCounterRateLimiter(backend.rate_limit_storage)
+        # Exact counts (a moving window): the estimate of a sliding-window counter rounds down
+        # and let one attempt more through at a window's edge.
+        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
         self._limits = {"login-ip": limits.parse_many(LOGIN_LIMITS_PER_ADDRESS),
                         "login-name": limits.parse_many(LOGIN_LIMITS_PER_NAME),
                         "report": limits.parse_many(REPORT_LIMITS_PER_READER),

@@ -16,7 +16,7 @@ from typing import Any
 
 import limits
 from limits.errors import StorageError
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from . import metrics
 from .backends.base import Backend
@@ -56,9 +56,10 @@ class Threads:
         self.moderation = moderation
         self.spam = spam
         self.articles = dict(articles)
-        # A sliding-window counter: two counters per key, O(1) per post, shared through Redis when
-        # there is one (a moving window keeps every timestamp in a list and costs O(limit)).
-        self._limiter = SlidingWindowCounterRateLimiter(backend.rate_limit_storage)
+        # A moving window, exact: a sliding-window counter estimates the count (rounded down) and
+        # let a sixth post of "5 per 10 s" through when a burst crossed a window's edge. It keeps a
+        # timestamp per hit, O(limit): 30 at most with the defaults. Shared through Redis if any.
+        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
         self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
         self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
 

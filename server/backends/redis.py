@@ -374,23 +374,23 @@ class SharedLimits(RedisStorage):
         super().__init__("async+" + url, implementation="redispy", wrap_exceptions=True, **options)
         self._local = MemoryStorage()
 
-    async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         try:
-            return await super().acquire_sliding_window_entry(key, limit, expiry, amount)
+            return await super().acquire_entry(key, limit, expiry, amount)
         except StorageError:
-            return await self._local.acquire_sliding_window_entry(key, limit, expiry, amount)
+            return await self._local.acquire_entry(key, limit, expiry, amount)
 
-    async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         try:
-            return await super().get_sliding_window(key, expiry)
+            return await super().get_moving_window(key, limit, expiry)
         except StorageError:
-            return await self._local.get_sliding_window(key, expiry)
+            return await self._local.get_moving_window(key, limit, expiry)
 
-    async def clear_sliding_window(self, key: str, expiry: int) -> None:
+    async def clear(self, key: str) -> None:
         try:
-            await super().clear_sliding_window(key, expiry)
+            await super().clear(key)
         finally:
-            await self._local.clear_sliding_window(key, expiry)
+            await self._local.clear(key)
 
 
 class RedisBus(Bus):
