@@ -7,9 +7,10 @@ import asyncio
 import getpass
 import logging
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import redis
 import uvicorn
@@ -119,6 +120,59 @@ def migrate(settings: settings_module.Settings, quiet: bool = False) -> None:
         print("the schema is up to date")
 
 
+def export_data(path: str | None) -> None:
+    """Every lasting record of the configured store, as JSON lines, to path or stdout."""
+    from .transfer.export import export
+
+    async def run(out: IO[bytes]) -> Counter[str]:
+        store = create_store(settings_module.load())
+        await store.start()
+        try:
+            return await export(store, out)
+        finally:
+            await store.close()
+
+    if path is None or path == "-":
+        counts = asyncio.run(run(sys.stdout.buffer))
+    else:
+        with open(path, "wb") as out:
+            counts = asyncio.run(run(out))
+    print(f"exported {_counted(counts)}", file=sys.stderr)
+
+
+def import_data(path: str, source: str) -> None:
+    """Load an export (or a Disqus / WXR file) into the configured store; exits non-zero when
+    the store does not hold, afterwards, every record of the file."""
+    from .content import load_articles
+    from .transfer.export import ImportFailed, import_file
+    from .transfer.legacy import load_legacy, read_disqus, read_wxr
+
+    settings = settings_module.load()
+
+    async def run(file: IO[bytes]) -> Counter[str]:
+        store = create_store(settings)
+        await store.start()
+        try:
+            if source == "backchannel":
+                return await import_file(store, file)
+            threads, posts = (read_disqus if source == "disqus" else read_wxr)(file)
+            articles, _problems = load_articles(settings.content_dir)
+            return await load_legacy(store, source, threads, posts, articles)
+        finally:
+            await store.close()
+
+    try:
+        with open(path, "rb") as file:
+            counts = asyncio.run(run(file))
+    except (ImportFailed, OSError, SyntaxError) as exc:  # SyntaxError: ElementTree's ParseError
+        sys.exit(f"import: {exc}")
+    print(f"imported {_counted(counts)}", file=sys.stderr)
+
+
+def _counted(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "nothing"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description="Backchannel live comment server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +185,12 @@ def main() -> None:
     end_cmd = commands.add_parser("end-sessions", help="end a moderator's sessions on every instance")
     end_cmd.add_argument("name")
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")
+    export_cmd = commands.add_parser("export", help="write every record of the store as JSON lines")
+    export_cmd.add_argument("file", nargs="?", help="where to write (default: stdout)")
+    import_cmd = commands.add_parser("import", help="load an export, or a Disqus / WordPress file, into the store")
+    import_cmd.add_argument("file")
+    import_cmd.add_argument("--from", dest="source", choices=("backchannel", "disqus", "wxr"), default="backchannel",
+                            help="the file's format (default: a python -m server export)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
@@ -144,6 +204,10 @@ def main() -> None:
         create_moderator(args.name, args.password_file)
     elif args.command == "end-sessions":
         end_sessions(args.name)
+    elif args.command == "export":
+        export_data(args.file)
+    elif args.command == "import":
+        import_data(args.file, args.source)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from limits.aio.storage import Storage
 
@@ -44,6 +45,31 @@ class Written:
     event: Event | None
     epoch: str
     created: bool = True
+
+
+@dataclass(frozen=True)
+class ThreadDump:
+    """One thread as `python -m server export` moves it between stores: its head, every comment
+    record with its idempotency key, and its event log as stored (seqs kept, so a reader's
+    `since` still works after the move)."""
+
+    slug: str
+    seq: int
+    epoch: str
+    seeded: bool
+    comments: list[dict[str, Any]]  # Comment.record() plus "ref_key": published in seq order, then pending
+    events: list[tuple[int, str]]  # (seq, the event exactly as stored)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A moderation record: a kv value (expires_at: unix time or None), a set (members sorted)
+    or a list (oldest item first)."""
+
+    kind: str  # "kv", "set", "list"
+    key: str
+    value: str | list[str]
+    expires_at: float | None = None
 
 
 class Store(ABC):
@@ -142,6 +168,29 @@ class Store(ABC):
     @abstractmethod
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         """list_range(key) of every key, in one read."""
+
+    # --- moving data (server/transfer): bulk reads in a stable order, idempotent writes ---
+
+    @abstractmethod
+    async def thread_slugs(self) -> list[str]:
+        """Every thread, sorted."""
+
+    @abstractmethod
+    async def dump_thread(self, slug: str) -> ThreadDump:
+        """The thread, consistent with its seq."""
+
+    @abstractmethod
+    async def load_thread(self, thread: ThreadDump) -> None:
+        """Write the thread as dumped, in one transaction: head, comments keyed by id, events
+        keyed by seq. Loading it twice is loading it once."""
+
+    @abstractmethod
+    async def dump_records(self) -> list[Record]:
+        """Every unexpired moderation record, sorted by kind then key."""
+
+    @abstractmethod
+    async def load_records(self, records: Sequence[Record]) -> None:
+        """Write the records as dumped (a list replaces the one stored); idempotent."""
 
 
 class Bus(ABC):

@@ -22,7 +22,7 @@ from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event,
 from ..errors import NotFound
 from ..protocol import Event, decode_event, encode
 from . import migrations
-from .base import Backend, Bus, Store, Written
+from .base import Backend, Bus, Record, Store, ThreadDump, Written
 
 T = TypeVar("T")
 
@@ -33,6 +33,7 @@ _COLUMNS = (
 
 def _row_to_comment(row: sqlite3.Row) -> Comment:
     record = dict(zip(row.keys(), row, strict=True))
+    record.pop("ref_key", None)  # read along by dump_thread
     return Comment(**{**record, "staff": bool(record["staff"])})  # SQLite keeps booleans as 0 / 1
 
 
@@ -345,6 +346,107 @@ class SqliteStore(Store):
         for key, value in rows:
             lists[key].append(value)
         return [lists[key] for key in keys]
+
+    # --- moving data ---
+
+    async def thread_slugs(self) -> list[str]:
+        return [r[0] for r in await self._run(self._query, "SELECT slug FROM threads ORDER BY slug", ())]
+
+    async def dump_thread(self, slug: str) -> ThreadDump:
+        return await self._run(self._dump_thread, slug)
+
+    def _dump_thread(self, slug: str) -> ThreadDump:
+        assert self._db is not None
+        row = self._db.execute("SELECT seq, epoch, seeded FROM threads WHERE slug = ?", (slug,)).fetchone()
+        if row is None:
+            raise NotFound("No such article.")
+        comments = [
+            {**_row_to_comment(r).record(), "ref_key": r["ref_key"]}
+            for r in self._db.execute(
+                f"SELECT {_COLUMNS}, ref_key FROM comments WHERE slug = ? ORDER BY seq IS NULL, seq, created_at, id",
+                (slug,),
+            )
+        ]
+        events = self._db.execute("SELECT seq, payload FROM events WHERE slug = ? ORDER BY seq", (slug,)).fetchall()
+        return ThreadDump(slug, row[0], row[1], bool(row[2]), comments, [(seq, payload) for seq, payload in events])
+
+    async def load_thread(self, thread: ThreadDump) -> None:
+        await self._run(self._load_thread, thread)
+
+    def _load_thread(self, thread: ThreadDump) -> None:
+        db = self._db
+        assert db is not None
+        columns = [*_COLUMNS.split(", "), "ref_key"]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO threads (slug, seq, epoch, seeded) VALUES (?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE "
+                "SET seq = excluded.seq, epoch = excluded.epoch, seeded = excluded.seeded",
+                (thread.slug, thread.seq, thread.epoch, int(thread.seeded)),
+            )
+            db.executemany(
+                f"INSERT OR REPLACE INTO comments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [tuple(record[c] for c in columns) for record in thread.comments],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO events (slug, seq, payload) VALUES (?, ?, ?)",
+                [(thread.slug, seq, payload) for seq, payload in thread.events],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def dump_records(self) -> list[Record]:
+        return await self._run(self._dump_records)
+
+    def _dump_records(self) -> list[Record]:
+        assert self._db is not None
+        kv = self._db.execute(
+            "SELECT key, value, expires_at FROM kv WHERE expires_at IS NULL OR expires_at > ? ORDER BY key",
+            (time.time(),),
+        )
+        records = [Record("kv", key, value, expires_at) for key, value, expires_at in kv]
+        sets: dict[str, list[str]] = {}
+        for key, member in self._db.execute("SELECT key, member FROM sets ORDER BY key, member"):
+            sets.setdefault(key, []).append(member)
+        lists: dict[str, list[str]] = {}
+        for key, value in self._db.execute("SELECT key, value FROM lists ORDER BY key, n"):
+            lists.setdefault(key, []).append(value)
+        return [
+            *records,
+            *(Record("set", key, members) for key, members in sets.items()),
+            *(Record("list", key, items) for key, items in lists.items()),
+        ]
+
+    async def load_records(self, records: Sequence[Record]) -> None:
+        await self._run(self._load_records, records)
+
+    def _load_records(self, records: Sequence[Record]) -> None:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for record in records:
+                if record.kind == "kv":
+                    db.execute(
+                        "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+                        (record.key, record.value, record.expires_at),
+                    )
+                elif record.kind == "set":
+                    db.executemany(
+                        "INSERT OR IGNORE INTO sets (key, member) VALUES (?, ?)",
+                        [(record.key, member) for member in record.value],
+                    )
+                else:
+                    db.execute("DELETE FROM lists WHERE key = ?", (record.key,))
+                    db.executemany(
+                        "INSERT INTO lists (key, value) VALUES (?, ?)", [(record.key, item) for item in record.value]
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _execute(self, sql: str, args: tuple) -> None:
         assert self._db is not None

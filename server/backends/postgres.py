@@ -28,7 +28,7 @@ from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event,
 from ..errors import NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
 from . import migrations
-from .base import Store, Written
+from .base import Record, Store, ThreadDump, Written
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
@@ -352,3 +352,97 @@ class PostgresStore(Store):
         for row in rows:
             lists[row["key"]].append(row["value"])
         return [lists[key] for key in keys]
+
+    # --- moving data ---
+
+    async def thread_slugs(self) -> list[str]:
+        async with self._connection() as connection:
+            return [row["slug"] for row in await connection.fetch("SELECT slug FROM threads ORDER BY slug")]
+
+    async def dump_thread(self, slug: str) -> ThreadDump:
+        async with self._consistent_read() as connection:
+            row = await connection.fetchrow("SELECT seq, epoch, seeded FROM threads WHERE slug = $1", slug)
+            if row is None:
+                raise NotFound("No such article.")
+            comments = await connection.fetch(
+                f"SELECT {_COLUMNS}, ref_key FROM comments WHERE slug = $1 "
+                "ORDER BY seq IS NULL, seq, created_at COLLATE \"C\", id COLLATE \"C\"",
+                slug,
+            )
+            events = await connection.fetch("SELECT seq, payload FROM events WHERE slug = $1 ORDER BY seq", slug)
+        return ThreadDump(
+            slug,
+            row["seq"],
+            row["epoch"],
+            row["seeded"],
+            [dict(comment) for comment in comments],
+            [(event["seq"], event["payload"]) for event in events],
+        )
+
+    async def load_thread(self, thread: ThreadDump) -> None:
+        columns = [*_COLUMNS.split(", "), "ref_key"]
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute(
+                "INSERT INTO threads (slug, seq, epoch, seeded) VALUES ($1, $2, $3, $4) ON CONFLICT (slug) DO UPDATE "
+                "SET seq = EXCLUDED.seq, epoch = EXCLUDED.epoch, seeded = EXCLUDED.seeded",
+                thread.slug,
+                thread.seq,
+                thread.epoch,
+                thread.seeded,
+            )
+            await connection.executemany(
+                f"INSERT INTO comments ({', '.join(columns)}) VALUES ({_PLACEHOLDERS}, $16) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                [tuple(record[c] for c in columns) for record in thread.comments],
+            )
+            await connection.executemany(
+                "INSERT INTO events (slug, seq, payload) VALUES ($1, $2, $3) "
+                "ON CONFLICT (slug, seq) DO UPDATE SET payload = EXCLUDED.payload",
+                [(thread.slug, seq, payload) for seq, payload in thread.events],
+            )
+
+    async def dump_records(self) -> list[Record]:
+        async with self._consistent_read() as connection:
+            kv = await connection.fetch(
+                "SELECT key, value, EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at FROM kv "
+                "WHERE expires_at IS NULL OR expires_at > clock_timestamp() ORDER BY key COLLATE \"C\""
+            )
+            sets = await connection.fetch(
+                "SELECT key, array_agg(member ORDER BY member COLLATE \"C\") AS members FROM sets "
+                "GROUP BY key ORDER BY key COLLATE \"C\""
+            )
+            lists = await connection.fetch(
+                "SELECT key, array_agg(value ORDER BY n) AS items FROM lists GROUP BY key ORDER BY key COLLATE \"C\""
+            )
+        return [
+            *(Record("kv", row["key"], row["value"], row["expires_at"]) for row in kv),
+            *(Record("set", row["key"], list(row["members"])) for row in sets),
+            *(Record("list", row["key"], list(row["items"])) for row in lists),
+        ]
+
+    async def load_records(self, records: Sequence[Record]) -> None:
+        async with self._connection() as connection, connection.transaction():
+            for record in records:
+                if record.kind == "kv":
+                    await connection.execute(
+                        "INSERT INTO kv (key, value, expires_at) VALUES ($1, $2, to_timestamp($3::float8)) "
+                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                        record.key,
+                        record.value,
+                        record.expires_at,
+                    )
+                elif record.kind == "set":
+                    await connection.execute(
+                        "INSERT INTO sets (key, member) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                        record.key,
+                        record.value,
+                    )
+                else:
+                    await connection.execute("DELETE FROM lists WHERE key = $1", record.key)
+                    await connection.execute(
+                        "INSERT INTO lists (key, value) SELECT $1, item FROM unnest($2::text[]) WITH ORDINALITY "
+                        "AS items(item, n) ORDER BY n",
+                        record.key,
+                        record.value,
+                    )

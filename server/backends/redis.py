@@ -44,7 +44,7 @@ from redis.exceptions import RedisError, WatchError
 from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
 from ..errors import NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
-from .base import Backend, Bus, Store, Written
+from .base import Backend, Bus, Record, Store, ThreadDump, Written
 
 log = logging.getLogger("backchannel.redis")
 T = TypeVar("T")
@@ -363,6 +363,87 @@ class RedisStore(Store):
                 pipe.lrange(f"bc:list:{key}", 0, -1)
             lists = await _call(pipe.execute())
         return [[item.decode() for item in items] for items in lists]
+
+    # --- moving data (SCAN: one Redis, not a Cluster, whose keys are spread over its nodes) ---
+
+    async def thread_slugs(self) -> list[str]:
+        metas = [key.decode() async for key in self.redis.scan_iter(match="{bc:*}:meta", count=1000)]
+        return sorted(meta[len("{bc:") : -len("}:meta")] for meta in metas)
+
+    async def dump_thread(self, slug: str) -> ThreadDump:
+        keys = _keys(slug)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys["meta"], "seq", "epoch", "seeded")
+            pipe.hgetall(keys["comments"])
+            pipe.hgetall(keys["refs"])
+            pipe.xrange(keys["log"], "-", "+")
+            (seq, epoch, seeded), records, refs, entries = await _call(pipe.execute())
+        if seq is None:
+            raise NotFound("No such article.")
+        ref_of = {comment_id.decode(): ref.decode() for ref, comment_id in refs.items()}
+        comments = sorted(
+            (_comment(r) for r in records.values()), key=lambda c: (c.seq is None, c.seq or 0, c.created_at, c.id)
+        )
+        return ThreadDump(
+            slug,
+            int(seq),
+            epoch.decode(),
+            seeded == b"1",
+            [{**c.record(), "ref_key": ref_of.get(c.id)} for c in comments],
+            [(int(entry_id.split(b"-")[0]), fields[b"e"].decode()) for entry_id, fields in entries],
+        )
+
+    async def load_thread(self, thread: ThreadDump) -> None:
+        keys = _keys(thread.slug)
+        comments = {c["id"]: {k: v for k, v in c.items() if k != "ref_key"} for c in thread.comments}
+        async with self.redis.pipeline(transaction=True) as pipe:  # MULTI: all of it or none
+            pipe.delete(keys["log"])  # a stream entry cannot be overwritten: the log is rebuilt whole
+            visible = sum(c["status"] == VISIBLE for c in comments.values())
+            meta = {"seq": thread.seq, "epoch": thread.epoch, "seeded": int(thread.seeded), "visible": visible}
+            pipe.hset(keys["meta"], mapping=meta)  # type: ignore[arg-type]
+            if comments:
+                pipe.hset(keys["comments"], mapping={i: orjson.dumps(c) for i, c in comments.items()})
+            if refs := {c["ref_key"]: c["id"] for c in thread.comments if c["ref_key"] is not None}:
+                pipe.hset(keys["refs"], mapping=refs)
+            for seq, payload in thread.events:
+                pipe.xadd(keys["log"], {"e": payload}, id=f"{seq}-0")
+            await _call(pipe.execute())
+
+    async def dump_records(self) -> list[Record]:
+        records = []
+        for prefix in ("kv", "set", "list"):
+            for key in sorted([k.decode() async for k in self.redis.scan_iter(match=f"bc:{prefix}:*", count=1000)]):
+                name = key[len(f"bc:{prefix}:") :]
+                if prefix == "kv":
+                    async with self.redis.pipeline(transaction=True) as pipe:
+                        pipe.get(key)
+                        pipe.pexpiretime(key)
+                        value, expires_ms = await _call(pipe.execute())
+                    if value is not None:
+                        expires_at = round(expires_ms / 1000, 3) if expires_ms > 0 else None
+                        records.append(Record("kv", name, value.decode(), expires_at))
+                elif prefix == "set":
+                    members = sorted(m.decode() for m in await _call(self.redis.smembers(key)))
+                    records.append(Record("set", name, members))
+                else:  # stored newest first (LPUSH)
+                    items = [item.decode() for item in await _call(self.redis.lrange(key, 0, -1))]
+                    records.append(Record("list", name, items[::-1]))
+        return [r for r in records if r.value]
+
+    async def load_records(self, records: Sequence[Record]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for record in records:
+                key = f"bc:{record.kind}:{record.key}"
+                if record.kind == "kv":
+                    pipe.set(key, record.value)
+                    if record.expires_at is not None:
+                        pipe.pexpireat(key, int(record.expires_at * 1000))
+                elif record.kind == "set":
+                    pipe.sadd(key, *record.value)
+                else:
+                    pipe.delete(key)
+                    pipe.lpush(key, *record.value)
+            await _call(pipe.execute())
 
 
 class SharedLimits(RedisStorage):
