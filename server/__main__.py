@@ -189,8 +189,13 @@ def main() -> None:
     export_cmd.add_argument("file", nargs="?", help="where to write (default: stdout)")
     import_cmd = commands.add_parser("import", help="load an export, or a Disqus / WordPress file, into the store")
     import_cmd.add_argument("file")
-    import_cmd.add_argument("--from", dest="source", choices=("backchannel", "disqus", "wxr"), default="backchannel",
-                            help="the file's format (default: a python -m server export)")
+    import_cmd.add_argument(
+        "--from",
+        dest="source",
+        choices=("backchannel", "disqus", "wxr"),
+        default="backchannel",
+        help="the file's format (default: a python -m server export)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":

@@ -34,10 +34,21 @@ DEMO = "moscow-warns-western-troops-in-ukraine-would-be-legitimate-targets"
 
 
 def _comment(slug: str, n: int, parent: str | None = None, status: str = VISIBLE, staff: bool = False) -> Comment:
-    body = f"Comment {n} on {slug}: ünïcode, \"quotes\", <b>not markup</b>"
-    return Comment(id=f"{slug[:4]}{n:010x}", slug=slug, parent=parent, name=f"Reader {n}", about="Oslo" if n % 2 else None,
-                   body=body, html=render_body(body), created_at=f"2026-11-30T05:{n % 60:02d}:00.000Z", status=status,
-                   reader_id=f"r{n}", ip=f"192.0.2.{n % 250}", staff=staff)
+    body = f'Comment {n} on {slug}: ünïcode, "quotes", <b>not markup</b>'
+    return Comment(
+        id=f"{slug[:4]}{n:010x}",
+        slug=slug,
+        parent=parent,
+        name=f"Reader {n}",
+        about="Oslo" if n % 2 else None,
+        body=body,
+        html=render_body(body),
+        created_at=f"2026-11-30T05:{n % 60:02d}:00.000Z",
+        status=status,
+        reader_id=f"r{n}",
+        ip=f"192.0.2.{n % 250}",
+        staff=staff,
+    )
 
 
 async def _fill(store: Store) -> None:
@@ -82,6 +93,7 @@ def _started(make: Callable[[], Store]) -> Callable[[], Awaitable[Store]]:
         store = make()
         await store.start()
         return store
+
     return start
 
 
@@ -175,34 +187,57 @@ def test_export_and_import_commands_with_10000_comments(tmp_path: Path) -> None:
     asyncio.run(fill())
     dump = tmp_path / "dump.jsonl"
     started = time.perf_counter()
-    exported = subprocess.run([sys.executable, "-m", "server", "export", str(dump)], cwd=tmp_path,
-                              env=_server_env(tmp_path, tmp_path / "a"), capture_output=True, text=True)
+    exported = subprocess.run(
+        [sys.executable, "-m", "server", "export", str(dump)],
+        cwd=tmp_path,
+        env=_server_env(tmp_path, tmp_path / "a"),
+        capture_output=True,
+        text=True,
+    )
     export_seconds = time.perf_counter() - started
     assert exported.returncode == 0, exported.stderr
     assert "10000 comment" in exported.stderr
     started = time.perf_counter()
-    imported = subprocess.run([sys.executable, "-m", "server", "import", str(dump)], cwd=tmp_path,
-                              env=_server_env(tmp_path, tmp_path / "b"), capture_output=True, text=True)
+    imported = subprocess.run(
+        [sys.executable, "-m", "server", "import", str(dump)],
+        cwd=tmp_path,
+        env=_server_env(tmp_path, tmp_path / "b"),
+        capture_output=True,
+        text=True,
+    )
     import_seconds = time.perf_counter() - started
     assert imported.returncode == 0, imported.stderr
     assert "import" in imported.stderr and "10000 comment" in imported.stderr  # the bar, then the counts
-    again = subprocess.run([sys.executable, "-m", "server", "export"], cwd=tmp_path,
-                           env=_server_env(tmp_path, tmp_path / "b"), capture_output=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "server", "export"],
+        cwd=tmp_path,
+        env=_server_env(tmp_path, tmp_path / "b"),
+        capture_output=True,
+    )
     assert again.stdout == dump.read_bytes()
-    print(f"10,000 comments (10 threads, 10,000 events): export {export_seconds:.1f} s, "
-          f"import {import_seconds:.1f} s (each with interpreter start), {dump.stat().st_size:,} bytes")
+    print(
+        f"10,000 comments (10 threads, 10,000 events): export {export_seconds:.1f} s, "
+        f"import {import_seconds:.1f} s (each with interpreter start), {dump.stat().st_size:,} bytes"
+    )
 
     dump.write_bytes(dump.read_bytes()[:-50])  # cut short: the command says so and fails
-    cut = subprocess.run([sys.executable, "-m", "server", "import", str(dump)], cwd=tmp_path,
-                         env=_server_env(tmp_path, tmp_path / "c"), capture_output=True, text=True)
+    cut = subprocess.run(
+        [sys.executable, "-m", "server", "import", str(dump)],
+        cwd=tmp_path,
+        env=_server_env(tmp_path, tmp_path / "c"),
+        capture_output=True,
+        text=True,
+    )
     assert cut.returncode != 0
     assert "import:" in cut.stderr
 
 
 def test_html_becomes_text() -> None:
-    text = html_to_text('<p>A <b>bold</b> claim &amp; a <a href="https://example.org/x">source</a>.'
-                        '<script>alert("x")</script><style>p{}</style></p><p>Line one<br>line two</p>')
-    assert text.strip() == 'A bold claim & a source (https://example.org/x).\n\n\n\nLine one\nline two'
+    text = html_to_text(
+        '<p>A <b>bold</b> claim &amp; a <a href="https://example.org/x">source</a>.'
+        '<script>alert("x")</script><style>p{}</style></p><p>Line one<br>line two</p>'
+    )
+    assert text.strip() == "A bold claim & a source (https://example.org/x).\n\n\n\nLine one\nline two"
 
 
 async def _import_legacy(settings: Settings, source: str, reader: Callable, path: Path) -> dict[str, int]:
@@ -227,7 +262,9 @@ async def test_disqus_export_imported_and_shown(settings: Settings) -> None:
     counts = await _import_legacy(settings, "disqus", read_disqus, DATA / "disqus-sample.xml")
     assert counts == {"threads": 2, "imported": 6}
     assert await _import_legacy(settings, "disqus", read_disqus, DATA / "disqus-sample.xml") == {
-        "threads": 2, "already there": 6}
+        "threads": 2,
+        "already there": 6,
+    }
 
     with TestClient(create_app(settings), base_url="http://testserver") as client:
         page = client.get(f"/articles/{DEMO}").text
@@ -237,8 +274,9 @@ async def test_disqus_export_imported_and_shown(settings: Settings) -> None:
     assert [c["author"]["name"] for c in imported] == ["Margit Olsen", "Tomas Varga", "Margit Olsen", "", ""]
     first, reply, reply_to_reply, deleted, spam = imported
     assert (reply["parent"], reply_to_reply["parent"]) == (first["id"], reply["id"])  # the chain, in created order
-    assert first["body"] == ("This is a serious escalation.\n\n"
-                             "See the UN Charter (https://www.un.org/en/about-us/un-charter), article 51.")
+    assert first["body"] == (
+        "This is a serious escalation.\n\nSee the UN Charter (https://www.un.org/en/about-us/un-charter), article 51."
+    )
     assert "<script" not in first["html"] and "document.cookie" not in page
     assert "serious escalation" in page and f'id="c-{reply_to_reply["id"]}"' in page
     assert (deleted["status"], deleted["body"], spam["status"]) == ("removed", "", "removed")
@@ -258,7 +296,10 @@ async def test_wxr_export_imported_and_shown(settings: Settings) -> None:
     assert [c["author"]["name"] for c in imported] == ["Henrik Dahl", "Ana Lopes", "Henrik Dahl", ""]
     first, reply, reply_to_reply, trashed = imported
     assert (reply["parent"], reply_to_reply["parent"]) == (first["id"], reply["id"])
-    assert first["body"] == "Deterrence only works if it is credible.\n\nSecond paragraph, with a link (https://www.nato.int/)."
+    assert (
+        first["body"]
+        == "Deterrence only works if it is credible.\n\nSecond paragraph, with a link (https://www.nato.int/)."
+    )
     assert first["created_at"] == "2025-03-06T09:02:44.000Z"  # comment_date_gmt, not the local time
     assert "evil.example" not in page and trashed["status"] == "removed"
     assert "as the Ledger reported" not in page  # a pingback is no comment

@@ -366,7 +366,7 @@ class PostgresStore(Store):
                 raise NotFound("No such article.")
             comments = await connection.fetch(
                 f"SELECT {_COLUMNS}, ref_key FROM comments WHERE slug = $1 "
-                "ORDER BY seq IS NULL, seq, created_at COLLATE \"C\", id COLLATE \"C\"",
+                'ORDER BY seq IS NULL, seq, created_at COLLATE "C", id COLLATE "C"',
                 slug,
             )
             events = await connection.fetch("SELECT seq, payload FROM events WHERE slug = $1 ORDER BY seq", slug)
@@ -406,14 +406,14 @@ class PostgresStore(Store):
         async with self._consistent_read() as connection:
             kv = await connection.fetch(
                 "SELECT key, value, EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at FROM kv "
-                "WHERE expires_at IS NULL OR expires_at > clock_timestamp() ORDER BY key COLLATE \"C\""
+                'WHERE expires_at IS NULL OR expires_at > clock_timestamp() ORDER BY key COLLATE "C"'
             )
             sets = await connection.fetch(
-                "SELECT key, array_agg(member ORDER BY member COLLATE \"C\") AS members FROM sets "
-                "GROUP BY key ORDER BY key COLLATE \"C\""
+                'SELECT key, array_agg(member ORDER BY member COLLATE "C") AS members FROM sets '
+                'GROUP BY key ORDER BY key COLLATE "C"'
             )
             lists = await connection.fetch(
-                "SELECT key, array_agg(value ORDER BY n) AS items FROM lists GROUP BY key ORDER BY key COLLATE \"C\""
+                'SELECT key, array_agg(value ORDER BY n) AS items FROM lists GROUP BY key ORDER BY key COLLATE "C"'
             )
         return [
             *(Record("kv", row["key"], row["value"], row["expires_at"]) for row in kv),

@@ -434,7 +434,7 @@ class RedisStore(Store):
         async with self.redis.pipeline(transaction=True) as pipe:
             for record in records:
                 key = f"bc:{record.kind}:{record.key}"
-                if record.kind == "kv":
+                if isinstance(record.value, str):  # kv
                     pipe.set(key, record.value)
                     if record.expires_at is not None:
                         pipe.pexpireat(key, int(record.expires_at * 1000))

@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import IO
 from urllib.parse import unquote, urlsplit
@@ -121,8 +121,8 @@ def _utc(text: str) -> str:
     """'2019-03-04T10:11:12Z' (Disqus) or '2019-03-04 10:11:12' (WordPress GMT) -> the store's form."""
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _child(element: object, name: str) -> str:
@@ -186,7 +186,9 @@ def read_wxr(source: IO[bytes]) -> tuple[list[LegacyThread], list[LegacyPost]]:
         if _local(element.tag) != "item":
             continue
         ident = _child(element, "post_id")
-        threads.append(LegacyThread(ident, _child(element, "link"), _child(element, "title"), _child(element, "post_name")))
+        threads.append(
+            LegacyThread(ident, _child(element, "link"), _child(element, "title"), _child(element, "post_name"))
+        )
         for comment in (child for child in element if _local(child.tag) == "comment"):
             if _child(comment, "comment_type") in ("pingback", "trackback"):
                 continue
@@ -236,10 +238,15 @@ async def load_legacy(
         await store.ensure_thread(slug, ())
     counts["threads"] = len(set(slugs.values()))
     ids: dict[str, str] = {}
-    for post in tqdm(sorted(posts, key=lambda p: p.created_at), desc=f"import {source}", unit="comment",
-                     disable=not progress, file=sys.stderr):
-        slug = slugs.get(post.thread)
-        comment = _comment(post, slug, source, ids) if slug is not None else None
+    for post in tqdm(
+        sorted(posts, key=lambda p: p.created_at),
+        desc=f"import {source}",
+        unit="comment",
+        disable=not progress,
+        file=sys.stderr,
+    ):
+        thread = slugs.get(post.thread)
+        comment = _comment(post, thread, source, ids) if thread is not None else None
         if comment is None:
             counts["skipped"] += 1
             continue
