@@ -268,10 +268,12 @@ async def test_disqus_export_imported_and_shown(settings: Settings) -> None:
 
     with TestClient(create_app(settings), base_url="http://testserver") as client:
         page = client.get(f"/articles/{DEMO}").text
-        imported = [c for c in _thread(client, DEMO) if c["created_at"].startswith("2025-03-06")]
+        thread = _thread(client, DEMO)
+        imported = [c for c in thread if c["created_at"].startswith("2025-03-06")]
         harbour = client.app.state.backend  # a thread of its own, under the slug of its URL path
         snapshot = client.portal.call(harbour.snapshot, "2025-03-council-votes-on-harbour-plan")
     assert [c["author"]["name"] for c in imported] == ["Margit Olsen", "Tomas Varga", "Margit Olsen", "", ""]
+    assert len(thread) > len(imported)  # the article file's own comments are there too
     first, reply, reply_to_reply, deleted, spam = imported
     assert (reply["parent"], reply_to_reply["parent"]) == (first["id"], reply["id"])  # the chain, in created order
     assert first["body"] == (

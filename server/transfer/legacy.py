@@ -43,7 +43,7 @@ from ..content import Article, slugify
 from ..errors import Empty, TooLong
 from ..settings import MAX_NAME_CHARS
 from ..text import clean_body, clean_name, render_body
-from ..threads import thread_tag
+from ..threads import Threads, thread_tag
 
 REMOVED_BY = "import"  # the moderator name a removed imported comment carries
 # The length limit guards what readers post now; an archive is taken whole.
@@ -235,7 +235,9 @@ async def load_legacy(
     counts: Counter[str] = Counter()
     slugs = {thread.ident: thread_slug(thread, articles) for thread in threads}
     for slug in sorted(set(slugs.values())):
-        await store.ensure_thread(slug, ())
+        # An article's thread is created with the article's own comments, as the server does
+        # at start: once a thread exists, the server imports them no more.
+        await store.ensure_thread(slug, Threads._seed_comments(articles[slug]) if slug in articles else ())
     counts["threads"] = len(set(slugs.values()))
     ids: dict[str, str] = {}
     for post in tqdm(
