@@ -21,6 +21,7 @@ from .backends.migrations import SchemaTooNew
 from .errors import BackchannelError
 from .http_limits import LimitedHttpToolsProtocol
 from .moderation import Moderation
+from .tokens import SCOPES, Tokens
 from .wire import LiveWebSocketProtocol
 
 T = TypeVar("T")
@@ -101,6 +102,41 @@ async def _with_moderation(action: Callable[[Moderation], Awaitable[T]]) -> T:
     await backend.start()
     try:
         return await action(Moderation(backend, settings))
+    finally:
+        await backend.close()
+
+
+def create_token(name: str, scopes: list[str], webhook: str | None) -> None:
+    """Print a new API token once (the last line of stdout, for scripts); only its hash is kept."""
+    try:
+        token, record = asyncio.run(_with_tokens(lambda tokens: tokens.create(name, scopes, webhook)))
+    except (ValueError, BackchannelError) as exc:
+        sys.exit(f"create-token: {exc}")
+    print(f"token {record.name!r} with scope(s) {', '.join(record.scopes) or '(none)'}; "
+          "it is shown only now: keep it in your secrets store")
+    if record.webhook_secret:
+        print(f"webhook {record.webhook_url}, signed with this secret (shown only now):")
+        print(record.webhook_secret)
+    print(token)
+
+
+def revoke_token(name: str) -> None:
+    if not asyncio.run(_with_tokens(lambda tokens: tokens.revoke(name))):
+        sys.exit(f"revoke-token: no token named {name!r}")
+    print(f"token {name!r} is revoked")
+
+
+def list_tokens() -> None:
+    for token in asyncio.run(_with_tokens(lambda tokens: tokens.all())):
+        print(f"{token.name}\t{','.join(token.scopes) or '-'}\t{token.created_at}\t{token.webhook_url or '-'}")
+
+
+async def _with_tokens(action: Callable[[Tokens], Awaitable[T]]) -> T:
+    settings = settings_module.load()
+    backend = create_backend(settings)
+    await backend.start()
+    try:
+        return await action(Tokens(backend))
     finally:
         await backend.close()
 
@@ -196,6 +232,14 @@ def main() -> None:
         default="backchannel",
         help="the file's format (default: a python -m server export)",
     )
+    token_cmd = commands.add_parser("create-token", help="create an API token (printed once, as the last line)")
+    token_cmd.add_argument("name")
+    token_cmd.add_argument("--scope", action="append", default=[], choices=sorted(SCOPES),
+                           help="what the token may do (repeatable)")
+    token_cmd.add_argument("--webhook", metavar="URL", help="POST signed events (comments, moderation) to this URL")
+    revoke_cmd = commands.add_parser("revoke-token", help="revoke an API token at once, on every instance")
+    revoke_cmd.add_argument("name")
+    commands.add_parser("list-tokens", help="list the API tokens: name, scopes, created, webhook")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
@@ -213,6 +257,12 @@ def main() -> None:
         export_data(args.file)
     elif args.command == "import":
         import_data(args.file, args.source)
+    elif args.command == "create-token":
+        create_token(args.name, args.scope, args.webhook)
+    elif args.command == "revoke-token":
+        revoke_token(args.name)
+    elif args.command == "list-tokens":
+        list_tokens()
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from . import api, error_handlers, metrics, moderation_routes, pages, settings as settings_module
+from . import api, error_handlers, metrics, moderation_routes, newsroom_api, pages, settings as settings_module
 from .backends import create_backend
 from .content import load_articles
 from .control import ControlBus, DeskUpdate, RulesChanged, SessionEnded
 from .errors import BackchannelError
 from .fanout import Hub
-from .guards import ModeratorSessions
 from .live import LiveSessions, desk_live, live
 from .moderation import Moderation
 from .spam import SpamRules
@@ -28,6 +27,8 @@ from .static_assets import StaticAssets
 from .security import Security, SecurityMiddleware
 from .settings import Settings
 from .threads import Threads
+from .tokens import BearerTokens, Tokens, on_token_refused
+from .webhooks import Webhooks
 
 log = logging.getLogger("backchannel")
 
@@ -47,6 +48,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await spam.load()
         threads = Threads(backend, articles, settings, moderation, spam)
         await threads.start()
+        tokens = Tokens(backend)
+        webhooks = Webhooks(tokens, settings)
+        webhooks.start()
+        threads.on_published, moderation.on_recorded = webhooks.comment_published, webhooks.moderation_recorded
+        app.state.tokens, app.state.webhooks = tokens, webhooks
+        app.state.comment_counts = newsroom_api.CommentCounts(threads)
         live_sessions = LiveSessions()
         control = ControlBus()
         control.subscribe(SessionEnded, live_sessions.on_session_ended)
@@ -69,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             session_watch.cancel()
             await live_sessions.close()
             await moderation.close()
+            await webhooks.close()
             await hub.close()
             await backend.close()
 
@@ -98,6 +106,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/articles", api.list_articles),
         Route("/api/articles/{slug}/comments", api.list_comments),
         Route("/api/articles/{slug}/comments", api.create_comment, methods=["POST"]),
+        Route("/api/counts", newsroom_api.counts),
+        Route("/api/tokens/whoami", newsroom_api.whoami),
+        Route("/api/webhooks/test", newsroom_api.send_test_webhook, methods=["POST"]),
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/metrics", metrics.metrics),
@@ -107,7 +118,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(SecurityMiddleware, security=security, settings=settings),
-                    Middleware(AuthenticationMiddleware, backend=ModeratorSessions())],
+                    # A Bearer token (server/tokens.py) or else the moderator's session.
+                    Middleware(AuthenticationMiddleware, backend=BearerTokens(), on_error=on_token_refused)],
         exception_handlers={BackchannelError: error_handlers.on_backchannel_error,
                             HTTPException: error_handlers.on_http_error, Exception: error_handlers.on_server_error},
     )
