@@ -139,6 +139,7 @@ class Moderation:
                         "report": limits.parse_many(REPORT_LIMITS_PER_READER),
                         "report-ip": limits.parse_many(REPORT_LIMITS_PER_ADDRESS)}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_recorded: Callable[[dict[str, Any]], None] | None = None  # the webhooks; must not block
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -424,6 +425,8 @@ class Moderation:
         entry = {"at": utc_now_iso(), "moderator": moderator, "action": action, "comment_id": None,
                  "reader_id": None, "slug": None, "reason": None, "detail": None, **fields}
         await self.backend.list_push("audit", json.dumps(entry), keep=AUDIT_KEEP)
+        if self.on_recorded:
+            self.on_recorded(entry)
         await self.publish_desk(DeskAction(entry))
         return entry
 

@@ -58,6 +58,11 @@ class Settings:
     ws_ping_interval: float = 20.0
     # argon2-cffi's parameter set for moderators' passwords (argon2.profiles); tests use CHEAPEST.
     password_hash_profile: str = "RFC_9106_LOW_MEMORY"
+    # Webhook deliveries (events and retries) waiting per instance; past it the oldest is dropped.
+    webhook_queue_size: int = 1000
+    # Tries per delivery; the waits between them double from WEBHOOK_RETRY_SECONDS (1+2+4+8+16 s).
+    webhook_attempts: int = 6
+    webhook_retry_seconds: float = 1.0
 
 
 def _development_key(data_dir: Path) -> str:
@@ -104,4 +109,7 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         metrics_allow=tuple(a.strip() for a in config("METRICS_ALLOW", cast=CommaSeparatedStrings,
                                                        default="127.0.0.1,::1") if a.strip()),
         password_hash_profile=config("PASSWORD_HASH_PROFILE", default="RFC_9106_LOW_MEMORY"),
+        webhook_queue_size=config("WEBHOOK_QUEUE_SIZE", cast=int, default=1000),
+        webhook_attempts=config("WEBHOOK_ATTEMPTS", cast=int, default=6),
+        webhook_retry_seconds=config("WEBHOOK_RETRY_SECONDS", cast=float, default=1.0),
     )

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ class Threads:
         self.moderation = moderation
         self.spam = spam
         self.articles = dict(articles)
+        self.on_published: Callable[[Comment], None] | None = None  # the webhooks; must not block
         # A moving window, exact: a sliding-window counter estimates the count (rounded down) and
         # let a sixth post of "5 per 10 s" through when a burst crossed a window's edge. It keeps a
         # timestamp per hit, O(limit): 30 at most with the defaults. Shared through Redis if any.
@@ -119,6 +120,8 @@ class Threads:
             metrics.comments_posted.inc()
             if stored.status == VISIBLE:
                 await self.backend.list_push(f"published-by:{author.reader_id}", stored.id, keep=100)
+                if self.on_published:
+                    self.on_published(stored)
             # The comment is committed, so the post succeeds even when the bus cannot tell the
             # desk now (Redis down, PostgreSQL up): the desk shows it on its next load.
             with contextlib.suppress(Unavailable):
@@ -171,6 +174,8 @@ class Threads:
         changed, _event = await self.backend.set_status(comment.slug, comment.id, status, moderator, utc_now_iso())
         if comment.status == PENDING and changed.status == VISIBLE and changed.reader_id:
             await self.backend.list_push(f"published-by:{changed.reader_id}", changed.id, keep=100)
+        if comment.status == PENDING and changed.status == VISIBLE and self.on_published:
+            self.on_published(changed)
         return changed
 
     async def _check_rate(self, author: Author) -> None:
