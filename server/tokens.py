@@ -71,8 +71,12 @@ class ApiToken:
     webhook_secret: str | None = None  # kept in the clear: the server signs with it
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "scopes": list(self.scopes), "created_at": self.created_at,
-                "webhook_url": self.webhook_url}
+        return {
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "created_at": self.created_at,
+            "webhook_url": self.webhook_url,
+        }
 
 
 def check_webhook_url(url: str) -> str:
@@ -98,9 +102,13 @@ class Tokens:
         if unknown := set(scopes) - SCOPES:
             raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(SCOPES))}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        record = ApiToken(name, tuple(sorted(set(scopes))), utc_now_iso(),
-                          check_webhook_url(webhook_url) if webhook_url else None,
-                          WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32) if webhook_url else None)
+        record = ApiToken(
+            name,
+            tuple(sorted(set(scopes))),
+            utc_now_iso(),
+            check_webhook_url(webhook_url) if webhook_url else None,
+            WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32) if webhook_url else None,
+        )
         stored = {**record.public(), "webhook_secret": record.webhook_secret, "hash": _digest(token)}
         if not await self.backend.kv_set(f"api-token:{name}", json.dumps(stored), only_if_absent=True):
             raise ValueError(f"a token named {name!r} exists: revoke it first")
@@ -118,8 +126,10 @@ class Tokens:
         return True
 
     async def all(self) -> list[ApiToken]:
-        records = [await self.backend.kv_get(f"api-token:{name}")
-                   for name in sorted(await self.backend.set_members("api-tokens"))]
+        records = [
+            await self.backend.kv_get(f"api-token:{name}")
+            for name in sorted(await self.backend.set_members("api-tokens"))
+        ]
         return [_record(json.loads(raw)) for raw in records if raw is not None]
 
     async def verify(self, token: str) -> ApiToken | None:
@@ -141,8 +151,10 @@ class Tokens:
             for item in self._failed_limits:
                 if not await self._limiter.test(item, "token-failed", client_network(ip)):
                     stats = await self._limiter.get_window_stats(item, "token-failed", client_network(ip))
-                    raise RateLimited("Too many wrong tokens. Please wait and try again.",
-                                      max(1, int(stats.reset_time - time.time()) + 1))
+                    raise RateLimited(
+                        "Too many wrong tokens. Please wait and try again.",
+                        max(1, int(stats.reset_time - time.time()) + 1),
+                    )
         except StorageError as exc:
             raise Unavailable("The API is unavailable for a moment; please retry.") from exc
 
@@ -155,11 +167,17 @@ class Tokens:
 
 
 def _record(stored: dict[str, Any]) -> ApiToken:
-    return ApiToken(stored["name"], tuple(stored["scopes"]), stored["created_at"], stored.get("webhook_url"),
-                    stored.get("webhook_secret"))
+    return ApiToken(
+        stored["name"],
+        tuple(stored["scopes"]),
+        stored["created_at"],
+        stored.get("webhook_url"),
+        stored.get("webhook_secret"),
+    )
 
 
 # --- authentication ---
+
 
 class TokenClient(BaseUser):
     """The user of a request that came with a valid token: a newsroom's system, never a moderator."""

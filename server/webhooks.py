@@ -44,7 +44,7 @@ SIGNATURE_HEADER = "X-Backchannel-Signature"
 TIMESTAMP_HEADER = "X-Backchannel-Timestamp"
 # Audit entries that are about a moderator's account, not about the comments: not sent.
 PRIVATE_ACTIONS = frozenset({"login", "login_failed", "logout"})
-DELIVERY_TIMEOUT = 5.0   # seconds for one POST, connection included
+DELIVERY_TIMEOUT = 5.0  # seconds for one POST, connection included
 CONCURRENT_DELIVERIES = 4  # a slow endpoint cannot hold up every other token's
 # A token created by the command line reaches running instances within this many seconds.
 TARGETS_TTL = 10.0
@@ -168,10 +168,18 @@ class Webhooks:
         timestamp = str(int(time.time()))
         try:
             try:
-                response = await self._client.post(url, content=job.body, headers={
-                    "Content-Type": "application/json", "User-Agent": "Backchannel-Webhooks",
-                    "X-Backchannel-Event": job.event_type, "X-Backchannel-Delivery": job.delivery_id,
-                    TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(job.token.webhook_secret, timestamp, job.body)})
+                response = await self._client.post(
+                    url,
+                    content=job.body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "User-Agent": "Backchannel-Webhooks",
+                        "X-Backchannel-Event": job.event_type,
+                        "X-Backchannel-Delivery": job.delivery_id,
+                        TIMESTAMP_HEADER: timestamp,
+                        SIGNATURE_HEADER: sign(job.token.webhook_secret, timestamp, job.body),
+                    },
+                )
                 failure = None if response.is_success else f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -184,8 +192,13 @@ class Webhooks:
             return
         if url not in self._failing:
             self._failing.add(url)
-            log.warning("webhook %s of token %s failed (%s); retrying with backoff, up to %d attempts",
-                        url, job.token.name, failure, self.attempts)
+            log.warning(
+                "webhook %s of token %s failed (%s); retrying with backoff, up to %d attempts",
+                url,
+                job.token.name,
+                failure,
+                self.attempts,
+            )
         if job.attempt < self.attempts:
             job.attempt += 1
             self._push(job, time.monotonic() + self.retry_seconds * 2 ** (job.attempt - 2))

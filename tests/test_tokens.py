@@ -39,8 +39,9 @@ def assert_refused(response, status: int, code: str) -> None:
 
 def run_cli(data_dir, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATA_DIR": str(data_dir), "SECRET_KEY": "test-secret-key"}
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_the_command_line_life_cycle_against_a_running_server(start_server, tmp_path) -> None:
@@ -69,16 +70,21 @@ def test_only_the_hash_is_stored(client) -> None:
     token = create(client)
     backend = client.app.state.backend
     record = client.portal.call(backend.kv_get, "api-token:cms")
-    assert token not in record and token[len(TOKEN_PREFIX):] not in record
+    assert token not in record and token[len(TOKEN_PREFIX) :] not in record
     assert set(json.loads(record)) == {"name", "scopes", "created_at", "webhook_url", "webhook_secret", "hash"}
 
 
 def test_what_a_token_cannot_be_created_with(client) -> None:
     tokens = client.app.state.tokens
     create(client, "cms")
-    for name, scopes, webhook in [("cms", [], None), ("Bad Name", [], None), ("x", ["moderator"], None),
-                                  ("y", [], "ftp://example.com/"), ("z", [], "https://user:pw@example.com/")]:
-        with pytest.raises(ValueError):
+    for name, scopes, webhook in [
+        ("cms", [], None),
+        ("Bad Name", [], None),
+        ("x", ["moderator"], None),
+        ("y", [], "ftp://example.com/"),
+        ("z", [], "https://user:pw@example.com/"),
+    ]:
+        with pytest.raises(ValueError, match=r"name|scope|URL|exists"):
             client.portal.call(tokens.create, name, scopes, webhook)
 
 
@@ -123,11 +129,12 @@ def test_a_token_never_has_a_moderators_powers(moderator) -> None:
     [comment_id] = write_comments(client, 1)
     csrf = csrf_token(moderator)
     assert moderator.get("/api/moderation/queue").status_code == 200  # the session works on its own
-    for request in [lambda: client.get("/api/moderation/queue", headers=bearer(token)),
-                    lambda: moderator.get("/api/moderation/queue", headers=bearer(token)),
-                    lambda: moderator.post(f"/api/comments/{comment_id}/remove",
-                                           headers={**bearer(token), "X-CSRF-Token": csrf}),
-                    lambda: client.post(f"/api/comments/{comment_id}/remove", headers=bearer(token))]:
+    for request in [
+        lambda: client.get("/api/moderation/queue", headers=bearer(token)),
+        lambda: moderator.get("/api/moderation/queue", headers=bearer(token)),
+        lambda: moderator.post(f"/api/comments/{comment_id}/remove", headers={**bearer(token), "X-CSRF-Token": csrf}),
+        lambda: client.post(f"/api/comments/{comment_id}/remove", headers=bearer(token)),
+    ]:
         assert request().status_code in (401, 403)
     # A wrong token beside a valid session is still a wrong token.
     assert_refused(moderator.get("/api/moderation/queue", headers=bearer("bc_wrong")), 401, "unauthorized")
