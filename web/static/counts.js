@@ -34,11 +34,11 @@
           if (!response.ok) throw new Error("backchannel counts: HTTP " + response.status);
           return response.json();
         })
-        .then(function (answer) {
-          Object.keys(answer.counts).forEach(function (slug) {
+        .then(function (answer) {  // {"slug": N, …}
+          Object.keys(answer).forEach(function (slug) {
             (spansBySlug.get(slug) || []).forEach(function (span) {
-              span.textContent = format.format(answer.counts[slug]);
-              span.setAttribute("data-backchannel-count-value", String(answer.counts[slug]));
+              span.textContent = format.format(answer[slug]);
+              span.setAttribute("data-backchannel-count-value", String(answer[slug]));
             });
           });
         })
