@@ -5,12 +5,13 @@ A token is `bc_` + 32 random bytes (secrets.token_urlsafe), shown once by
 argon2 slows down guessing a *password* a person chose; a 256-bit random token cannot be
 guessed, so its hash only has to keep a copy of the store from being a list of working tokens.
 
-A request authenticates with `Authorization: Bearer bc_…`, as Starlette authentication:
+A request authenticates with `Authorization: Bearer …`, as Starlette authentication:
 BearerTokens resolves the header once per request and grants the scopes `token` and
 `token:<scope>` for each of the token's scopes (`token:articles:write`). Those are never
 `moderator`, and a moderator's session never grants a `token:` scope, so neither can stand in
-for the other. A request that carries the header is judged by it alone: its cookies are not
-looked at (no moderator session, so no CSRF token needed or accepted in its place).
+for the other. A request that carries a Bearer header is judged by it alone: its cookies are not
+looked at (no moderator session, so no CSRF token needed or accepted in its place). Another
+scheme (a staging site behind HTTP Basic auth) is not ours, and is left alone.
 
 A wrong or revoked token is answered 401, a missing scope 403, each as `{"error": …}`. Failed
 attempts are counted per address like logins; past the limit the address is answered 429
@@ -211,11 +212,10 @@ class BearerTokens(AuthenticationBackend):
         self.sessions = ModeratorSessions()
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        header = conn.headers.get("authorization")
-        if header is None:
+        scheme, _, value = conn.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
             return await self.sessions.authenticate(conn)
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        if not value.strip():
             raise TokenRefused(Unauthorized("Expected Authorization: Bearer <token>."))
         tokens: Tokens = conn.app.state.tokens
         ip = client_ip(conn.scope)

@@ -181,7 +181,7 @@ class Webhooks:
                     },
                 )
                 failure = None if response.is_success else f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             self._slots.release()

@@ -97,6 +97,28 @@ def test_a_hundred_slugs_cost_one_store_read_then_none(newsroom: TestClient) -> 
     assert answer.headers["cache-control"] == f"public, max-age={int(COUNTS_TTL)}"
 
 
+@pytest.mark.parametrize("store", ["redis", "postgres"])
+def test_counts_on_the_other_stores(store: str, request, tmp_path: Path, many_articles: Path) -> None:
+    if store == "redis":
+        redis_server = request.getfixturevalue("redis_server")
+        redis_server.client().flushall()  # the server is shared by the session's tests
+        urls = {"redis_url": redis_server.url}
+    else:
+        urls = {"database_url": request.getfixturevalue("database_url")}
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        content_dir=many_articles,
+        secret_key="test-secret-key",
+        password_hash_profile="CHEAPEST",
+        **urls,
+    )
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        post(client, slug(7), 2)
+        post(client, slug(93), 4)
+        counts = client.get("/api/counts", params={"slugs": ",".join(slug(n) for n in range(ARTICLES))}).json()
+    assert len(counts) == ARTICLES and (counts[slug(7)], counts[slug(93)], sum(counts.values())) == (2, 4, 6)
+
+
 def test_unknown_slugs_count_zero_and_more_than_100_are_refused(newsroom: TestClient) -> None:
     assert newsroom.get("/api/counts", params={"slugs": "no-such-story,,"}).json() == {"no-such-story": 0}
     assert newsroom.get("/api/counts").json() == {}
