@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BackchannelError(Exception):
     code = "error"
@@ -29,7 +31,7 @@ class BackchannelError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message}
 
 
@@ -100,5 +102,5 @@ class RateLimited(BackchannelError):
         super().__init__(message)
         self.retry_after = retry_after
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         return {**super().to_wire(), "retry_after": self.retry_after}

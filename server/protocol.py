@@ -38,7 +38,7 @@ class Post:
     about: str | None
 
 
-def _optional_str(data: dict, key: str, max_len: int = 10_000) -> str | None:
+def _optional_str(data: dict[str, Any], key: str, max_len: int = 10_000) -> str | None:
     value = data.get(key)
     if value is None:
         return None

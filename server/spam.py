@@ -20,6 +20,7 @@ import hashlib
 import json
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import regex
 
@@ -47,7 +48,7 @@ class Rules:
     _suspect: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Rules:
+    def from_dict(cls, data: dict[str, Any]) -> Rules:
         def words(key: str) -> tuple[str, ...]:
             entries = data.get(key) or []
             if isinstance(entries, str):
@@ -71,7 +72,7 @@ class Rules:
                    banned_words=banned, suspect_words=suspect,
                    _banned=by_skeleton(banned), _suspect=by_skeleton(suspect))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if not k.startswith("_")}
 
     def matches(self, text: str, banned: bool) -> str | None:
@@ -140,7 +141,7 @@ class SpamRules:
         apply here before anything published after them is seen."""
         self.current = Rules.from_dict(message.rules)
 
-    async def save(self, data: dict) -> Rules:
+    async def save(self, data: dict[str, Any]) -> Rules:
         rules = Rules.from_dict({**self.current.to_dict(), **data})
         await self.backend.kv_set(RULES_KEY, json.dumps(rules.to_dict()))
         await self.backend.publish_control(encode_control(RulesChanged(rules.to_dict())))
