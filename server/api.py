@@ -44,7 +44,11 @@ async def list_comments(request: Request) -> Response:
                          "next": _encode_cursor(page[-1]) if len(comments) > limit else None})
 
 
-def _position(comment: Comment) -> tuple:
+# (0 published / 1 held, seq, created_at, id): compared as a tuple.
+Position = tuple[int, int, str, str]
+
+
+def _position(comment: Comment) -> Position:
     """Where a comment stands in the thread: published ones by seq (a later one always has a
     higher seq), then the held ones by creation. A cursor is the position of a page's last."""
     if comment.seq is not None:
@@ -56,7 +60,7 @@ def _encode_cursor(comment: Comment) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(_position(comment))).decode().rstrip("=")
 
 
-def _cursor(raw: str | None) -> tuple | None:
+def _cursor(raw: str | None) -> Position | None:
     if raw is None or raw == "":
         return None
     try:
@@ -66,7 +70,7 @@ def _cursor(raw: str | None) -> tuple | None:
     if not (isinstance(position, list) and len(position) == 4 and all(isinstance(v, int) for v in position[:2])
             and all(isinstance(v, str) for v in position[2:])):
         raise InvalidMessage("after must be a cursor given as next by an earlier page.")
-    return tuple(position)
+    return (position[0], position[1], position[2], position[3])
 
 
 def _page_size(raw: str | None) -> int:
