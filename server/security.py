@@ -125,8 +125,8 @@ class Security:
     def secure(self, scope: Scope) -> bool:
         """Whether cookies get Secure: the request came over TLS, or the site is https only
         (behind a proxy that does not say which scheme it was asked on)."""
-        return scope["scheme"] in ("https", "wss") or bool(self.public_origins) and all(
-            o.startswith("https://") for o in self.public_origins)
+        return scope["scheme"] in ("https", "wss") or (bool(self.public_origins) and all(
+            o.startswith("https://") for o in self.public_origins))
 
 
 class SecurityMiddleware:
@@ -155,12 +155,15 @@ class SecurityMiddleware:
             error = InvalidHost("This site does not answer for that host name.")
             # On a WebSocket this is the upgrade's answer (Starlette sends it as a denial response).
             return await JSONResponse({"error": error.to_wire()}, status_code=error.status)(scope, receive, send)
-        reader_id = self.security.reader_from_cookie(cookies(scope).get(READER_COOKIE))
-        is_new = reader_id is None
-        if is_new and scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+        cookie_reader_id = self.security.reader_from_cookie(cookies(scope).get(READER_COOKIE))
+        is_new = cookie_reader_id is None
+        reader_id: str
+        if cookie_reader_id is not None:
+            reader_id = cookie_reader_id
+        elif scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
             # A script's post: a fresh id for each would reset every per-reader rule and ban.
             reader_id = scope["app"].state.moderation.address_reader_id(client_ip(scope))
-        elif is_new:  # a page may give it to a new reader as their cookie; a socket keeps it while open
+        else:  # a page may give it to a new reader as their cookie; a socket keeps it while open
             reader_id = secrets.token_urlsafe(12)
         scope.setdefault("state", {})["reader_id"] = reader_id
         if scope["type"] == "websocket":
