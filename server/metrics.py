@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client import PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,7 +39,7 @@ active_threads = Gauge("backchannel_active_threads", "Threads this instance is s
 tasks = Gauge("backchannel_asyncio_tasks", "asyncio tasks alive in the server's event loop", registry=registry)
 
 
-def bind(app_state) -> None:
+def bind(app_state: State) -> None:
     """Point the scrape-time gauges at this app's hub and loop."""
     loop = asyncio.get_running_loop()
     live_connections.set_function(lambda: sum(app_state.connections_per_ip.values()))
