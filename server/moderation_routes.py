@@ -13,10 +13,9 @@ import asyncio
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-
-from starlette.authentication import requires
 
 from .comments import REMOVED, VISIBLE, Comment
 from .errors import BackchannelError, InvalidMessage, NotFound
@@ -27,6 +26,7 @@ from .protocol import DeskReport
 
 if TYPE_CHECKING:
     from .moderation import Bans, ModeratorSession
+    from .threads import Threads
 
 QUEUE_SIZE = 100
 DESK = "/moderation"  # where a login goes when it was not sent from a page
@@ -38,6 +38,13 @@ async def _checked(request: Request) -> tuple[dict[str, Any], bool, ModeratorSes
     """(the fields, whether they came from a plain form, the moderator's session if any)."""
     form = await submission(request)
     return form.data, form.from_form, moderator_of(request)
+
+
+async def _moderated(request: Request) -> tuple[dict[str, Any], bool, ModeratorSession]:
+    """_checked, in a route behind @requires(MODERATOR): the session is always there."""
+    data, from_form, moderator = await _checked(request)
+    assert moderator is not None, "@requires(MODERATOR) lets only a moderator's session in"
+    return data, from_form, moderator
 
 
 def _done(request: Request, data: dict[str, Any], from_form: bool, result: dict[str, Any]) -> Response:
@@ -71,7 +78,8 @@ async def login(request: Request) -> Response:
     if (earlier := moderator_of(request)) is not None:  # a new session id at every login; the old one ends
         await state.moderation.logout(earlier)
     response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
-    response.headers.append("Set-Cookie", state.moderation.session_cookie(session, state.security.secure(request.scope)))
+    response.headers.append("Set-Cookie",
+                            state.moderation.session_cookie(session, state.security.secure(request.scope)))
     return response
 
 
@@ -119,16 +127,16 @@ async def _queue(request: Request) -> dict[str, Any]:
             "audit": await moderation.audit_log(QUEUE_SIZE)}
 
 
-def _report_card(threads, comment: Comment, reports: list[dict[str, Any]], bans: Bans | None = None) -> dict[str, Any]:
+def _report_card(threads: Threads, comment: Comment, reports: list[dict[str, Any]],
+                 bans: Bans | None = None) -> dict[str, Any]:
     return {"comment": threads.desk_view(comment, bans), "reasons": [r["reason"] for r in reports if r["reason"]],
             "count": len(reports), "last_reported_at": reports[0]["at"] if reports else comment.created_at}
 
 
 # --- actions on comments ---
 
-@requires(MODERATOR, status_code=401)
 async def _set_status(request: Request, status: str, action: str) -> Response:
-    data, from_form, moderator = await _checked(request)
+    data, from_form, moderator = await _moderated(request)
     state = request.app.state
     comment = await state.threads.set_status(request.path_params["comment_id"], status, moderator.name)
     if action in ("remove", "approve"):
@@ -138,21 +146,24 @@ async def _set_status(request: Request, status: str, action: str) -> Response:
     return _done(request, data, from_form, {"comment": comment.moderator_view()})
 
 
+@requires(MODERATOR, status_code=401)
 async def remove(request: Request) -> Response:
     return await _set_status(request, REMOVED, "remove")
 
 
+@requires(MODERATOR, status_code=401)
 async def restore(request: Request) -> Response:
     return await _set_status(request, VISIBLE, "restore")
 
 
+@requires(MODERATOR, status_code=401)
 async def approve(request: Request) -> Response:
     return await _set_status(request, VISIBLE, "approve")
 
 
 @requires(MODERATOR, status_code=401)
 async def dismiss(request: Request) -> Response:
-    data, from_form, moderator = await _checked(request)
+    data, from_form, moderator = await _moderated(request)
     state = request.app.state
     comment = await state.threads.find(request.path_params["comment_id"])
     await state.moderation.dismiss_reports(comment.slug, comment.id)
@@ -183,13 +194,13 @@ async def report(request: Request) -> Response:
 
 @requires(MODERATOR, status_code=401)
 async def ban(request: Request) -> Response:
-    data, from_form, moderator = await _checked(request)
+    data, from_form, moderator = await _moderated(request)
     state = request.app.state
     reader_id = request.path_params["reader_id"]
     raw_minutes = data.get("duration")
     if raw_minutes in (None, ""):
         minutes = None
-    elif isinstance(raw_minutes, int) and not isinstance(raw_minutes, bool) or (
+    elif (isinstance(raw_minutes, int) and not isinstance(raw_minutes, bool)) or (
             isinstance(raw_minutes, str) and raw_minutes.strip().isascii() and raw_minutes.strip().isdigit()):
         minutes = int(raw_minutes)  # the range is checked by moderation.ban
     else:
@@ -209,7 +220,7 @@ async def ban(request: Request) -> Response:
 
 @requires(MODERATOR, status_code=401)
 async def unban(request: Request) -> Response:
-    data, from_form, moderator = await _checked(request)
+    data, from_form, moderator = await _moderated(request)
     reader_id = request.path_params["reader_id"]
     lifted = await request.app.state.moderation.unban(reader_id)
     await request.app.state.moderation.record(moderator.name, "unban", reader_id=reader_id,
@@ -219,7 +230,7 @@ async def unban(request: Request) -> Response:
 
 @requires(MODERATOR, status_code=401)
 async def premoderation(request: Request) -> Response:
-    data, from_form, moderator = await _checked(request)
+    data, from_form, moderator = await _moderated(request)
     slug = request.path_params["slug"]
     request.app.state.threads.article(slug)
     enabled = str(data.get("enabled") or "") in ("1", "true", "True", "on")
@@ -233,7 +244,8 @@ async def premoderation(request: Request) -> Response:
 
 @requires(MODERATOR, redirect="login")
 async def rules_page(request: Request) -> Response:
-    return await render(request, "rules.html", {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False})
+    return await render(request, "rules.html",
+                        {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False})
 
 
 @requires(MODERATOR, status_code=401)
@@ -243,11 +255,13 @@ async def rules(request: Request) -> Response:
 
 @requires(MODERATOR, status_code=401)
 async def save_rules(request: Request) -> Response:
-    data, from_form, moderator = await _checked(request)
+    data, from_form, moderator = await _moderated(request)
     spam = request.app.state.threads.spam
     before = spam.current.to_dict()
     fields = {k: v for k, v in data.items() if k in before}
     saved = await spam.save(fields)
     changed = sorted(k for k, v in saved.to_dict().items() if before[k] != v)
-    await request.app.state.moderation.record(moderator.name, "rules", detail="changed " + (", ".join(changed) or "nothing"))
-    return _done(request, {**data, "next": data.get("next") or "/moderation/rules"}, from_form, {"rules": saved.to_dict()})
+    await request.app.state.moderation.record(moderator.name, "rules",
+                                              detail="changed " + (", ".join(changed) or "nothing"))
+    return _done(request, {**data, "next": data.get("next") or "/moderation/rules"}, from_form,
+                 {"rules": saved.to_dict()})
