@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.authentication import requires
 from starlette.responses import PlainTextResponse
+from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from . import metrics
@@ -25,8 +27,23 @@ from .control import DeskUpdate, SessionEnded
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
 from .guards import MODERATOR, author, moderator_of
 from .identity import client_ip
-from .protocol import (CLOSE_POLICY, CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN,
-                       Ack, DeskComment, DeskWelcome, Error, Frame, Pending, Reset, Welcome, encode, parse_client_frame)
+from .protocol import (
+    CLOSE_POLICY,
+    CLOSE_SESSION_ENDED,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TOO_SLOW,
+    CLOSE_TRY_AGAIN,
+    Ack,
+    DeskComment,
+    DeskWelcome,
+    Error,
+    Frame,
+    Pending,
+    Reset,
+    Welcome,
+    encode,
+    parse_client_frame,
+)
 from .wire import WIRE_EXTENSION, LiveWebSocketProtocol, text_frame
 
 if TYPE_CHECKING:
@@ -53,7 +70,8 @@ class Connection:
     """One reader's socket, as the Hub sees it. While the reader is catching up from the log,
     live events are held (up to max_backlog bytes) and written after the replay, doubles dropped."""
 
-    __slots__ = ("wire", "slug", "moderator", "max_backlog", "last_seq", "held", "written", "_held_bytes")  # one per reader
+    # one per reader
+    __slots__ = ("_held_bytes", "held", "last_seq", "max_backlog", "moderator", "slug", "wire", "written")
 
     def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False,
                  slug: str | None = None) -> None:
@@ -148,7 +166,7 @@ async def live(websocket: WebSocket) -> None:
 
 def _wire(websocket: WebSocket) -> LiveWebSocketProtocol | None:
     """The socket's protocol, when the server runs under `python -m server serve`."""
-    return websocket.scope.get("extensions", {}).get(WIRE_EXTENSION)
+    return cast("LiveWebSocketProtocol | None", websocket.scope.get("extensions", {}).get(WIRE_EXTENSION))
 
 
 class LiveReader:
@@ -156,7 +174,7 @@ class LiveReader:
     posting through Threads. It outlives the ASGI call that opened it: once caught up, the
     socket's protocol hands it each message (on_message) and the end (on_closed)."""
 
-    __slots__ = ("state", "slug", "ip", "session", "author", "connection", "refused", "_left")
+    __slots__ = ("_left", "author", "connection", "ip", "refused", "session", "slug", "state")
 
     def __init__(self, websocket: WebSocket, wire: LiveWebSocketProtocol, slug: str, ip: str) -> None:
         self.state = websocket.app.state
@@ -197,7 +215,7 @@ class LiveReader:
             del state.connections_per_ip[self.ip]
         await state.hub.leave(self.slug, self.connection)
 
-    async def on_message(self, message: dict) -> None:
+    async def on_message(self, message: Message) -> None:
         """A frame from the reader: a post, answered with ack or error on this socket."""
         connection, ref = self.connection, None
         try:
@@ -235,7 +253,7 @@ class LiveSessions:
         self.connections: set[Connection] = set()
         self.by_session: dict[str, set[Connection]] = {}
         self.desks: set[Connection] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, session: ModeratorSession | None, connection: Connection, desk: bool = False) -> None:
         self.connections.add(connection)
@@ -253,13 +271,13 @@ class LiveSessions:
             if not connections:
                 self.by_session.pop(session.session_id, None)
 
-    def spawn(self, coro) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a reader's leaving (Hub, presence) to its end, even when nothing awaits it."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _show_pending(self, comment: dict) -> None:
+    def _show_pending(self, comment: dict[str, Any]) -> None:
         """A comment held for moderation is no event (readers must not see it), but moderators
         reading its article see it arrive, and can approve it there."""
         frame = text_frame(encode(Pending(comment)))
@@ -308,6 +326,7 @@ async def desk_live(websocket: WebSocket) -> None:
     """The moderation desk's socket: what happens on every instance, as it happens."""
     state = websocket.app.state
     session = moderator_of(websocket)
+    assert session is not None, "@requires(MODERATOR) lets only a moderator's session in"
     wire = _wire(websocket)
     if wire is None or not state.security.origin_allowed(websocket.scope):
         await websocket.close(CLOSE_POLICY)  # before accept(): the upgrade is answered 403
@@ -348,7 +367,7 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
         missed = await state.backend.events_since(slug, since)
     if since is None and valid:
         connection.last_seq = head.seq
-    elif missed is None:
+    elif since is None or missed is None:  # missed is read only for a since
         connection.write_now(ResetTo(head.seq), text_frame(encode(Reset(seq=head.seq, epoch=head.epoch))))
     else:
         connection.last_seq = since
