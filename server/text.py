@@ -8,6 +8,7 @@ rel="nofollow ugc noopener". Only http(s) and mailto links are made.
 from __future__ import annotations
 
 import unicodedata
+from typing import Literal, overload
 
 import regex
 from linkify_it import LinkifyIt
@@ -69,6 +70,12 @@ def clean_ref(raw: str | None) -> str | None:
     if raw and len(raw) > MAX_REF_CHARS:
         raise InvalidMessage(f'"ref" is too long (at most {MAX_REF_CHARS} characters).')
     return raw or None
+
+
+@overload
+def clean_name(raw: str | None, limit: int, field: str, required: Literal[True]) -> str: ...
+@overload
+def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str | None: ...
 
 
 def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str | None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import limits
-from limits.errors import StorageError
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
 from . import metrics
 from .backends.base import Backend
@@ -25,8 +25,8 @@ from .content import Article
 from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
 from .moderation import Bans, Moderation, client_network
 from .protocol import DeskComment
-from .spam import SpamRules, text_fingerprint
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
+from .spam import SpamRules, text_fingerprint
 from .text import clean_body, clean_name, clean_ref, render_body
 
 
@@ -219,8 +219,8 @@ def thread_tree(comments: list[Comment], moderator: bool = False,
             return c.public()
         return {**moderator_view(c, bans), "report_count": (report_counts or {}).get(c.id, 0)}
 
-    nodes = {c.id: {"comment": view(c), "replies": []} for c in comments}
-    roots = []
+    nodes: dict[str, dict[str, Any]] = {c.id: {"comment": view(c), "replies": []} for c in comments}
+    roots: list[dict[str, Any]] = []
     for c in comments:  # in seq order, so replies come out oldest first
         parent = nodes.get(c.parent) if c.parent else None
         (parent["replies"] if parent else roots).append(nodes[c.id])
