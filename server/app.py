@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,7 +15,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from . import api, error_handlers, metrics, moderation_routes, newsroom_api, pages, settings as settings_module
+from . import api, error_handlers, metrics, moderation_routes, newsroom_api, pages
+from . import settings as settings_module
 from .backends import create_backend
 from .content import load_articles
 from .control import ControlBus, DeskUpdate, RulesChanged, SessionEnded
@@ -22,10 +24,10 @@ from .errors import BackchannelError
 from .fanout import Hub
 from .live import LiveSessions, desk_live, live
 from .moderation import Moderation
-from .spam import SpamRules
-from .static_assets import StaticAssets
 from .security import Security, SecurityMiddleware
 from .settings import Settings
+from .spam import SpamRules
+from .static_assets import StaticAssets
 from .threads import Threads
 from .tokens import BearerTokens, Tokens, on_token_refused
 from .webhooks import Webhooks
@@ -38,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     security = Security(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         articles, _errors = load_articles(settings.content_dir)  # a bad file is logged and skipped
         backend = create_backend(settings)
         await backend.start()

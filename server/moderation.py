@@ -352,7 +352,8 @@ class Moderation:
     async def reports_of(self, comment_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The reports of each comment (newest first), in one read."""
         lists = await self.backend.list_ranges([f"reports:{comment_id}" for comment_id in comment_ids])
-        return {comment_id: [json.loads(r) for r in items] for comment_id, items in zip(comment_ids, lists, strict=True)}
+        return {comment_id: [json.loads(r) for r in items]
+                for comment_id, items in zip(comment_ids, lists, strict=True)}
 
     async def open_reports(self) -> list[tuple[str, str]]:
         return [(slug, comment_id) for slug, _, comment_id in
