@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from limits.aio.storage import MemoryStorage
 
@@ -162,7 +162,9 @@ class SqliteStore(Store):
 
     def _next_seq(self, slug: str) -> int:
         assert self._db is not None
-        return self._db.execute("UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)).fetchone()[0]
+        seq: int = self._db.execute(
+            "UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)).fetchone()[0]
+        return seq
 
     async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
         return await self._run(self._set_status, slug, comment_id, status, moderator, at)
@@ -448,11 +450,11 @@ class SqliteStore(Store):
             db.execute("ROLLBACK")
             raise
 
-    def _execute(self, sql: str, args: tuple) -> None:
+    def _execute(self, sql: str, args: tuple[object, ...]) -> None:
         assert self._db is not None
         self._db.execute(sql, args)
 
-    def _query(self, sql: str, args: tuple) -> list:
+    def _query(self, sql: str, args: tuple[object, ...]) -> list[Any]:  # sqlite3 rows
         assert self._db is not None
         return self._db.execute(sql, args).fetchall()
 
