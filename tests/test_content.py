@@ -56,7 +56,7 @@ def test_every_part_of_an_article_is_found_and_page_chrome_is_dropped():
         ("Ann Lee", "Teacher, Leeds", 'First "quoted" thought.'), ("Bo", "Reader", "Second.")]
 
 
-@pytest.mark.parametrize("title, slug", [
+@pytest.mark.parametrize(("title", "slug"), [
     ("Hello, World!", "hello-world"),
     ("  --Already--Dashed--  ", "already-dashed"),
     ("Ünïcode & Co. 2026", "unicode-co-2026"),
@@ -65,7 +65,7 @@ def test_slugs_follow_the_contract(title, slug):
     assert slugify(title) == slug
 
 
-@pytest.mark.parametrize("text, problem", [
+@pytest.mark.parametrize(("text", "problem"), [
     ("", "empty"),
     ("Only a title\n", "expected a byline"),
     ("Title\n\nNo byline here\n\nBody.\n", "expected a byline"),

@@ -17,7 +17,8 @@ from html.parser import HTMLParser
 
 import pytest
 import regex
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from server.errors import Empty, InvalidMessage, TooLong
 from server.protocol import Post, parse_client_frame

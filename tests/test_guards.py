@@ -23,7 +23,7 @@ def test_a_form_redirect_never_leaves_the_site(moderator, target: str) -> None:
     assert response.headers["location"] == "/"
 
 
-@pytest.mark.parametrize("target, kept", [
+@pytest.mark.parametrize(("target", "kept"), [
     (f"/articles/{DEMO_SLUG}#c-1", f"/articles/{DEMO_SLUG}#c-1"),
     ("/moderation?tab=reports", "/moderation?tab=reports"),
     ("http://testserver/moderation/rules", "/moderation/rules"),  # as Starlette's requires() writes it

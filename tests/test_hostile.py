@@ -15,8 +15,17 @@ import pytest
 from websockets.asyncio.client import connect
 
 from .servers import DEMO_SLUG
-from .wsframes import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, client_frame, close_code, handshake,
-                       server_messages)
+from .wsframes import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    client_frame,
+    close_code,
+    handshake,
+    server_messages,
+)
 
 LIVE_PATH = f"/articles/{DEMO_SLUG}/live"
 
@@ -105,7 +114,8 @@ CLOSE_BOUND_S = 5.0
 # at most SEND_BUFFER_BYTES (1 MiB) in the server, and the whole stream is ~1.3 MB, so this bound
 # cannot see one reader's backlog; it catches a copy of the stream kept per reader (100 x 1.3 MB).
 RSS_GROWTH_BOUND = 50 * 1024 * 1024
-WORDS = ("the minister said that talks would resume next week but nobody in the room believed "
+# Prose, split: easier to read and edit than a list of forty words.
+WORDS = ("the minister said that talks would resume next week but nobody in the room believed "  # noqa: SIM905
          "him and the markets fell again before lunch while analysts argued about what it meant "
          "for the ceasefire the border towns and the price of bread this winter").split()
 

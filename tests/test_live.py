@@ -907,7 +907,7 @@ async def test_live_connections_per_ip_are_capped(start_server) -> None:
 async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(start_server) -> None:
     """A client cannot dodge the per-IP limit by inventing X-Forwarded-For; a trusted proxy's
     header does name the client."""
-    limits = dict(POST_RATE_PER_IP="2/minute", POST_RATE_PER_READER="1000/minute")
+    limits = {"POST_RATE_PER_IP": "2/minute", "POST_RATE_PER_READER": "1000/minute"}
     untrusting, trusting = start_server(TRUSTED_PROXIES="", **limits), start_server(**limits)
     async with httpx.AsyncClient() as client:
         async def statuses(server: ServerProcess) -> list[int]:

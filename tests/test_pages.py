@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 import jinja2
 import pytest
 from markupsafe import escape
@@ -78,7 +79,7 @@ def test_every_template_autoescapes_whatever_its_file_name():
     """Starlette's default escapes only .html/.htm/.xml; ours escapes every name, .j2 included."""
     env = create_templates().env
     names = [p.name for p in (WEB_DIR / "templates").iterdir()] + ["comment.j2", "fragment.txt"]
-    probe = env.overlay(loader=jinja2.DictLoader({name: "{{ value }}" for name in names}))
+    probe = env.overlay(loader=jinja2.DictLoader(dict.fromkeys(names, "{{ value }}")))
     for name in names:
         assert probe.get_template(name).render(value=HOSTILE) == str(escape(HOSTILE)), name
 
@@ -97,7 +98,7 @@ def test_the_json_api_posts_and_lists_comments(client):
     assert thread["seq"] == 5 and thread["comments"][-1] == comment
 
 
-@pytest.mark.parametrize("payload, status, code", [
+@pytest.mark.parametrize(("payload", "status", "code"), [
     ({"name": "Ann", "body": "   "}, 422, "empty"),
     ({"name": "", "body": "hi"}, 422, "empty"),
     ({"name": "Ann", "body": "x" * 5001}, 422, "too_long"),
@@ -160,8 +161,8 @@ def test_health_and_readiness(client):
 
 
 def test_relative_times_read_naturally():
-    from datetime import datetime, timezone
-    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    from datetime import UTC, datetime
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     assert ago("2026-11-26T11:59:30.000Z", now) == "just now"
     assert ago("2026-11-26T11:59:00.000Z", now) == "1 minute ago"
     assert ago("2026-11-26T09:00:00.000Z", now) == "3 hours ago"
@@ -193,8 +194,9 @@ def test_metrics_are_served_to_loopback_only(client, settings):
 def test_metrics_count_what_operators_need(settings, tmp_path):
     from dataclasses import replace
 
-    from server.app import create_app
     from starlette.testclient import TestClient
+
+    from server.app import create_app
     def metric(text: str, name: str) -> float:
         return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
 

@@ -4,8 +4,24 @@ import orjson
 import pytest
 
 from server.errors import InvalidMessage
-from server.protocol import (Ack, DeskAction, DeskComment, DeskReport, DeskWelcome, Error, Event, Pending, Post, Presence,
-                             Reset, Welcome, decode_event, desk_frame, encode, parse_client_frame)
+from server.protocol import (
+    Ack,
+    DeskAction,
+    DeskComment,
+    DeskReport,
+    DeskWelcome,
+    Error,
+    Event,
+    Pending,
+    Post,
+    Presence,
+    Reset,
+    Welcome,
+    decode_event,
+    desk_frame,
+    encode,
+    parse_client_frame,
+)
 
 
 def test_a_post_frame_parses_to_a_post():
@@ -18,7 +34,7 @@ def test_optional_fields_may_be_left_out():
         ref=None, body="x", parent=None, name="A", about=None)
 
 
-@pytest.mark.parametrize("frame, says", [
+@pytest.mark.parametrize(("frame", "says"), [
     ("not json", "not valid JSON"),
     ("[1, 2]", "JSON object"),
     ('"post"', "JSON object"),

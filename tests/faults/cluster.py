@@ -95,7 +95,7 @@ class Reader:
                                    ping_interval=None) as ws:
                     async for raw in ws:
                         self._apply(json.loads(raw))
-            except (ConnectionClosed, OSError, InvalidHandshake, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionClosed, OSError, InvalidHandshake):
                 pass
             if ws is not None and ws.close_code is not None:
                 self.close_codes.append(ws.close_code)
