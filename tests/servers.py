@@ -47,9 +47,9 @@ class ServerProcess:
                "CONTENT_DIR": str(self.content_dir), "SECRET_KEY": "test-secret-key",
                "PASSWORD_HASH_PROFILE": "CHEAPEST", **self.env}
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env,
-                                        stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:  # the server writes to its own copy of the handle
+            self.process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

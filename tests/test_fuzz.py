@@ -188,8 +188,8 @@ def assert_safe_rendering(text: str) -> str:
     assert parsed.problems == [], (text, rendered, parsed.problems)
     # Nothing is lost and nothing is added: the reader sees exactly the text, as text.
     assert "".join(parsed.text) == shown_text(text), (text, rendered)
-    # A link shows the text it was made from; its target is an http(s)/mailto URL.
-    for href, label in zip(parsed.hrefs, parsed.link_texts):
+    # A link shows the text it was made from; its target is an http(s)/mailto URL (the parser's problems).
+    for label in parsed.link_texts:
         assert label and label in text
     # Stable: the same text renders to the same HTML.
     assert render_body(text) == rendered
@@ -237,8 +237,9 @@ def parse_or_refuse(frame: str | bytes) -> Post | None:
     try:
         post = parse_client_frame(frame)
     except InvalidMessage as refused:
-        assert refused.code == "invalid_message"
-        assert isinstance(refused.message, str) and 0 < len(refused.message) <= 200
+        # Either outcome is allowed, so pytest.raises does not fit: the refusal is checked here.
+        assert refused.code == "invalid_message"  # noqa: PT017
+        assert isinstance(refused.message, str) and 0 < len(refused.message) <= 200  # noqa: PT017
         return None
     assert type(post) is Post
     assert post.ref is None or (isinstance(post.ref, str) and len(post.ref) <= 128)

@@ -307,7 +307,8 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
           f"(beat late by {late * 1000:.1f} ms at most; CPU: test process {cpu / stream_seconds:.0%},"
           f" server {server_cpu / stream_seconds:.0%}):"
           f" latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms;"
-          f" stalled reader counted closed after {_seconds(closed_after)}, its connection gone after {_seconds(gone_after)};"
+          f" stalled reader counted closed after {_seconds(closed_after)},"
+          f" its connection gone after {_seconds(gone_after)};"
           f" server RSS {before['process_resident_memory_bytes'] / 2**20:.1f} MiB ->"
           f" {after['process_resident_memory_bytes'] / 2**20:.1f} MiB")
 

@@ -38,7 +38,7 @@ def test_origins_are_compared_in_one_spelling() -> None:
     assert origin_of("http://[::1]:8000") == "http://[::1]:8000"
     for not_an_origin in ("comments.example", "https://comments.example/path", "javascript:alert(1)",
                           "https://user@comments.example", "ftp://comments.example"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="is not an origin"):
             origin_of(not_an_origin)
 
 
@@ -96,7 +96,8 @@ async def test_a_rebound_host_name_reaches_nothing(start_server) -> None:
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}"):
             assert (await client.get(f"{server.url}/", headers={"Host": host})).status_code == 200, host
-        for host in (f"attacker.example:{server.port}", "attacker.example", f"127.0.0.1.attacker.example:{server.port}"):
+        for host in (f"attacker.example:{server.port}", "attacker.example",
+                     f"127.0.0.1.attacker.example:{server.port}"):
             response = await client.get(f"{server.url}/articles/{DEMO_SLUG}", headers={"Host": host})
             assert response.status_code == 400, host
     # The live socket too: its upgrade is answered 400 before any frame.

@@ -13,7 +13,8 @@ from .visitors import token
 
 
 def test_listed_words_and_phrases_match_whatever_their_case_or_punctuation():
-    rules = Rules.from_dict({"banned_words": ["Casino", "buy now", "ｆｒｅｅ　ｍｏｎｅｙ"], "suspect_words": "crypto\n"})
+    rules = Rules.from_dict({"banned_words": ["Casino", "buy now", "ｆｒｅｅ　ｍｏｎｅｙ"],
+                             "suspect_words": "crypto\n"})
     assert rules.matches("Visit our CASINO!", banned=True) == "casino"
     assert rules.matches("please... BUY, now", banned=True) == "buy now"
     assert rules.matches("free money here", banned=True) == "free money"  # the list is NFKC-normalised too
@@ -144,5 +145,6 @@ def test_the_rules_page_and_api_are_for_moderators_only(reader, moderator):
     page = moderator.get("/moderation/rules")
     assert page.status_code == 200 and "Banned words" in page.text
     form = moderator.post("/api/moderation/rules", follow_redirects=False,
-                          data={"csrf_token": token(moderator), "banned_words": "spam\r\neggs", "next": "/moderation/rules"})
+                          data={"csrf_token": token(moderator), "banned_words": "spam\r\neggs",
+                                "next": "/moderation/rules"})
     assert form.status_code == 303 and moderator.get("/api/moderation/rules").json()["banned_words"] == ["eggs", "spam"]

@@ -100,7 +100,8 @@ def main() -> int:
         spec_path.write_text(json.dumps(spec, indent=2))
         started = time.monotonic()
         with open(outdir / "wstest.log", "w") as log:
-            subprocess.run([str(Path(args.wstest).resolve()), "-m", "fuzzingclient", "-s", str(spec_path)], cwd=outdir, check=True,
+            subprocess.run([str(Path(args.wstest).resolve()), "-m", "fuzzingclient", "-s", str(spec_path)],
+                           cwd=outdir, check=True,
                            stdout=log, stderr=subprocess.STDOUT)
         elapsed = time.monotonic() - started
     finally:

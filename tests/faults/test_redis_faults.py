@@ -73,7 +73,8 @@ async def test_link_to_redis_blackholed_for_20_seconds(tmp_path: Path):
         start = loop.time()
         # A post during the blackhole is answered `unavailable` within seconds, never hangs.
         response = await cluster.poster.client.post(
-            f"{cluster.instances[0].url}/api/articles/{DEMO_SLUG}/comments", json={"name": "A", "body": "x", "ref": "bh"},
+            f"{cluster.instances[0].url}/api/articles/{DEMO_SLUG}/comments",
+            json={"name": "A", "body": "x", "ref": "bh"},
             timeout=15)
         assert response.status_code == 503 and loop.time() - start < 10
         await asyncio.sleep(20 - (loop.time() - start))  # the fault itself lasts 20 s: nothing to wait on

@@ -90,7 +90,8 @@ async def test_with_redis_down_a_socket_post_gets_unavailable_and_the_reader_sta
                 frame = json.loads(raw)
                 if frame["type"] == "error":  # Redis may still be coming back: retry, same ref
                     await asyncio.sleep(0.2)
-                    await ws.send(json.dumps({"type": "post", "ref": "r1", "name": "Ann", "body": "while Redis is away"}))
+                    await ws.send(json.dumps({"type": "post", "ref": "r1", "name": "Ann",
+                                              "body": "while Redis is away"}))
                 ack = frame if frame["type"] == "ack" else ack
                 comment = frame if frame["type"] == "comment" else comment
                 if ack and comment:
