@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import metrics
 from .backends.base import Backend
@@ -53,19 +54,20 @@ class Channel:
     recovering: bool = False
     resync_requested: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    presence_task: asyncio.Task | None = None
+    presence_task: asyncio.Task[None] | None = None
     readers: int = 0  # across all instances, as last announced
 
 
 class Hub:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        backend.on_event, backend.on_resync, backend.on_presence = self.deliver, self.resync, self._presence_from_backend
+        backend.on_event, backend.on_resync = self.deliver, self.resync
+        backend.on_presence = self._presence_from_backend
         self._channels: dict[str, Channel] = {}
         # Subscribe and unsubscribe of one thread run one at a time, in call order: a reader
         # arriving while the last one's unsubscribe is still under way must not be overtaken by it.
         self._subscription_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- membership ---
 
@@ -228,7 +230,7 @@ class Hub:
         channel = self._channels.get(slug)
         return max(channel.readers, len(channel.subscribers)) if channel else 0
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
