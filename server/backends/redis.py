@@ -130,6 +130,12 @@ def RedisBackend(url: str, history_size: int = 1000) -> Backend:
     return Backend(RedisStore(url, history_size), RedisBus(url))
 
 
+def _text(reply: bytes | str) -> str:
+    """A reply as text. redis-py types replies bytes | str (decode_responses decides which at run
+    time); this module's clients leave it off, so they are bytes."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
 async def _call(awaitable: Awaitable[T]) -> T:
     """Every Redis call: failures of the link become Unavailable, never a hang or a 500."""
     try:
@@ -228,12 +234,13 @@ class RedisStore(Store):
                     seq, epoch = await pipe.hmget(keys["meta"], "seq", "epoch")
                     if record is None or epoch is None:
                         raise NotFound("No such comment.")
+                    assert seq is not None, "ENSURE_SCRIPT sets a thread's seq with its epoch"
                     before = _comment(record)
                     changed, kind = status_change(before, status, moderator, at)
                     if changed is None:
-                        await pipe.unwatch()
-                        return Written(before, None, epoch.decode())
-                    pipe.multi()
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                        return Written(before, None, _text(epoch))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                     event = None
                     if kind is not None:
                         new_seq = int(seq) + 1
@@ -245,13 +252,13 @@ class RedisStore(Store):
                         pipe.xadd(
                             keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size, approximate=False
                         )
-                        pipe.publish(_channel(slug), f"{epoch.decode()} {wire}")
+                        pipe.publish(_channel(slug), f"{_text(epoch)} {wire}")
                     visible_change = (changed.status == VISIBLE) - (before.status == VISIBLE)
                     if visible_change:
                         pipe.hincrby(keys["meta"], "visible", visible_change)
                     pipe.hset(keys["comments"], comment_id, orjson.dumps(changed.record()))
                     await pipe.execute()
-                    return Written(changed, event, epoch.decode())
+                    return Written(changed, event, _text(epoch))
                 except WatchError:
                     continue
 
@@ -276,7 +283,10 @@ class RedisStore(Store):
 
     async def _read_head(self, slug: str) -> Head | None:
         seq, epoch = await _call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch"))
-        return Head(seq=int(seq), epoch=epoch.decode()) if epoch is not None else None
+        if epoch is None:
+            return None
+        assert seq is not None, "ENSURE_SCRIPT sets a thread's seq with its epoch"
+        return Head(seq=int(seq), epoch=_text(epoch))
 
     async def head(self, slug: str) -> Head:
         head = await self._read_head(slug)
@@ -328,7 +338,7 @@ class RedisStore(Store):
 
     async def kv_get(self, key: str) -> str | None:
         value = await _call(self.redis.get(f"bc:kv:{key}"))
-        return value.decode() if value is not None else None
+        return _text(value) if value is not None else None
 
     async def kv_set(self, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False) -> bool:
         return bool(
@@ -345,7 +355,7 @@ class RedisStore(Store):
         await _call(self.redis.srem(f"bc:set:{key}", member))
 
     async def set_members(self, key: str) -> set[str]:
-        return {m.decode() for m in await _call(self.redis.smembers(f"bc:set:{key}"))}
+        return {_text(m) for m in await _call(self.redis.smembers(f"bc:set:{key}"))}
 
     async def list_push(self, key: str, value: str, keep: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -355,7 +365,7 @@ class RedisStore(Store):
 
     async def list_range(self, key: str, count: int | None = None) -> list[str]:
         items = await _call(self.redis.lrange(f"bc:list:{key}", 0, -1 if count is None else count - 1))
-        return [item.decode() for item in items]
+        return [_text(item) for item in items]
 
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
@@ -487,11 +497,11 @@ class RedisBus(Bus):
         self._subscriber_redis = aioredis.Redis.from_url(url, **_options())
         self.rate_limit_storage = SharedLimits(url, retry=retry_once_on_a_fresh_connection(), **_options())
         self._subscribed: set[str] = set()
-        self._confirmations: dict[str, asyncio.Future] = {}
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._pubsub: aioredis.client.PubSub | None = None
         self._subscriber_up = asyncio.Event()
         self._local_readers: dict[str, int] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         # redis-py can turn a cancellation into a TimeoutError inside its own timeouts, so the
         # background loops also stop on this flag rather than trusting cancel() alone.
         self._running = False
@@ -522,7 +532,7 @@ class RedisBus(Bus):
                 await self.redis.hdel(_keys(slug)["presence"], self.instance)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pubsub.aclose(), 1.0)
+                await asyncio.wait_for(self._pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]  # unannotated in redis-py
         await self.redis.aclose()
         await self._subscriber_redis.aclose()
 
@@ -610,9 +620,9 @@ class RedisBus(Bus):
                 # A blackholed link must not hang the close: drop the socket without a goodbye.
                 if pubsub.connection is not None:
                     await pubsub.connection.disconnect(nowait=True)
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
-    def _handle(self, message: dict) -> None:
+    def _handle(self, message: dict[str, Any]) -> None:  # a pubsub message, as redis-py gives it
         channel = message["channel"].decode()
         if message["type"] == "subscribe":
             future = self._confirmations.get(channel)
