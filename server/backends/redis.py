@@ -433,10 +433,10 @@ class RedisStore(Store):
                         expires_at = round(expires_ms / 1000, 3) if expires_ms > 0 else None
                         records.append(Record("kv", name, value.decode(), expires_at))
                 elif prefix == "set":
-                    members = sorted(m.decode() for m in await _call(self.redis.smembers(key)))
+                    members = sorted(_text(m) for m in await _call(self.redis.smembers(key)))
                     records.append(Record("set", name, members))
                 else:  # stored newest first (LPUSH)
-                    items = [item.decode() for item in await _call(self.redis.lrange(key, 0, -1))]
+                    items = [_text(item) for item in await _call(self.redis.lrange(key, 0, -1))]
                     records.append(Record("list", name, items[::-1]))
         return [r for r in records if r.value]
 
