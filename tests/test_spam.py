@@ -76,10 +76,13 @@ def test_matching_on_skeletons_stays_linear_in_the_comment():
     timings = []
     for size in (1000, 4000):
         comment = "ѕ p a m 5p4m sp\u200dam " * (size // 25)
-        start = time.perf_counter()
-        for _ in range(20):
-            assert rules.matches(comment, banned=True) is None
-        timings.append((time.perf_counter() - start) / 20)
+        rounds = []
+        for _ in range(10):  # the fastest round: a busy machine only ever adds time to a round
+            start = time.perf_counter()
+            for _ in range(3):
+                assert rules.matches(comment, banned=True) is None
+            rounds.append((time.perf_counter() - start) / 3)
+        timings.append(min(rounds))
     print(f"match: {timings[0] * 1e3:.2f} ms for ~1,000 characters, {timings[1] * 1e3:.2f} ms for ~4,000")
     assert timings[1] < timings[0] * 4 * 3  # 4x the text: about 4x the time, never its square
 
