@@ -20,7 +20,7 @@ from .backends import create_backend, create_store
 from .backends.migrations import SchemaTooNew
 from .errors import BackchannelError
 from .http_limits import LimitedHttpToolsProtocol
-from .moderation import Moderation
+from .moderation import Moderation, moderator_display_name
 from .tokens import SCOPES, Tokens
 from .wire import LiveWebSocketProtocol
 
@@ -68,9 +68,10 @@ def serve(host: str | None, port: int | None) -> None:
         loop="uvloop", http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=5, log_level="info")
 
 
-def create_moderator(name: str, password_file: str | None) -> None:
+def create_moderator(name: str, password_file: str | None, display_name: str | None = None) -> None:
     """Create or reset a moderator in the configured backend. The password never comes from
-    the command line (it would sit in shell history and the process list)."""
+    the command line (it would sit in shell history and the process list). Only the display
+    name, if given, is reserved: the login name stays private."""
     if password_file:
         password = Path(password_file).read_text(encoding="utf-8").rstrip("\n")
     elif sys.stdin.isatty():
@@ -79,10 +80,18 @@ def create_moderator(name: str, password_file: str | None) -> None:
         password = sys.stdin.readline().rstrip("\n")
 
     try:
-        created = asyncio.run(_with_moderation(lambda moderation: moderation.create_moderator(name, password)))
+        display = moderator_display_name(display_name) if display_name is not None else None
+        created = asyncio.run(_with_moderation(
+            lambda moderation: moderation.create_moderator(name, password, display_name=display)))
     except (ValueError, BackchannelError) as exc:
         sys.exit(f"create-moderator: {exc}")
     print(f"moderator {created!r} is ready (any sessions they had are ended); log in at /login")
+    if display is None:
+        print("no name is reserved: readers may post under any name; the staff badge marks this moderator's "
+              "comments (--display-name NAME reserves a public name for them)")
+    else:
+        print(f"reserved display name {display!r} (and names that look like it) for this moderator; "
+              "the login name is not reserved")
 
 
 def end_sessions(name: str) -> None:
@@ -218,6 +227,8 @@ def main() -> None:
     moderator_cmd = commands.add_parser("create-moderator", help="create or reset a moderator (password from stdin)")
     moderator_cmd.add_argument("name")
     moderator_cmd.add_argument("--password-file", help="read the password from this file instead of stdin")
+    moderator_cmd.add_argument("--display-name", help="a public name to reserve for this moderator "
+                               "(default: none; the login name is never reserved)")
     end_cmd = commands.add_parser("end-sessions", help="end a moderator's sessions on every instance")
     end_cmd.add_argument("name")
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")
@@ -250,7 +261,7 @@ def main() -> None:
     elif args.command == "migrate":
         migrate(settings_module.load())
     elif args.command == "create-moderator":
-        create_moderator(args.name, args.password_file)
+        create_moderator(args.name, args.password_file, args.display_name)
     elif args.command == "end-sessions":
         end_sessions(args.name)
     elif args.command == "export":

@@ -43,7 +43,7 @@ from .control import DeskUpdate, SessionEnded, encode_control
 from .errors import Banned, Empty, Forbidden, InvalidMessage, RateLimited, TooLong, Unauthorized, Unavailable
 from .identity import SESSION_COOKIE
 from .protocol import DeskAction, DeskFrame
-from .settings import Settings
+from .settings import MAX_NAME_CHARS, Settings
 from .text import clean_name, name_skeletons
 
 log = logging.getLogger("backchannel.moderation")
@@ -74,6 +74,14 @@ def moderator_name(name: str) -> str:
     cleaned = clean_name(name, MODERATOR_NAME_CHARS, "moderator name", required=True)
     if cleaned is None:  # (required=True raises Empty instead)
         raise Empty("Please give a moderator name.")
+    return cleaned
+
+
+def moderator_display_name(name: str) -> str:
+    """A moderator's public display name: cleaned like the name on a comment, which it is."""
+    cleaned = clean_name(name, MAX_NAME_CHARS, "display name", required=True)
+    if cleaned is None:  # (required=True raises Empty instead)
+        raise Empty("Please give a display name.")
     return cleaned
 
 
@@ -148,17 +156,29 @@ class Moderation:
 
     # --- accounts and sessions ---
 
-    async def create_moderator(self, name: str, password: str) -> str:
+    async def create_moderator(self, name: str, password: str, display_name: str | None = None) -> str:
         """Create a moderator, or reset one's password: that ends their sessions everywhere and
-        lifts the lock on their name."""
+        lifts the lock on their name. Only a display name is reserved against readers' use,
+        never the login name (a refusal would tell readers which names log in); without one,
+        the staff badge alone marks the moderator's comments."""
         name = moderator_name(name)
+        display = moderator_display_name(display_name) if display_name is not None else None
         if len(password) < 8:
             raise ValueError("a moderator's password needs at least 8 characters")
         key = moderator_key(name)
         hashed = await asyncio.to_thread(self._hasher.hash, password)
-        await self.backend.kv_set(f"moderator:{key}", json.dumps({"name": name, "hash": hashed}))
-        for skeleton in name_skeletons(name):
-            await self.backend.kv_set(f"reserved-name:{skeleton}", name)
+        record = await self.backend.kv_get(f"moderator:{key}")
+        previous = json.loads(record).get("display_name") if record else None
+        # The keys this moderator reserved before go: those of their old display name, and those
+        # older versions reserved from the login name (their value is the moderator's name).
+        for skeleton in name_skeletons(name) | (name_skeletons(previous) if previous else set()):
+            owner = await self.backend.kv_get(f"reserved-name:{skeleton}")
+            if owner is not None and owner.casefold() == key:
+                await self.backend.kv_delete(f"reserved-name:{skeleton}")
+        await self.backend.kv_set(f"moderator:{key}", json.dumps({"name": name, "hash": hashed,
+                                                                  "display_name": display}))
+        for skeleton in name_skeletons(display) if display else set():
+            await self.backend.kv_set(f"reserved-name:{skeleton}", key)  # whose, for the next reset
         await self.end_sessions(name)
         await self._forget_count("login-name", key)
         return name
@@ -304,12 +324,13 @@ class Moderation:
                 raise Banned("You have been banned from commenting" + (f" until {until}." if until else "."))
 
     async def check_author(self, reader_id: str, ip: str, name: str, moderator: str | None) -> None:
-        """Refuse a banned reader, and a reader using a moderator's name or one that looks like it."""
+        """Refuse a banned reader, and a reader using a moderator's display name or one that looks
+        like it — in words that never say whose name it is."""
         await self.check_not_banned(reader_id, ip)
         if moderator is None:
             for skeleton in name_skeletons(name):
                 if await self.backend.kv_get(f"reserved-name:{skeleton}") is not None:
-                    raise Forbidden("That name belongs to a moderator. Please choose another.")
+                    raise Forbidden("That name is reserved. Please choose another.")
 
     async def premoderated(self, slug: str) -> bool:
         return await self.backend.kv_get(f"premoderation:{slug}") is not None

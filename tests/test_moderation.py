@@ -32,6 +32,7 @@ from server.moderation import (
 )
 from server.settings import Settings
 from server.spam import text_fingerprint
+from server.text import name_skeletons
 from server.threads import Author
 
 from .servers import DEMO_SLUG, ROOT, ServerProcess
@@ -209,16 +210,67 @@ def test_premoderation_holds_comments_until_approved(moderator, reader, new_visi
     assert thread["seq"] == 5 and thread["comments"][-1]["body"] == "held back"
 
 
-def test_a_reader_cannot_take_a_moderators_name_or_a_lookalike(moderator, reader):
-    reader_token = token(reader)
-    for name in ("alice", "ALICE", "Аlice", "A1ice", "al\u200bice"):  # Cyrillic А, digit 1, zero-width space
-        response = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": name, "body": "hi"},
-                               headers={"X-CSRF-Token": reader_token})
+def post_as(client: Visitor, name: str, body: str | None = None) -> httpx.Response:
+    return client.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": name, "body": body or f"hi from {name}"},
+                       headers={"X-CSRF-Token": token(client)})
+
+
+def test_a_login_name_is_never_reserved(moderator, reader):
+    # alice has no display name: a refusal would tell readers that "alice" logs in.
+    posted = post_as(reader, "alice")
+    assert posted.status_code == 201 and "staff" not in posted.json()["comment"]["author"]
+    mod_posted = post_as(moderator, "alice", "mod here")
+    assert mod_posted.status_code == 201 and mod_posted.json()["comment"]["author"]["staff"] is True
+
+
+def test_a_reader_cannot_take_a_moderators_display_name_or_a_lookalike(app_client, new_visitor, reader):
+    app_client.portal.call(app_client.app.state.moderation.create_moderator, "alice", PASSWORD, "Desk Editor")
+    for name in ("Desk Editor", "desk editor", "Dеsk Editor", "Desk Edit0r", "Desk\u200b Editor"):  # Cyrillic е
+        response = post_as(reader, name)
         assert response.status_code == 403, name
-    assert reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Alicia", "body": "hi"},
-                       headers={"X-CSRF-Token": reader_token}).status_code == 201
-    assert moderator.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "alice", "body": "mod here"},
-                          headers={"X-CSRF-Token": token(moderator)}).status_code == 201
+        assert response.json()["error"]["message"] == "That name is reserved. Please choose another.", name
+    assert post_as(reader, "alice").status_code == 201  # the login name stays unreserved
+    assert post_as(reader, "Desk Editors Fan").status_code == 201
+    moderator = new_visitor()
+    assert login(moderator).status_code == 303
+    assert post_as(moderator, "Desk Editor", "mod here").status_code == 201
+
+
+def test_a_reset_with_another_display_name_frees_the_old_one(app_client, reader):
+    moderation = app_client.app.state.moderation
+    app_client.portal.call(moderation.create_moderator, "alice", PASSWORD, "Desk Editor")
+    app_client.portal.call(moderation.create_moderator, "alice", PASSWORD, "Night Editor")
+    assert post_as(reader, "Desk Editor").status_code == 201
+    assert post_as(reader, "Night Editor").status_code == 403
+    app_client.portal.call(moderation.create_moderator, "ALICE", PASSWORD)  # no display name: nothing reserved
+    assert post_as(reader, "Night Editor").status_code == 201
+
+
+def test_a_reset_removes_what_older_versions_reserved_from_the_login_name(app_client, reader):
+    moderation = app_client.app.state.moderation
+    for legacy in ("Alice", "carol"):  # as versions before display names reserved login names
+        for skeleton in name_skeletons(legacy):
+            app_client.portal.call(moderation.backend.kv_set, f"reserved-name:{skeleton}", legacy)
+    app_client.portal.call(moderation.create_moderator, "bob", PASSWORD, "alice")  # now bob's public name
+    assert post_as(reader, "carol").status_code == 403
+    app_client.portal.call(moderation.create_moderator, "carol", PASSWORD)
+    assert post_as(reader, "carol").status_code == 201
+    app_client.portal.call(moderation.create_moderator, "alice", PASSWORD)
+    assert post_as(reader, "alice").status_code == 403  # still bob's display name: his keys stay
+
+
+def test_create_moderator_says_what_it_reserves(server):
+    env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "server", "create-moderator", *args], input=PASSWORD + "\n",
+                              text=True, capture_output=True, cwd=ROOT, env=env, timeout=60)
+
+    plain = run("alice")
+    assert plain.returncode == 0 and "no name is reserved" in plain.stdout and "staff badge" in plain.stdout
+    named = run("alice", "--display-name", " Desk  Editor ")
+    assert named.returncode == 0 and "reserved display name 'Desk Editor'" in named.stdout, named.stderr
+    assert "login name is not reserved" in named.stdout
 
 
 def test_every_moderator_action_is_in_the_audit_log(moderator):

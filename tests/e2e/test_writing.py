@@ -36,10 +36,10 @@ def posts_seen(page: Page) -> list[str]:
     return sent
 
 
-def create_moderator(server: ServerProcess, name: str) -> None:
+def create_moderator(server: ServerProcess, name: str, *options: str) -> None:
     env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
     subprocess.run(
-        [sys.executable, "-m", "server", "create-moderator", name],
+        [sys.executable, "-m", "server", "create-moderator", name, *options],
         input="a long enough password\n",
         text=True,
         cwd=ROOT,
@@ -50,12 +50,12 @@ def create_moderator(server: ServerProcess, name: str) -> None:
     )
 
 
-def test_a_name_that_belongs_to_a_moderator_is_refused_in_the_servers_words(server, open_page):
-    create_moderator(server, "alice")
+def test_a_moderators_display_name_is_refused_in_the_servers_words(server, open_page):
+    create_moderator(server, "alice", "--display-name", "Alice")
     page = open_page(server)
     post_from(page, "Hello from someone else", name="alice")
     error = composer(page).locator("[data-form-error]")
-    expect(error).to_have_text("That name belongs to a moderator. Please choose another.")
+    expect(error).to_have_text("That name is reserved. Please choose another.")
     expect(composer(page).locator("textarea[name=body]")).to_have_value("Hello from someone else")
     # Choosing another name is the fix: the message goes as soon as the name changes.
     composer(page).locator("input[name=name]").fill("Alicia")

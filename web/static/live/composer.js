@@ -380,7 +380,7 @@ function friendlyError(err) {
         : "You are posting quickly. Please wait a moment and try again.";
     }
     case "banned": return "You can no longer post comments here.";
-    // The server says which: a name that belongs to a moderator, an expired form, …
+    // The server says which: a reserved name, an expired form, …
     case "forbidden": return message || "Your session has expired. Please reload the page and try again.";
     case "unavailable": return "Comments are briefly unavailable. Your text is kept; please try again in a moment.";
     case "offline": return "You seem to be offline. Your text is kept; please try again when you are connected.";
