@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         articles, _errors = load_articles(settings.content_dir)  # a bad file is logged and skipped
         backend = create_backend(settings)
         await backend.start()
-        hub = Hub(backend)
+        hub = Hub(backend, settings.history_size)
         moderation = Moderation(backend, settings)
         spam = SpamRules(backend)
         await spam.load()

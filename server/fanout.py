@@ -12,20 +12,28 @@ thread and, on a jump, reads the missing events from the log before delivering a
 When the backend says events may have been lost without a jump to show it (a subscription
 rebuilt), the Hub re-reads the log the same way. When the thread's epoch changes (Redis lost
 its data) or the log no longer reaches back, local readers are told to `reset`.
+
+Each active thread also keeps its tail here: the last HISTORY_SIZE events the Hub delivered,
+in order and gap-free, each with the frames it was written as. A reader reconnecting with a
+`since` inside the tail is caught up from memory, with no store query: after a deploy, ten
+thousand readers coming back within seconds cost each instance one log read per thread (the
+first `since` older than what the Hub has seen since subscribing fills the tail from the
+store, once, however many readers wait on it), not one per reader.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 from . import metrics
 from .backends.base import Backend
-from .comments import public_event
+from .comments import Head, public_event
 from .protocol import Event, Presence, Reset, encode
 from .wire import text_frame
 
@@ -56,11 +64,17 @@ class Channel:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     presence_task: asyncio.Task[None] | None = None
     readers: int = 0  # across all instances, as last announced
+    # The tail: (seq, reader frame, moderator frame) of the events after tail_from, up to last_seq.
+    tail: deque[tuple[int, bytes, bytes]] = field(default_factory=deque)
+    tail_from: int = 0
+    tail_filled: bool = False  # read back from the store once (or tried): older since go to the store
+    tail_fill: asyncio.Task | None = None  # the one store read every waiting catch-up shares
 
 
 class Hub:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, history_size: int = 1000) -> None:
         self.backend = backend
+        self.history_size = history_size
         backend.on_event, backend.on_resync = self.deliver, self.resync
         backend.on_presence = self._presence_from_backend
         self._channels: dict[str, Channel] = {}
@@ -88,6 +102,7 @@ class Hub:
                 channel.ready.set()
                 raise
             channel.last_seq, channel.epoch = head.seq, head.epoch
+            channel.tail_from = head.seq
             channel.ready.set()
         await channel.ready.wait()
         if self._channels.get(slug) is not channel:  # its subscription failed meanwhile
@@ -148,6 +163,10 @@ class Hub:
         channel.last_seq = event.seq
         public_frame = text_frame(encode(public_event(event)))
         moderator_frame = text_frame(encode(event))
+        channel.tail.append((event.seq, public_frame, moderator_frame))
+        if len(channel.tail) > self.history_size:
+            channel.tail.popleft()
+            channel.tail_from += 1
         for subscriber in list(channel.subscribers):
             subscriber.send(event.seq, moderator_frame if subscriber.moderator else public_frame)
         metrics.events_delivered.inc(len(channel.subscribers))
@@ -197,9 +216,60 @@ class Hub:
         log.warning("thread %s: resetting %d reader(s) to seq %d of epoch %s",
                     channel.slug, len(channel.subscribers), seq, epoch)
         channel.last_seq, channel.epoch = seq, epoch
+        channel.tail.clear()
+        channel.tail_from, channel.tail_filled = seq, False
         frame = text_frame(encode(Reset(seq=seq, epoch=epoch)))
         for subscriber in list(channel.subscribers):
             subscriber.reset(seq, frame)
+
+    # --- catch-up from the tail ---
+
+    async def replay(self, slug: str, since: int, epoch: str | None, moderator: bool
+                     ) -> tuple[Head, list[tuple[int, bytes]]] | None:
+        """The head as this Hub has delivered it and the frames after `since`, from memory; None
+        when the tail cannot answer (since older than it, ahead of it, or of another epoch),
+        and the caller asks the store. Call after join(): everything after the head returned
+        reaches the subscriber live, so replay and live stream meet without a hole."""
+        channel = self._channels.get(slug)
+        if channel is None or (epoch is not None and epoch != channel.epoch) or since > channel.last_seq:
+            return None
+        if since < channel.tail_from and not channel.tail_filled:
+            if channel.tail_fill is None:
+                channel.tail_fill = self._spawn(self._fill_tail(channel))
+            await asyncio.shield(channel.tail_fill)
+            return await self.replay(slug, since, epoch, moderator)
+        if since < channel.tail_from:
+            return None
+        frames = [(seq, moderator_frame if moderator else public_frame)
+                  for seq, public_frame, moderator_frame in islice(channel.tail, since - channel.tail_from, None)]
+        return Head(channel.last_seq, channel.epoch), frames
+
+    async def _fill_tail(self, channel: Channel) -> None:
+        """Read back from the store the events before the tail, up to HISTORY_SIZE in all."""
+        try:
+            epoch, tail_from = channel.epoch, channel.tail_from
+            wanted = self.history_size - len(channel.tail)
+            if wanted <= 0 or tail_from == 0:
+                return
+            head = await self.backend.head(channel.slug)
+            # The log keeps the newest HISTORY_SIZE events of the store's head, not of ours.
+            start = max(0, tail_from - wanted, head.seq - self.history_size)
+            events = await self.backend.events_since(channel.slug, start) if head.epoch == epoch else None
+            if not events or channel.epoch != epoch or channel.tail_from != tail_from:
+                return  # the log moved on, or the Hub reset meanwhile: older since go to the store
+            older = [event for event in events if event.seq <= tail_from]
+            if [event.seq for event in older] != list(range(start + 1, tail_from + 1)):
+                return
+            channel.tail.extendleft((event.seq, text_frame(encode(public_event(event))), text_frame(encode(event)))
+                                    for event in reversed(older))
+            channel.tail_from = start
+            while len(channel.tail) > self.history_size:
+                channel.tail.popleft()
+                channel.tail_from += 1
+        except Exception:
+            log.warning("thread %s: could not read its log into the tail", channel.slug, exc_info=True)
+        finally:
+            channel.tail_filled, channel.tail_fill = True, None
 
     # --- presence ---
 

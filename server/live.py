@@ -358,10 +358,26 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     """welcome, then every event after `since` from the log (or reset). The connection is
     already receiving live events, held until this is written; go_live() drops the doubles."""
     state = websocket.app.state
+    since, epoch, valid = _parse_since(websocket)
+    # A reconnect (a deploy sends every reader back at once) is served from the Hub's tail
+    # when it can be, with no store query; only a since the tail cannot answer reads the store.
+    replayed = None
+    if since is not None:
+        replayed = await state.hub.replay(slug, since, epoch, connection.moderator)
+    if replayed is not None:
+        head, frames = replayed
+        connection.write_now(None, text_frame(encode(Welcome(seq=head.seq, readers=state.hub.readers(slug),
+                                                             epoch=head.epoch))))
+        connection.last_seq = since
+        for seq, frame in frames:
+            connection.write_now(seq, frame)
+            if connection.ended:
+                return  # too far behind to replay at once (too_slow): it comes back with a later since
+        connection.go_live()
+        return
     head = await state.backend.head(slug)
     readers = state.hub.readers(slug)
     connection.write_now(None, text_frame(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch))))
-    since, epoch, valid = _parse_since(websocket)
     missed = None
     if since is not None and since <= head.seq and (epoch is None or epoch == head.epoch):
         missed = await state.backend.events_since(slug, since)

@@ -26,6 +26,7 @@ from typing import Any
 
 from limits.aio.storage import Storage
 
+from .. import metrics
 from ..comments import Comment, Head, Snapshot
 from ..errors import Unavailable
 from ..protocol import Event
@@ -338,9 +339,11 @@ class Backend:
         return await self.store.snapshot(slug)
 
     async def head(self, slug: str) -> Head:
+        metrics.store_reads.labels("head").inc()
         return await self.store.head(slug)
 
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
+        metrics.store_reads.labels("events_since").inc()
         return await self.store.events_since(slug, since)
 
     async def comment_counts(self) -> dict[str, int]:
