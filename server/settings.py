@@ -31,6 +31,13 @@ class Settings:
     redis_url: str | None = None
     # postgresql://…: PostgreSQL holds the comments, and REDIS_URL (if set) is only the bus.
     database_url: str | None = None
+    # Connections each instance may hold: to PostgreSQL (asyncpg's pool), and to Redis for
+    # commands (the bus's subscription has one more of its own). A request that finds every
+    # connection busy waits for one, up to the store's timeout, then is answered 503.
+    database_pool_size: int = 10
+    redis_pool_size: int = 50
+    # PostgreSQL queries slower than this are logged (warning, with the statement); 0: none.
+    slow_query_ms: float = 100.0
     data_dir: Path = Path("./data")
     content_dir: Path = Path("./content")
     secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
@@ -94,6 +101,9 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         port=config("PORT", cast=int, default=8000),
         redis_url=redis_url,
         database_url=config("DATABASE_URL", default=None) or None,
+        database_pool_size=config("DATABASE_POOL_SIZE", cast=int, default=10),
+        redis_pool_size=config("REDIS_POOL_SIZE", cast=int, default=50),
+        slow_query_ms=config("SLOW_QUERY_MS", cast=float, default=100.0),
         data_dir=Path(config("DATA_DIR", default="./data")),
         content_dir=Path(config("CONTENT_DIR", default="./content")),
         secret_key=secret,

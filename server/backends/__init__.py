@@ -19,11 +19,16 @@ def create_store(settings: Settings) -> Store:
             raise RuntimeError("DATABASE_URL must be a postgresql:// URL")
         from .postgres import PostgresStore
 
-        return PostgresStore(settings.database_url, history_size=settings.history_size)
+        return PostgresStore(
+            settings.database_url,
+            history_size=settings.history_size,
+            pool_size=settings.database_pool_size,
+            slow_query_ms=settings.slow_query_ms,
+        )
     if settings.redis_url:
         from .redis import RedisStore
 
-        return RedisStore(settings.redis_url, history_size=settings.history_size)
+        return RedisStore(settings.redis_url, history_size=settings.history_size, pool_size=settings.redis_pool_size)
     from .local import SqliteStore
 
     return SqliteStore(settings.data_dir / "backchannel.sqlite3", history_size=settings.history_size)
@@ -33,7 +38,7 @@ def create_bus(settings: Settings) -> Bus:
     if settings.redis_url:
         from .redis import RedisBus
 
-        return RedisBus(settings.redis_url)
+        return RedisBus(settings.redis_url, pool_size=settings.redis_pool_size)
     from .local import MemoryBus
 
     return MemoryBus()

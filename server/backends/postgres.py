@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 
@@ -29,6 +30,8 @@ from ..errors import NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
 from . import migrations
 from .base import Record, Store, ThreadDump, Written
+
+log = logging.getLogger("backchannel.postgres")
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
@@ -73,16 +76,22 @@ async def migrate(connection: asyncpg.Connection) -> int:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, history_size: int = 1000, pool_size: int = 10) -> None:
+    def __init__(self, url: str, history_size: int = 1000, pool_size: int = 10, slow_query_ms: float = 100.0) -> None:
         self.url = url
         self.history_size = history_size
         self.pool_size = pool_size
+        self.slow_query_ms = slow_query_ms
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         # min_size=0: connections are made when needed, so an outage logs no reconnect loop of its own.
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
+            self.url,
+            min_size=0,
+            max_size=self.pool_size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            init=self._watch_slow_queries if self.slow_query_ms > 0 else None,
         )
         try:
             async with self._pool.acquire() as connection:
@@ -90,6 +99,14 @@ class PostgresStore(Store):
         except BaseException:
             await self._pool.close()
             raise
+
+    async def _watch_slow_queries(self, connection: asyncpg.Connection) -> None:
+        connection.add_query_logger(self._log_if_slow)
+
+    def _log_if_slow(self, query: asyncpg.connection.LoggedQuery) -> None:
+        elapsed_ms = query.elapsed * 1000
+        if elapsed_ms >= self.slow_query_ms:
+            log.warning("slow query: %.0f ms (SLOW_QUERY_MS=%g): %s", elapsed_ms, self.slow_query_ms, " ".join(query.query.split()))
 
     async def close(self) -> None:
         if self._pool is not None:

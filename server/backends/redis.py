@@ -125,6 +125,16 @@ def retry_once_on_a_fresh_connection() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
+def _client(url: str, pool_size: int) -> aioredis.Redis:
+    """A command client (retrying once on a fresh connection) whose pool holds at most
+    pool_size connections; a command finding them all busy waits for one (up to
+    REDIS_TIMEOUT, then Unavailable) rather than failing at once."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=REDIS_TIMEOUT, retry=retry_once_on_a_fresh_connection(), **_options()
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 def RedisBackend(url: str, history_size: int = 1000) -> Backend:
     """Redis-only: Redis is both the store and the bus."""
     return Backend(RedisStore(url, history_size), RedisBus(url))
@@ -147,10 +157,10 @@ async def _call(awaitable: Awaitable[T]) -> T:
 class RedisStore(Store):
     publishes = True  # the post script and the status transaction publish on RedisBus's channel
 
-    def __init__(self, url: str, history_size: int = 1000) -> None:
+    def __init__(self, url: str, history_size: int = 1000, pool_size: int = 50) -> None:
         self.url = url
         self.history_size = history_size
-        self.redis = aioredis.Redis.from_url(url, retry=retry_once_on_a_fresh_connection(), **_options())
+        self.redis = _client(url, pool_size)
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
         self._seeds: dict[str, Sequence[Comment]] = {}
@@ -487,11 +497,11 @@ class SharedLimits(RedisStorage):
 class RedisBus(Bus):
     shared = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 50) -> None:
         super().__init__()
         self.url = url
         self.instance = secrets.token_hex(6)
-        self.redis = aioredis.Redis.from_url(url, retry=retry_once_on_a_fresh_connection(), **_options())
+        self.redis = _client(url, pool_size)
         # The subscription recovers by itself (resubscribe, then re-read every thread): a silent
         # reconnect inside redis-py would skip the re-read, so it has a client that never retries.
         self._subscriber_redis = aioredis.Redis.from_url(url, **_options())
