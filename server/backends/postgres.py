@@ -75,6 +75,14 @@ async def migrate(connection: asyncpg.Connection) -> int:
     return len(migrations.POSTGRES)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back (after rolling back a transaction left
+    open): nothing more. asyncpg's default sends `RESET ALL; UNLISTEN *; CLOSE ALL;
+    pg_advisory_unlock_all()`, a round trip per acquire (nine per post), to undo session state
+    this store never makes: no SET, no LISTEN, no cursor outside a transaction, and only
+    transaction-scoped advisory locks."""
+
+
 class PostgresStore(Store):
     def __init__(self, url: str, history_size: int = 1000, pool_size: int = 10, slow_query_ms: float = 100.0) -> None:
         self.url = url
@@ -92,6 +100,7 @@ class PostgresStore(Store):
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
             init=self._watch_slow_queries if self.slow_query_ms > 0 else None,
+            reset=_keep_session,
         )
         try:
             async with self._pool.acquire() as connection:
