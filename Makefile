@@ -55,6 +55,19 @@ bench-page: $(VENV)/.test-deps
 bench-redis: $(VENV)/.test-deps
 	$(PY) bench/redis_latency.py
 
+# The stores side by side in one run (SQLite, Redis-only, PostgreSQL + Redis; two instances
+# for the shared ones): posts/s on one thread and across 1,000, post-to-delivery p50/p99, and
+# Redis's memory with 1,000 threads active. About two minutes.
+.PHONY: bench-store
+bench-store: $(VENV)/.test-deps
+	ulimit -n $$(ulimit -Hn) && $(PY) bench/store.py $(BENCH_ARGS)
+
+# After a deploy, 10,000 readers reconnect at once with since (PostgreSQL + Redis, two
+# instances): time until all are caught up, and the store reads and transactions it cost.
+.PHONY: bench-storm
+bench-storm: $(VENV)/.test-deps
+	ulimit -n $$(ulimit -Hn) && $(PY) bench/reconnect_storm.py $(BENCH_ARGS)
+
 # Fan-out against its peers (raw websockets broadcast, python-socketio, Node socket.io), one
 # run, one load generator. Quick mode takes three minutes at most; FULL=1 sweeps N over 1k,
 # 5k, 10k, 20k readers and writes bench/results/<date>.md with a plot. The bench installs

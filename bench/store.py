@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -140,7 +139,8 @@ async def redis_memory_with_active_threads(servers: list[ServerProcess], slugs: 
 
 
 def start_instances(count: int, root: Path, content: Path, **env: str) -> list[ServerProcess]:
-    return [ServerProcess(root / f"instance{n}", content, **UNLIMITED, **env).start(timeout=60) for n in range(count)]
+    return [ServerProcess(root / f"instance{n}", content, **UNLIMITED, **env).start(timeout=60)
+            for n in range(count)]
 
 
 async def bench_store(name: str, servers: list[ServerProcess], slugs: list[str], seconds: float,
@@ -172,7 +172,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per workload")
     parser.add_argument("--threads", type=int, default=THREADS)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
@@ -223,6 +223,4 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    if os.environ.get("PYTHONASYNCIODEBUG"):
-        print("note: asyncio debug mode slows the client", file=sys.stderr)
     asyncio.run(main())

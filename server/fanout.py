@@ -231,7 +231,7 @@ class Hub:
         and the caller asks the store. Call after join(): everything after the head returned
         reaches the subscriber live, so replay and live stream meet without a hole."""
         channel = self._channels.get(slug)
-        if channel is None or (epoch is not None and epoch != channel.epoch) or since > channel.last_seq:
+        if channel is None or since > channel.last_seq or (epoch is not None and epoch != channel.epoch):
             return None
         if since < channel.tail_from and not channel.tail_filled:
             if channel.tail_fill is None:

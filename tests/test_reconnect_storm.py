@@ -14,8 +14,8 @@ import re
 import httpx2 as httpx
 import pytest
 
-from .servers import DEMO_SLUG, ServerProcess
-from .test_live import FAST, collect, next_frame, post, reader, ws_connect, live_url
+from .servers import ServerProcess
+from .test_live import FAST, collect, live_url, next_frame, post, reader, ws_connect
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -115,7 +115,12 @@ class PostgresStore(Store):
     def _log_if_slow(self, query: asyncpg.connection.LoggedQuery) -> None:
         elapsed_ms = query.elapsed * 1000
         if elapsed_ms >= self.slow_query_ms:
-            log.warning("slow query: %.0f ms (SLOW_QUERY_MS=%g): %s", elapsed_ms, self.slow_query_ms, " ".join(query.query.split()))
+            log.warning(
+                "slow query: %.0f ms (SLOW_QUERY_MS=%g): %s",
+                elapsed_ms,
+                self.slow_query_ms,
+                " ".join(query.query.split()),
+            )
 
     async def close(self) -> None:
         if self._pool is not None:
