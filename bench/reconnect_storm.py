@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 import httpx2 as httpx  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from bench.store import UNLIMITED, open_socket, write_articles  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
@@ -94,20 +95,32 @@ async def main() -> None:
             sem = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
             sockets = []
 
+            retries = [0]
+
             async def come_back(i: int) -> float:
+                """Reconnect with since until every missed event is in; a close (1013: the
+                store was busy) is answered as the page does: again, with the last seq seen."""
                 slug = slugs[i % len(slugs)]
                 head, epoch = heads[slug]
                 since = head - 1 - i % args.behind
-                async with sem:
-                    url = f"{servers[i // len(slugs) % 2].ws_url}/articles/{slug}/live?since={since}&epoch={epoch}"
-                    ws = await connect(url, ping_interval=None, max_queue=None, open_timeout=120, proxy=None)
-                sockets.append(ws)
+                server = servers[i // len(slugs) % 2]
                 while True:
-                    frame = json.loads(await ws.recv())
-                    if frame["type"] == "reset":
-                        raise AssertionError(f"reader {i} was reset: {frame}")
-                    if frame["type"] == "comment" and frame["seq"] == head:
-                        return time.monotonic()
+                    try:
+                        async with sem:
+                            ws = await connect(f"{server.ws_url}/articles/{slug}/live?since={since}&epoch={epoch}",
+                                               ping_interval=None, max_queue=None, open_timeout=120, proxy=None)
+                        sockets.append(ws)
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if frame["type"] == "reset":
+                                raise AssertionError(f"reader {i} was reset: {frame}")
+                            if frame["type"] == "comment":
+                                since = frame["seq"]
+                                if since == head:
+                                    return time.monotonic()
+                    except (ConnectionClosed, OSError, TimeoutError):
+                        retries[0] += 1
+                        await asyncio.sleep(0.5)
 
             started = time.monotonic()
             finished = await asyncio.gather(*(come_back(i) for i in range(args.readers)))

@@ -245,31 +245,33 @@ class Hub:
         return Head(channel.last_seq, channel.epoch), frames
 
     async def _fill_tail(self, channel: Channel) -> None:
-        """Read back from the store the events before the tail, up to HISTORY_SIZE in all."""
+        """Read back from the store the events before the tail, up to HISTORY_SIZE in all. A
+        store that fails raises to every catch-up waiting (they close with 1013 and come back),
+        and the next one tries again: the readers never each fall through to the store."""
         try:
             epoch, tail_from = channel.epoch, channel.tail_from
             wanted = self.history_size - len(channel.tail)
             if wanted <= 0 or tail_from == 0:
+                channel.tail_filled = True
                 return
             head = await self.backend.head(channel.slug)
             # The log keeps the newest HISTORY_SIZE events of the store's head, not of ours.
             start = max(0, tail_from - wanted, head.seq - self.history_size)
             events = await self.backend.events_since(channel.slug, start) if head.epoch == epoch else None
-            if not events or channel.epoch != epoch or channel.tail_from != tail_from:
-                return  # the log moved on, or the Hub reset meanwhile: older since go to the store
-            older = [event for event in events if event.seq <= tail_from]
+            if channel.epoch != epoch or channel.tail_from != tail_from:
+                return  # the Hub reset meanwhile: the next catch-up reads again
+            channel.tail_filled = True
+            older = [event for event in events or [] if event.seq <= tail_from]
             if [event.seq for event in older] != list(range(start + 1, tail_from + 1)):
-                return
+                return  # the log moved on meanwhile: older since go to the store
             channel.tail.extendleft((event.seq, text_frame(encode(public_event(event))), text_frame(encode(event)))
                                     for event in reversed(older))
             channel.tail_from = start
             while len(channel.tail) > self.history_size:
                 channel.tail.popleft()
                 channel.tail_from += 1
-        except Exception:
-            log.warning("thread %s: could not read its log into the tail", channel.slug, exc_info=True)
         finally:
-            channel.tail_filled, channel.tail_fill = True, None
+            channel.tail_fill = None
 
     # --- presence ---
 
