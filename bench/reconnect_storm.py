@@ -130,10 +130,10 @@ async def main() -> None:
             reads = {q: reads_after.get(q, 0) - reads_before.get(q, 0) for q in ("head", "events_since")}
             xacts = await transactions(database) - transactions_before - 1  # less our own first look
             print()
-            print("| readers | threads | instances | all caught up after | store reads (head + events_since) "
-                  "| PostgreSQL transactions | without the tail |")
-            print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-            print(f"| {args.readers} | {args.threads} | 2 | {elapsed:.1f} s "
+            print("| readers | threads | instances | all caught up after | closed and came back | store reads "
+                  "(head + events_since) | PostgreSQL transactions | without the tail |")
+            print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            print(f"| {args.readers} | {args.threads} | 2 | {elapsed:.1f} s | {retries[0]} "
                   f"| {reads['head']} + {reads['events_since']} | {xacts} | {2 * args.readers} reads |")
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         finally:
