@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from server.content import slugify  # noqa: E402
 from tests.postgres_server import PostgresServer  # noqa: E402
@@ -59,11 +60,18 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def open_socket(server: ServerProcess, slug: str) -> ClientConnection:
-    ws = await connect(f"{server.ws_url}/articles/{slug}/live", ping_interval=None, max_queue=None,
-                       open_timeout=60, proxy=None)
-    welcome = json.loads(await ws.recv())
-    assert welcome["type"] == "welcome", welcome
-    return ws
+    """A reader's socket after its welcome; closed with 1013 (the store was busy), it comes
+    back as the page does."""
+    while True:
+        ws = await connect(f"{server.ws_url}/articles/{slug}/live", ping_interval=None, max_queue=None,
+                           open_timeout=60, proxy=None)
+        try:
+            welcome = json.loads(await ws.recv())
+        except ConnectionClosed:
+            await asyncio.sleep(0.5)
+            continue
+        assert welcome["type"] == "welcome", welcome
+        return ws
 
 
 async def read_latencies(ws: ClientConnection, latencies: list[float], stop: asyncio.Event) -> None:
@@ -150,7 +158,9 @@ async def bench_store(name: str, servers: list[ServerProcess], slugs: list[str],
     print(f"{name}: {len(slugs)} threads …", flush=True)
     many = await workload(servers, slugs, 1, seconds)
     memory = await redis_memory_with_active_threads(servers, slugs, redis_url) if redis_url else None
-    return {"store": name, "instances": len(servers), "one": one, "many": many, "redis_memory": memory}
+    row = {"store": name, "instances": len(servers), "one": one, "many": many, "redis_memory": memory}
+    print(table([row], len(slugs)).splitlines()[-1], flush=True)
+    return row
 
 
 def table(rows: list[dict], threads: int) -> str:
