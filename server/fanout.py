@@ -68,7 +68,7 @@ class Channel:
     tail: deque[tuple[int, bytes, bytes]] = field(default_factory=deque)
     tail_from: int = 0
     tail_filled: bool = False  # read back from the store once (or tried): older since go to the store
-    tail_fill: asyncio.Task | None = None  # the one store read every waiting catch-up shares
+    tail_fill: asyncio.Task[None] | None = None  # the one store read every waiting catch-up shares
 
 
 class Hub:
