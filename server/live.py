@@ -361,10 +361,8 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     since, epoch, valid = _parse_since(websocket)
     # A reconnect (a deploy sends every reader back at once) is served from the Hub's tail
     # when it can be, with no store query; only a since the tail cannot answer reads the store.
-    replayed = None
-    if since is not None:
-        replayed = await state.hub.replay(slug, since, epoch, connection.moderator)
-    if replayed is not None:
+    replayed = None if since is None else await state.hub.replay(slug, since, epoch, connection.moderator)
+    if since is not None and replayed is not None:
         head, frames = replayed
         connection.write_now(None, text_frame(encode(Welcome(seq=head.seq, readers=state.hub.readers(slug),
                                                              epoch=head.epoch))))

@@ -125,7 +125,7 @@ def retry_once_on_a_fresh_connection() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
-def _client(url: str, pool_size: int) -> Any:  # untyped, as from_url()'s client: replies are read as bytes here
+def _client(url: str, pool_size: int) -> aioredis.Redis:
     """A command client (retrying once on a fresh connection) whose pool holds at most
     pool_size connections; a command finding them all busy waits for one (up to
     REDIS_TIMEOUT, then Unavailable) rather than failing at once."""
