@@ -97,14 +97,30 @@ def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str |
     return text
 
 
-def clean_body(raw: str | None, limit: int) -> str:
-    text = (raw or "").replace("\r\n", "\n").replace("\r", "\n")
+# Passes of clean_body's removals at most. Each pass only removes characters (or composes them),
+# so it stops as soon as one changes nothing: one pass for ordinary text, two when a cut changed
+# what a kept joiner stood between. The bound keeps an adversarial chain linear.
+_CLEAN_PASSES = 4
+
+
+def _clean_body_pass(text: str) -> str:
     text = strip_ignorables(text)
     text = _CONTROLS.sub("", text)
     # Normalised after the removals, not before (see clean_name), and before the flood cut,
     # since NFC can turn one mark into two (U+0344 -> U+0308 U+0301).
     text = unicodedata.normalize("NFC", text)
-    text = _MARK_FLOOD.sub(r"\1", text)
+    return _MARK_FLOOD.sub(r"\1", text)
+
+
+def clean_body(raw: str | None, limit: int) -> str:
+    """The text as stored: cleaning it again changes nothing (a flood cut can leave a joiner
+    between characters that no longer need it, so the removals repeat until nothing changes)."""
+    text = (raw or "").replace("\r\n", "\n").replace("\r", "\n")
+    for _ in range(_CLEAN_PASSES):
+        cleaned = _clean_body_pass(text)
+        if cleaned == text:
+            break
+        text = cleaned
     text = regex.sub(r"\n{3,}", "\n\n", text).strip()
     if not text:
         raise Empty("The comment is empty.")

@@ -328,6 +328,7 @@ def test_even_uncleaned_text_renders_to_safe_html(raw):
 @example("\u1100\u200b\u1161")
 @example("a" + "\u0344" * 3)
 @example("x \u200b\n\n\ny")
+@example("\u0300\u0300\u0300\u0300\u08fb\u200c\u0600")  # a flood cut left a joiner with nothing to join
 def test_cleaning_a_comment_twice_changes_nothing(raw):
     once = clean_or_refuse(clean_body, raw, 5000)
     if once is None:
