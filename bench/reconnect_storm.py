@@ -51,8 +51,11 @@ async def transactions(database: str) -> int:
     connection = await asyncpg.connect(database)
     try:
         await connection.execute("SELECT pg_stat_clear_snapshot()")
-        return int(await connection.fetchval(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"))
+        return int(
+            await connection.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+            )
+        )
     finally:
         await connection.close()
 
@@ -72,8 +75,16 @@ async def main() -> None:
         servers: list[ServerProcess] = []
         try:
             database = postgres.create_database()
-            servers = [ServerProcess(root / f"instance{n}", root / "content", **UNLIMITED, DATABASE_URL=database,
-                                     REDIS_URL=redis_server.url).start(timeout=60) for n in range(2)]
+            servers = [
+                ServerProcess(
+                    root / f"instance{n}",
+                    root / "content",
+                    **UNLIMITED,
+                    DATABASE_URL=database,
+                    REDIS_URL=redis_server.url,
+                ).start(timeout=60)
+                for n in range(2)
+            ]
             heads: dict[str, tuple[int, str]] = {}
             for slug in slugs:  # the history readers will have missed
                 ws = await open_socket(servers[0], slug)
@@ -107,8 +118,13 @@ async def main() -> None:
                 while True:
                     try:
                         async with sem:
-                            ws = await connect(f"{server.ws_url}/articles/{slug}/live?since={since}&epoch={epoch}",
-                                               ping_interval=None, max_queue=None, open_timeout=120, proxy=None)
+                            ws = await connect(
+                                f"{server.ws_url}/articles/{slug}/live?since={since}&epoch={epoch}",
+                                ping_interval=None,
+                                max_queue=None,
+                                open_timeout=120,
+                                proxy=None,
+                            )
                         sockets.append(ws)
                         while True:
                             frame = json.loads(await ws.recv())
@@ -130,11 +146,15 @@ async def main() -> None:
             reads = {q: reads_after.get(q, 0) - reads_before.get(q, 0) for q in ("head", "events_since")}
             xacts = await transactions(database) - transactions_before - 1  # less our own first look
             print()
-            print("| readers | threads | instances | all caught up after | closed and came back | store reads "
-                  "(head + events_since) | PostgreSQL transactions | without the tail |")
+            print(
+                "| readers | threads | instances | all caught up after | closed and came back | store reads "
+                "(head + events_since) | PostgreSQL transactions | without the tail |"
+            )
             print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-            print(f"| {args.readers} | {args.threads} | 2 | {elapsed:.1f} s | {retries[0]} "
-                  f"| {reads['head']} + {reads['events_since']} | {xacts} | {2 * args.readers} reads |")
+            print(
+                f"| {args.readers} | {args.threads} | 2 | {elapsed:.1f} s | {retries[0]} "
+                f"| {reads['head']} + {reads['events_since']} | {xacts} | {2 * args.readers} reads |"
+            )
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         finally:
             for server in servers:

@@ -38,8 +38,12 @@ from tests.servers import ServerProcess  # noqa: E402
 
 THREADS = 1000
 ONE_THREAD_POSTERS = 20
-UNLIMITED = {"POST_RATE_PER_READER": "1000000/second", "POST_RATE_PER_IP": "1000000/second",
-             "MAX_CONNECTIONS_PER_IP": "100000", "SEND_BUFFER_BYTES": str(16 * 1024 * 1024)}
+UNLIMITED = {
+    "POST_RATE_PER_READER": "1000000/second",
+    "POST_RATE_PER_IP": "1000000/second",
+    "MAX_CONNECTIONS_PER_IP": "100000",
+    "SEND_BUFFER_BYTES": str(16 * 1024 * 1024),
+}
 
 
 def write_articles(folder: Path, count: int) -> list[str]:
@@ -63,8 +67,9 @@ async def open_socket(server: ServerProcess, slug: str) -> ClientConnection:
     """A reader's socket after its welcome; closed with 1013 (the store was busy), it comes
     back as the page does."""
     while True:
-        ws = await connect(f"{server.ws_url}/articles/{slug}/live", ping_interval=None, max_queue=None,
-                           open_timeout=60, proxy=None)
+        ws = await connect(
+            f"{server.ws_url}/articles/{slug}/live", ping_interval=None, max_queue=None, open_timeout=60, proxy=None
+        )
         try:
             welcome = json.loads(await ws.recv())
         except ConnectionClosed:
@@ -92,8 +97,11 @@ async def post_loop(ws: ClientConnection, stop: asyncio.Event, acked: list[int],
     n = 0
     while not stop.is_set():
         n += 1
-        await ws.send(json.dumps({"type": "post", "ref": f"{name}-{n}", "name": "Bench",
-                                  "body": f"t={time.monotonic_ns()} {name} {n}"}))
+        await ws.send(
+            json.dumps(
+                {"type": "post", "ref": f"{name}-{n}", "name": "Bench", "body": f"t={time.monotonic_ns()} {name} {n}"}
+            )
+        )
         while True:  # its own comment arrives too: read until the ack (or an error)
             frame = json.loads(await ws.recv())
             if frame["type"] == "ack":
@@ -113,8 +121,13 @@ async def workload(servers: list[ServerProcess], slugs: list[str], posters_per_s
         async with sem:
             return await open_socket(server, slug)
 
-    posters = await asyncio.gather(*(opened(servers[(i + k) % len(servers)], slug)
-                                     for i, slug in enumerate(slugs) for k in range(posters_per_slug)))
+    posters = await asyncio.gather(
+        *(
+            opened(servers[(i + k) % len(servers)], slug)
+            for i, slug in enumerate(slugs)
+            for k in range(posters_per_slug)
+        )
+    )
     readers = await asyncio.gather(*(opened(servers[(i + 1) % len(servers)], slug) for i, slug in enumerate(slugs)))
     stop, acked, latencies = asyncio.Event(), [0], []
     reading = [asyncio.create_task(read_latencies(ws, latencies, stop)) for ws in readers]
@@ -147,12 +160,12 @@ async def redis_memory_with_active_threads(servers: list[ServerProcess], slugs: 
 
 
 def start_instances(count: int, root: Path, content: Path, **env: str) -> list[ServerProcess]:
-    return [ServerProcess(root / f"instance{n}", content, **UNLIMITED, **env).start(timeout=60)
-            for n in range(count)]
+    return [ServerProcess(root / f"instance{n}", content, **UNLIMITED, **env).start(timeout=60) for n in range(count)]
 
 
-async def bench_store(name: str, servers: list[ServerProcess], slugs: list[str], seconds: float,
-                      redis_url: str | None) -> dict:
+async def bench_store(
+    name: str, servers: list[ServerProcess], slugs: list[str], seconds: float, redis_url: str | None
+) -> dict:
     print(f"{name}: one thread …", flush=True)
     one = await workload(servers, slugs[:1], ONE_THREAD_POSTERS, seconds)
     print(f"{name}: {len(slugs)} threads …", flush=True)
@@ -172,8 +185,10 @@ def table(rows: list[dict], threads: int) -> str:
     for row in rows:
         one, many = row["one"], row["many"]
         memory = f"{row['redis_memory'] / 2**20:.1f} MiB" if row["redis_memory"] else "–"
-        lines.append(f"| {row['store']} | {row['instances']} | {one['posts/s']:.0f} | {one['p50']:.1f} / "
-                     f"{one['p99']:.1f} | {many['posts/s']:.0f} | {many['p50']:.1f} / {many['p99']:.1f} | {memory} |")
+        lines.append(
+            f"| {row['store']} | {row['instances']} | {one['posts/s']:.0f} | {one['p50']:.1f} / "
+            f"{one['p99']:.1f} | {many['posts/s']:.0f} | {many['p50']:.1f} / {many['p99']:.1f} | {memory} |"
+        )
     return "\n".join(lines)
 
 
@@ -208,11 +223,11 @@ async def main() -> None:
             postgres = PostgresServer().init()
             try:
                 database = postgres.create_database()
-                servers = start_instances(2, root / "pg", root / "content", DATABASE_URL=database,
-                                          REDIS_URL=redis_server.url)
+                servers = start_instances(
+                    2, root / "pg", root / "content", DATABASE_URL=database, REDIS_URL=redis_server.url
+                )
                 try:
-                    rows.append(await bench_store("PostgreSQL + Redis", servers, slugs, args.seconds,
-                                                  redis_server.url))
+                    rows.append(await bench_store("PostgreSQL + Redis", servers, slugs, args.seconds, redis_server.url))
                 finally:
                     for server in servers:
                         server.stop()
@@ -221,8 +236,10 @@ async def main() -> None:
         finally:
             redis_server.stop()
     print()
-    print(f"Closed-loop posters ({ONE_THREAD_POSTERS} on one thread; one per thread on {args.threads}), "
-          f"{args.seconds:.0f} s each; latency: post sent to comment received on the other instance.")
+    print(
+        f"Closed-loop posters ({ONE_THREAD_POSTERS} on one thread; one per thread on {args.threads}), "
+        f"{args.seconds:.0f} s each; latency: post sent to comment received on the other instance."
+    )
     print(table(rows, args.threads))
 
 

@@ -39,11 +39,16 @@ def warn_about_redis_durability(url: str) -> None:
     finally:
         client.close()
     if config.get("appendonly", "yes") == "no":
-        log.warning("Redis has no AOF (appendonly no): a Redis restart loses every thread, and readers "
-                    "get reset; set appendonly yes")
+        log.warning(
+            "Redis has no AOF (appendonly no): a Redis restart loses every thread, and readers "
+            "get reset; set appendonly yes"
+        )
     if (policy := config.get("maxmemory-policy", "noeviction")) != "noeviction":
-        log.warning("Redis evicts keys when its memory is full (maxmemory-policy %s): an evicted key is "
-                    "lost comments or sessions; set maxmemory-policy noeviction", policy)
+        log.warning(
+            "Redis evicts keys when its memory is full (maxmemory-policy %s): an evicted key is "
+            "lost comments or sessions; set maxmemory-policy noeviction",
+            policy,
+        )
 
 
 def serve(host: str | None, port: int | None) -> None:
@@ -52,20 +57,30 @@ def serve(host: str | None, port: int | None) -> None:
         warn_about_redis_durability(settings.redis_url)
     migrate(settings, quiet=True)  # before uvicorn, so that a refusal is one line, not a traceback
     uvicorn.run(
-        "server.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
+        "server.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
         # uvicorn's websockets sans-I/O protocol (the fastest of its implementations here),
         # extended so the fan-out writes each event's frame, built once, to every socket.
         # No permessage-deflate: every reader's copy would be compressed apart, each socket
         # would keep zlib state (tens of KiB), and comment frames are small.
-        ws=LiveWebSocketProtocol, ws_per_message_deflate=False,
+        ws=LiveWebSocketProtocol,
+        ws_per_message_deflate=False,
         # Frames over 64 KiB close with 1009, also when a compressed frame would inflate past it.
         ws_max_size=settings_module.MAX_FRAME_BYTES,
         # Pings find dead connections (a peer gone without a FIN) and drop them.
-        ws_ping_interval=settings.ws_ping_interval, ws_ping_timeout=settings.ws_ping_interval,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_interval,
         # The client address comes from X-Forwarded-For only when the peer is a trusted proxy.
-        proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         # httptools, with caps on the request head and a deadline for each request (http_limits).
-        loop="uvloop", http=LimitedHttpToolsProtocol, timeout_graceful_shutdown=5, log_level="info")
+        loop="uvloop",
+        http=LimitedHttpToolsProtocol,
+        timeout_graceful_shutdown=5,
+        log_level="info",
+    )
 
 
 def create_moderator(name: str, password_file: str | None, display_name: str | None = None) -> None:
@@ -81,17 +96,22 @@ def create_moderator(name: str, password_file: str | None, display_name: str | N
 
     try:
         display = moderator_display_name(display_name) if display_name is not None else None
-        created = asyncio.run(_with_moderation(
-            lambda moderation: moderation.create_moderator(name, password, display_name=display)))
+        created = asyncio.run(
+            _with_moderation(lambda moderation: moderation.create_moderator(name, password, display_name=display))
+        )
     except (ValueError, BackchannelError) as exc:
         sys.exit(f"create-moderator: {exc}")
     print(f"moderator {created!r} is ready (any sessions they had are ended); log in at /login")
     if display is None:
-        print("no name is reserved: readers may post under any name; the staff badge marks this moderator's "
-              "comments (--display-name NAME reserves a public name for them)")
+        print(
+            "no name is reserved: readers may post under any name; the staff badge marks this moderator's "
+            "comments (--display-name NAME reserves a public name for them)"
+        )
     else:
-        print(f"reserved display name {display!r} (and names that look like it) for this moderator; "
-              "the login name is not reserved")
+        print(
+            f"reserved display name {display!r} (and names that look like it) for this moderator; "
+            "the login name is not reserved"
+        )
 
 
 def end_sessions(name: str) -> None:
@@ -121,8 +141,10 @@ def create_token(name: str, scopes: list[str], webhook: str | None) -> None:
         token, record = asyncio.run(_with_tokens(lambda tokens: tokens.create(name, scopes, webhook)))
     except (ValueError, BackchannelError) as exc:
         sys.exit(f"create-token: {exc}")
-    print(f"token {record.name!r} with scope(s) {', '.join(record.scopes) or '(none)'}; "
-          "it is shown only now: keep it in your secrets store")
+    print(
+        f"token {record.name!r} with scope(s) {', '.join(record.scopes) or '(none)'}; "
+        "it is shown only now: keep it in your secrets store"
+    )
     if record.webhook_secret:
         print(f"webhook {record.webhook_url}, signed with this secret (shown only now):")
         print(record.webhook_secret)
@@ -152,6 +174,7 @@ async def _with_tokens(action: Callable[[Tokens], Awaitable[T]]) -> T:
 
 def migrate(settings: settings_module.Settings, quiet: bool = False) -> None:
     """Bring the store's schema up to date (the server also does this as it starts)."""
+
     async def run() -> None:
         store = create_store(settings)
         await store.start()  # runs the migrations
@@ -227,8 +250,10 @@ def main() -> None:
     moderator_cmd = commands.add_parser("create-moderator", help="create or reset a moderator (password from stdin)")
     moderator_cmd.add_argument("name")
     moderator_cmd.add_argument("--password-file", help="read the password from this file instead of stdin")
-    moderator_cmd.add_argument("--display-name", help="a public name to reserve for this moderator "
-                               "(default: none; the login name is never reserved)")
+    moderator_cmd.add_argument(
+        "--display-name",
+        help="a public name to reserve for this moderator (default: none; the login name is never reserved)",
+    )
     end_cmd = commands.add_parser("end-sessions", help="end a moderator's sessions on every instance")
     end_cmd.add_argument("name")
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")
@@ -245,8 +270,9 @@ def main() -> None:
     )
     token_cmd = commands.add_parser("create-token", help="create an API token (printed once, as the last line)")
     token_cmd.add_argument("name")
-    token_cmd.add_argument("--scope", action="append", default=[], choices=sorted(SCOPES),
-                           help="what the token may do (repeatable)")
+    token_cmd.add_argument(
+        "--scope", action="append", default=[], choices=sorted(SCOPES), help="what the token may do (repeatable)"
+    )
     token_cmd.add_argument("--webhook", metavar="URL", help="POST signed events (comments, moderation) to this URL")
     revoke_cmd = commands.add_parser("revoke-token", help="revoke an API token at once, on every instance")
     revoke_cmd.add_argument("name")

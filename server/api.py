@@ -21,8 +21,9 @@ PAGE_SIZE, MAX_PAGE_SIZE = 50, 200  # comments per page of GET /api/articles/{sl
 async def list_articles(request: Request) -> Response:
     threads = request.app.state.threads
     counts = await threads.comment_counts()
-    return JSONResponse([{"slug": a.slug, "title": a.title, "comment_count": counts.get(a.slug, 0)}
-                         for a in threads.articles.values()])
+    return JSONResponse(
+        [{"slug": a.slug, "title": a.title, "comment_count": counts.get(a.slug, 0)} for a in threads.articles.values()]
+    )
 
 
 async def list_comments(request: Request) -> Response:
@@ -39,9 +40,14 @@ async def list_comments(request: Request) -> Response:
     comments.sort(key=_position)  # already in this order but for ties among held ones: cheap
     page = comments[:limit]
     bans = await request.app.state.moderation.bans() if moderator else None
-    return JSONResponse({"seq": snapshot.seq, "epoch": snapshot.epoch,
-                         "comments": [moderator_view(c, bans) if moderator else c.public() for c in page],
-                         "next": _encode_cursor(page[-1]) if len(comments) > limit else None})
+    return JSONResponse(
+        {
+            "seq": snapshot.seq,
+            "epoch": snapshot.epoch,
+            "comments": [moderator_view(c, bans) if moderator else c.public() for c in page],
+            "next": _encode_cursor(page[-1]) if len(comments) > limit else None,
+        }
+    )
 
 
 # (0 published / 1 held, seq, created_at, id): compared as a tuple.
@@ -67,8 +73,12 @@ def _cursor(raw: str | None) -> Position | None:
         position = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError):
         raise InvalidMessage("after must be a cursor given as next by an earlier page.") from None
-    if not (isinstance(position, list) and len(position) == 4 and all(isinstance(v, int) for v in position[:2])
-            and all(isinstance(v, str) for v in position[2:])):
+    if not (
+        isinstance(position, list)
+        and len(position) == 4
+        and all(isinstance(v, int) for v in position[:2])
+        and all(isinstance(v, str) for v in position[2:])
+    ):
         raise InvalidMessage("after must be a cursor given as next by an earlier page.")
     return (position[0], position[1], position[2], position[3])
 
@@ -96,12 +106,19 @@ async def create_comment(request: Request) -> Response:
         data = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         raise InvalidMessage("The request body is not valid JSON.") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), (str, type(None)))
-                                             for k in ("name", "about", "body", "parent", "ref")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), (str, type(None))) for k in ("name", "about", "body", "parent", "ref")
+    ):
         raise InvalidMessage('Expected {"name": str, "about": str?, "body": str, "parent": str?}.')
-    comment, created = await state.threads.post(slug, author(request), name=data.get("name"), about=data.get("about"),
-                                                body=data.get("body"), parent=data.get("parent"),
-                                                ref=data.get("ref"))
+    comment, created = await state.threads.post(
+        slug,
+        author(request),
+        name=data.get("name"),
+        about=data.get("about"),
+        body=data.get("body"),
+        parent=data.get("parent"),
+        ref=data.get("ref"),
+    )
     status = 202 if comment.status == PENDING else 201 if created else 200  # 202: held for moderation
     return JSONResponse({"comment": comment.public(), "seq": comment.seq}, status_code=status)
 

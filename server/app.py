@@ -119,11 +119,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityMiddleware, security=security, settings=settings),
-                    # A Bearer token (server/tokens.py) or else the moderator's session.
-                    Middleware(AuthenticationMiddleware, backend=BearerTokens(), on_error=on_token_refused)],
-        exception_handlers={BackchannelError: error_handlers.on_backchannel_error,
-                            HTTPException: error_handlers.on_http_error, Exception: error_handlers.on_server_error},
+        middleware=[
+            Middleware(SecurityMiddleware, security=security, settings=settings),
+            # A Bearer token (server/tokens.py) or else the moderator's session.
+            Middleware(AuthenticationMiddleware, backend=BearerTokens(), on_error=on_token_refused),
+        ],
+        exception_handlers={
+            BackchannelError: error_handlers.on_backchannel_error,
+            HTTPException: error_handlers.on_http_error,
+            Exception: error_handlers.on_server_error,
+        },
     )
     app.state.settings, app.state.security, app.state.templates = settings, security, pages.create_templates()
     app.state.big_pages = asyncio.Semaphore(1)  # see pages.BIG_THREAD_EVENTS

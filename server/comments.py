@@ -29,16 +29,16 @@ class Comment:
     parent: str | None
     name: str
     about: str | None
-    body: str          # as typed (after cleaning)
-    html: str          # the safe rendering of body
-    created_at: str    # ISO-8601 UTC
+    body: str  # as typed (after cleaning)
+    html: str  # the safe rendering of body
+    created_at: str  # ISO-8601 UTC
     status: str = VISIBLE
     reader_id: str | None = None
-    seq: int | None = None          # the seq of the event that published it; None while pending
-    removed_by: str | None = None   # the moderator, while removed
+    seq: int | None = None  # the seq of the event that published it; None while pending
+    removed_by: str | None = None  # the moderator, while removed
     removed_at: str | None = None
-    ip: str | None = None           # the author's address, for IP bans; never shown
-    staff: bool = False             # posted from a moderator's session (the badge readers cannot fake)
+    ip: str | None = None  # the author's address, for IP bans; never shown
+    staff: bool = False  # posted from a moderator's session (the badge readers cannot fake)
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,30 +56,44 @@ class Comment:
 def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
     """Everything a moderator sees of a comment: the text even when removed, who wrote it
     (reader_id, which the ban routes take) and who removed it."""
-    return {"id": record["id"], "parent": record["parent"],
-            "author": _author(record["name"], record["about"], record.get("staff", False)),
-            "body": record["body"], "html": record["html"], "created_at": record["created_at"],
-            "status": record["status"], "reader_id": record["reader_id"],
-            "removed_by": record.get("removed_by"), "removed_at": record.get("removed_at")}
+    return {
+        "id": record["id"],
+        "parent": record["parent"],
+        "author": _author(record["name"], record["about"], record.get("staff", False)),
+        "body": record["body"],
+        "html": record["html"],
+        "created_at": record["created_at"],
+        "status": record["status"],
+        "reader_id": record["reader_id"],
+        "removed_by": record.get("removed_by"),
+        "removed_at": record.get("removed_at"),
+    }
 
 
 def public_view(view: dict[str, Any]) -> dict[str, Any]:
     """The contract's comment object, from a record or a moderator view."""
     author = view.get("author") or _author(view["name"], view["about"], view.get("staff", False))
     hidden = view["status"] == REMOVED
-    return {"id": view["id"], "parent": view["parent"],
-            "author": {"name": "", "about": None} if hidden else _author(author["name"], author["about"],
-                                                                         author.get("staff", False)),
-            "body": "" if hidden else view["body"], "html": "" if hidden else view["html"],
-            "created_at": view["created_at"], "status": view["status"]}
+    return {
+        "id": view["id"],
+        "parent": view["parent"],
+        "author": {"name": "", "about": None}
+        if hidden
+        else _author(author["name"], author["about"], author.get("staff", False)),
+        "body": "" if hidden else view["body"],
+        "html": "" if hidden else view["html"],
+        "created_at": view["created_at"],
+        "status": view["status"],
+    }
 
 
 def _author(name: str, about: str | None, staff: bool) -> dict[str, Any]:
-    """"staff": true only for a moderator's comment, so a reader's author object is as before."""
+    """ "staff": true only for a moderator's comment, so a reader's author object is as before."""
     return {"name": name, "about": about, "staff": True} if staff else {"name": name, "about": about}
 
 
 # --- events: stored in the moderator view; public_event() derives what readers get -----------
+
 
 def comment_event(comment: Comment, kind: str = "comment") -> Event:
     """`comment` when published (or approved), `restored` when a moderator brings it back."""
@@ -88,12 +102,10 @@ def comment_event(comment: Comment, kind: str = "comment") -> Event:
 
 
 def removed_event(seq: int, comment: Comment) -> Event:
-    return Event("removed", seq, {"id": comment.id, "removed_by": comment.removed_by,
-                                  "removed_at": comment.removed_at})
+    return Event("removed", seq, {"id": comment.id, "removed_by": comment.removed_by, "removed_at": comment.removed_at})
 
 
-def status_change(before: Comment, status: str, moderator: str | None,
-                  at: str) -> tuple[Comment | None, str | None]:
+def status_change(before: Comment, status: str, moderator: str | None, at: str) -> tuple[Comment | None, str | None]:
     """(the comment after the change, the kind of event readers must get, if any).
     None, None when nothing changes."""
     if status == before.status:
@@ -125,6 +137,7 @@ def public_event(event: Event) -> Event:
 @dataclass(frozen=True)
 class Head:
     """Where a thread's log stands: its latest seq and the epoch that seq belongs to."""
+
     seq: int
     epoch: str
 

@@ -106,15 +106,24 @@ def parse_article(text: str, source: str = "<article>") -> Article:
         who = [part.strip() for part in match["who"].split(",")]
         if not who[0] or not match["text"].strip():
             raise ArticleError(source, f"user comment {n} has an empty name or text")
-        seeds.append(SeedComment(name=who[0], about=", ".join(w for w in who[1:] if w) or None,
-                                 body=match["text"].strip()))
+        seeds.append(
+            SeedComment(name=who[0], about=", ".join(w for w in who[1:] if w) or None, body=match["text"].strip())
+        )
 
     slug = slugify(title)
     if not slug:
         raise ArticleError(source, f"the title {title!r} gives an empty slug")
-    return Article(slug=slug, title=title, byline_name=name.strip(), byline_role=role.strip() or None,
-                   dateline=body[0], paragraphs=tuple(body[1:]), credit=credit,
-                   seed_comments=tuple(seeds), source=source)
+    return Article(
+        slug=slug,
+        title=title,
+        byline_name=name.strip(),
+        byline_role=role.strip() or None,
+        dateline=body[0],
+        paragraphs=tuple(body[1:]),
+        credit=credit,
+        seed_comments=tuple(seeds),
+        source=source,
+    )
 
 
 def load_articles(content_dir: Path) -> tuple[dict[str, Article], list[ArticleError]]:

@@ -24,6 +24,7 @@ log = logging.getLogger("backchannel.control")
 @dataclass(frozen=True)
 class SessionEnded:
     """A moderator logged out: every instance closes that session's sockets."""
+
     kind: ClassVar[str] = "session_ended"
     session: str
 
@@ -31,6 +32,7 @@ class SessionEnded:
 @dataclass(frozen=True)
 class DeskUpdate:
     """A frame for every open moderation desk."""
+
     kind: ClassVar[str] = "desk"
     frame: DeskFrame
 
@@ -38,6 +40,7 @@ class DeskUpdate:
 @dataclass(frozen=True)
 class RulesChanged:
     """The spam rules changed; they travel with the message, so they apply at once."""
+
     kind: ClassVar[str] = "rules_changed"
     rules: dict[str, Any]
 

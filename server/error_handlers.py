@@ -14,8 +14,15 @@ from .pages import render
 
 log = logging.getLogger("backchannel.api")
 
-_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 422: "Please check your comment",
-           429: "Slow down", 500: "Server error", 503: "Temporarily unavailable"}
+_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    422: "Please check your comment",
+    429: "Slow down",
+    500: "Server error",
+    503: "Temporarily unavailable",
+}
 
 
 def _wants_json(request: Request) -> bool:
@@ -28,9 +35,12 @@ async def on_backchannel_error(request: Request, exc: Exception) -> Response:
     if _wants_json(request):
         response: Response = JSONResponse({"error": exc.to_wire()}, status_code=exc.status)
     else:
-        response = await render(request, "error.html", {"status_code": exc.status,
-                                                        "title": _TITLES.get(exc.status, "Error"),
-                                                        "message": exc.message}, status_code=exc.status)
+        response = await render(
+            request,
+            "error.html",
+            {"status_code": exc.status, "title": _TITLES.get(exc.status, "Error"), "message": exc.message},
+            status_code=exc.status,
+        )
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
@@ -40,9 +50,11 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     """What Starlette refused itself: an unknown path, a method not allowed, and `requires`
     turning away a reader (401 on our routes: the moderator gate)."""
     assert isinstance(exc, HTTPException)
-    error = {404: NotFound("There is nothing at this address."),
-             401: Unauthorized("Moderators only: please log in."),
-             403: Forbidden("Not allowed.")}.get(exc.status_code) or HttpError(str(exc.detail), exc.status_code)
+    error = {
+        404: NotFound("There is nothing at this address."),
+        401: Unauthorized("Moderators only: please log in."),
+        403: Forbidden("Not allowed."),
+    }.get(exc.status_code) or HttpError(str(exc.detail), exc.status_code)
     return await on_backchannel_error(request, error)
 
 

@@ -1,21 +1,21 @@
 """One small exception hierarchy. Each error knows its wire code and HTTP status.
 
-    BackchannelError
-    ├── InvalidMessage   400 invalid_message  a frame or request body that is not what the protocol says
-    ├── InvalidHost      400 invalid_host     a request for a host name that is not this site's (PUBLIC_URL)
-    ├── Empty            422 empty            a required text is empty or whitespace only
-    ├── Rejected         422 rejected         a word on the banned list
-    ├── Repeat           409 repeat           the same text again from the same reader, too soon
-    ├── TooLong          422 too_long         over a documented limit
-    │   └── TooLarge     413 too_long         a request body over the size cap
-    ├── NotFound         404 not_found        unknown article, or unknown parent comment
-    ├── Unauthorized     401 unauthorized     not logged in as a moderator, or a wrong password
-    ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
-    │   └── Banned       403 banned           the reader (or their address) is banned
-    ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
-    ├── HttpError        4xx http_error       what Starlette refused itself (a method not allowed, ...)
-    ├── Internal         500 internal         a bug: logged, and answered without details
-    └── Unavailable      503 unavailable      the backend cannot take writes right now
+BackchannelError
+├── InvalidMessage   400 invalid_message  a frame or request body that is not what the protocol says
+├── InvalidHost      400 invalid_host     a request for a host name that is not this site's (PUBLIC_URL)
+├── Empty            422 empty            a required text is empty or whitespace only
+├── Rejected         422 rejected         a word on the banned list
+├── Repeat           409 repeat           the same text again from the same reader, too soon
+├── TooLong          422 too_long         over a documented limit
+│   └── TooLarge     413 too_long         a request body over the size cap
+├── NotFound         404 not_found        unknown article, or unknown parent comment
+├── Unauthorized     401 unauthorized     not logged in as a moderator, or a wrong password
+├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
+│   └── Banned       403 banned           the reader (or their address) is banned
+├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
+├── HttpError        4xx http_error       what Starlette refused itself (a method not allowed, ...)
+├── Internal         500 internal         a bug: logged, and answered without details
+└── Unavailable      503 unavailable      the backend cannot take writes right now
 """
 
 from __future__ import annotations

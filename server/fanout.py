@@ -213,8 +213,13 @@ class Hub:
 
     def _reset(self, channel: Channel, seq: int, epoch: str) -> None:
         """The log cannot fill the gap (trimmed, or a new epoch): every local reader reloads."""
-        log.warning("thread %s: resetting %d reader(s) to seq %d of epoch %s",
-                    channel.slug, len(channel.subscribers), seq, epoch)
+        log.warning(
+            "thread %s: resetting %d reader(s) to seq %d of epoch %s",
+            channel.slug,
+            len(channel.subscribers),
+            seq,
+            epoch,
+        )
         channel.last_seq, channel.epoch = seq, epoch
         channel.tail.clear()
         channel.tail_from, channel.tail_filled = seq, False
@@ -224,8 +229,9 @@ class Hub:
 
     # --- catch-up from the tail ---
 
-    async def replay(self, slug: str, since: int, epoch: str | None, moderator: bool
-                     ) -> tuple[Head, list[tuple[int, bytes]]] | None:
+    async def replay(
+        self, slug: str, since: int, epoch: str | None, moderator: bool
+    ) -> tuple[Head, list[tuple[int, bytes]]] | None:
         """The head as this Hub has delivered it and the frames after `since`, from memory; None
         when the tail cannot answer (since older than it, ahead of it, or of another epoch),
         and the caller asks the store. Call after join(): everything after the head returned
@@ -240,8 +246,10 @@ class Hub:
             return await self.replay(slug, since, epoch, moderator)
         if since < channel.tail_from:
             return None
-        frames = [(seq, moderator_frame if moderator else public_frame)
-                  for seq, public_frame, moderator_frame in islice(channel.tail, since - channel.tail_from, None)]
+        frames = [
+            (seq, moderator_frame if moderator else public_frame)
+            for seq, public_frame, moderator_frame in islice(channel.tail, since - channel.tail_from, None)
+        ]
         return Head(channel.last_seq, channel.epoch), frames
 
     async def _fill_tail(self, channel: Channel) -> None:
@@ -264,8 +272,10 @@ class Hub:
             older = [event for event in events or [] if event.seq <= tail_from]
             if [event.seq for event in older] != list(range(start + 1, tail_from + 1)):
                 return  # the log moved on meanwhile: older since go to the store
-            channel.tail.extendleft((event.seq, text_frame(encode(public_event(event))), text_frame(encode(event)))
-                                    for event in reversed(older))
+            channel.tail.extendleft(
+                (event.seq, text_frame(encode(public_event(event))), text_frame(encode(event)))
+                for event in reversed(older)
+            )
             channel.tail_from = start
             while len(channel.tail) > self.history_size:
                 channel.tail.popleft()

@@ -33,6 +33,7 @@ MODERATOR = "moderator"  # the scope a moderator's session grants: @requires(MOD
 
 # --- the moderator's session ---
 
+
 class Moderator(BaseUser):
     def __init__(self, session: ModeratorSession) -> None:
         self.session = session
@@ -72,11 +73,11 @@ def moderator_of(conn: HTTPConnection) -> ModeratorSession | None:
 def author(conn: HTTPConnection) -> Author:
     """Who is posting: the reader's id, address, and the moderator's name in a moderator's session."""
     session = moderator_of(conn)
-    return Author(reader_id=conn.state.reader_id, ip=client_ip(conn.scope),
-                  moderator=session.name if session else None)
+    return Author(reader_id=conn.state.reader_id, ip=client_ip(conn.scope), moderator=session.name if session else None)
 
 
 # --- Origin and CSRF ---
+
 
 def check_origin(conn: HTTPConnection) -> None:
     if not conn.app.state.security.origin_allowed(conn.scope):
@@ -85,15 +86,20 @@ def check_origin(conn: HTTPConnection) -> None:
 
 def check_csrf(request: Request, token: object, from_form: bool = False) -> None:
     session = moderator_of(request)  # the token changes at login and logout
-    if not request.app.state.security.csrf_ok(request.state.reader_id, session.session_id if session else None,
-                                              token if isinstance(token, str) else None):
-        raise Forbidden("The form has expired. Please reload the page and try again." if from_form
-                        else "Missing or wrong CSRF token. Reload the page and try again.")
+    if not request.app.state.security.csrf_ok(
+        request.state.reader_id, session.session_id if session else None, token if isinstance(token, str) else None
+    ):
+        raise Forbidden(
+            "The form has expired. Please reload the page and try again."
+            if from_form
+            else "Missing or wrong CSRF token. Reload the page and try again."
+        )
 
 
 @dataclass(frozen=True)
 class Submission:
     """The fields of a state-changing request whose Origin and CSRF token were checked."""
+
     data: dict[str, Any]
     from_form: bool  # a plain form (no JavaScript): answered with a redirect, not JSON
 
@@ -118,13 +124,17 @@ async def submission(request: Request) -> Submission:
 
 # --- redirects ---
 
+
 def safe_next(conn: HTTPConnection, target: object, default: str) -> str:
     """Where to send the browser after a form: a path on this site. An absolute URL is kept
     only when it is on one of the site's own origins (Starlette's `requires` writes `next`
     that way), and then as its path. Anything else, including what a browser would read as
     another host ("//evil", "/\\evil", "/\\t/evil"), gives `default`."""
-    if not isinstance(target, str) or not target or any(c == "\\" or c.isspace() or not c.isprintable()
-                                                        for c in target):
+    if (
+        not isinstance(target, str)
+        or not target
+        or any(c == "\\" or c.isspace() or not c.isprintable() for c in target)
+    ):
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:

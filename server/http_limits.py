@@ -127,8 +127,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
-        head += [b"content-type: text/plain; charset=utf-8\r\ncontent-length: ", str(len(body)).encode(),
-                 b"\r\nconnection: close\r\n\r\n", body]
+        head += [
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\nconnection: close\r\n\r\n",
+            body,
+        ]
         self.transport.write(b"".join(head))
         self.transport.close()
 

@@ -9,7 +9,7 @@ from http.cookies import SimpleCookie
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-READER_COOKIE = "bc_reader"    # a reader's random id, signed (security.Security)
+READER_COOKIE = "bc_reader"  # a reader's random id, signed (security.Security)
 SESSION_COOKIE = "bc_session"  # a moderator's session id, signed (moderation.Moderation)
 
 

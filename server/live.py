@@ -63,6 +63,7 @@ LAG_SWEEP, PROBE_BACKLOG, MAX_LAG = 0.5, 16 * 1024, 1.5
 @dataclass(frozen=True)
 class ResetTo:
     """A reset frame's place in the stream: events up to seq are covered by it."""
+
     seq: int
 
 
@@ -73,8 +74,9 @@ class Connection:
     # one per reader
     __slots__ = ("_held_bytes", "held", "last_seq", "max_backlog", "moderator", "slug", "wire", "written")
 
-    def __init__(self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False,
-                 slug: str | None = None) -> None:
+    def __init__(
+        self, wire: LiveWebSocketProtocol, max_backlog: int, moderator: bool = False, slug: str | None = None
+    ) -> None:
         self.wire = wire
         self.slug = slug  # the article's thread; None for a moderation desk
         self.moderator = moderator
@@ -181,8 +183,9 @@ class LiveReader:
         self.slug, self.ip = slug, ip
         self.session: ModeratorSession | None = moderator_of(websocket)
         self.author = author(websocket)
-        self.connection = Connection(wire, self.state.settings.send_buffer_bytes, moderator=self.session is not None,
-                                     slug=slug)
+        self.connection = Connection(
+            wire, self.state.settings.send_buffer_bytes, moderator=self.session is not None, slug=slug
+        )
         self.refused: list[float] = []  # when recent frames were refused (a list: most readers never have one)
         self._left = False
 
@@ -224,11 +227,18 @@ class LiveReader:
                 raise InvalidMessage("frames must be JSON text, not binary")
             post = parse_client_frame(text)
             ref = post.ref
-            comment, _ = await self.state.threads.post(self.slug, self.author, name=post.name, about=post.about,
-                                                       body=post.body, parent=post.parent, ref=ref)
+            comment, _ = await self.state.threads.post(
+                self.slug, self.author, name=post.name, about=post.about, body=post.body, parent=post.parent, ref=ref
+            )
             # A comment held for moderation is no event yet: its author gets it in the ack.
-            connection.send_frame(Ack(ref=ref, id=comment.id, seq=comment.seq,
-                                      comment=comment.public() if comment.status == PENDING else None))
+            connection.send_frame(
+                Ack(
+                    ref=ref,
+                    id=comment.id,
+                    seq=comment.seq,
+                    comment=comment.public() if comment.status == PENDING else None,
+                )
+            )
         except BackchannelError as exc:
             retry_after = getattr(exc, "retry_after", None)
             connection.send_frame(Error(code=exc.code, message=exc.message, ref=ref, retry_after=retry_after))
@@ -240,8 +250,9 @@ class LiveReader:
                 connection.end(CLOSE_POLICY, "too many refused messages")
         except Exception:
             log.exception("could not store a post on %s", self.slug)
-            connection.send_frame(Error(code="unavailable", message="The comment could not be stored; please retry.",
-                                        ref=ref))
+            connection.send_frame(
+                Error(code="unavailable", message="The comment could not be stored; please retry.", ref=ref)
+            )
 
 
 class LiveSessions:
@@ -364,8 +375,9 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     replayed = None if since is None else await state.hub.replay(slug, since, epoch, connection.moderator)
     if since is not None and replayed is not None:
         head, frames = replayed
-        connection.write_now(None, text_frame(encode(Welcome(seq=head.seq, readers=state.hub.readers(slug),
-                                                             epoch=head.epoch))))
+        connection.write_now(
+            None, text_frame(encode(Welcome(seq=head.seq, readers=state.hub.readers(slug), epoch=head.epoch)))
+        )
         connection.last_seq = since
         for seq, frame in frames:
             connection.write_now(seq, frame)

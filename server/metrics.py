@@ -31,12 +31,14 @@ for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
 
 events_delivered = Counter("backchannel_frames_queued", "Event frames queued to live connections", registry=registry)
 comments_posted = Counter("backchannel_comments_posted", "Comments stored through this instance", registry=registry)
-readers_dropped = Counter("backchannel_slow_readers_closed", "Live connections closed for falling behind (4000)",
-                          registry=registry)
+readers_dropped = Counter(
+    "backchannel_slow_readers_closed", "Live connections closed for falling behind (4000)", registry=registry
+)
 gaps_filled = Counter("backchannel_gaps_filled", "Times the hub read missed events from the log", registry=registry)
 # What a reconnect storm costs the store: catch-ups served from the Hub's tail add nothing here.
-store_reads = Counter("backchannel_store_reads", "Reads of a thread's head or event log from the store", ["query"],
-                      registry=registry)
+store_reads = Counter(
+    "backchannel_store_reads", "Reads of a thread's head or event log from the store", ["query"], registry=registry
+)
 live_connections = Gauge("backchannel_live_connections", "Open live WebSocket connections", registry=registry)
 active_threads = Gauge("backchannel_active_threads", "Threads this instance is subscribed to", registry=registry)
 tasks = Gauge("backchannel_asyncio_tasks", "asyncio tasks alive in the server's event loop", registry=registry)

@@ -123,12 +123,14 @@ class ModeratorSession:
 @dataclass(frozen=True)
 class Bans:
     """Who is banned now: reader ids and addresses, read in one go for a page of comments."""
+
     readers: frozenset[str] = frozenset()
     addresses: frozenset[str] = frozenset()  # client networks
 
     def covers(self, comment: Comment) -> bool:
-        return comment.reader_id in self.readers or (comment.ip is not None
-                                                     and client_network(comment.ip) in self.addresses)
+        return comment.reader_id in self.readers or (
+            comment.ip is not None and client_network(comment.ip) in self.addresses
+        )
 
 
 class Moderation:
@@ -142,10 +144,12 @@ class Moderation:
         # Exact counts (a moving window): the estimate of a sliding-window counter rounds down
         # and let one attempt more through at a window's edge.
         self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
-        self._limits = {"login-ip": limits.parse_many(LOGIN_LIMITS_PER_ADDRESS),
-                        "login-name": limits.parse_many(LOGIN_LIMITS_PER_NAME),
-                        "report": limits.parse_many(REPORT_LIMITS_PER_READER),
-                        "report-ip": limits.parse_many(REPORT_LIMITS_PER_ADDRESS)}
+        self._limits = {
+            "login-ip": limits.parse_many(LOGIN_LIMITS_PER_ADDRESS),
+            "login-name": limits.parse_many(LOGIN_LIMITS_PER_NAME),
+            "report": limits.parse_many(REPORT_LIMITS_PER_READER),
+            "report-ip": limits.parse_many(REPORT_LIMITS_PER_ADDRESS),
+        }
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_recorded: Callable[[dict[str, Any]], None] | None = None  # the webhooks; must not block
 
@@ -175,8 +179,9 @@ class Moderation:
             owner = await self.backend.kv_get(f"reserved-name:{skeleton}")
             if owner is not None and owner.casefold() == key:
                 await self.backend.kv_delete(f"reserved-name:{skeleton}")
-        await self.backend.kv_set(f"moderator:{key}", json.dumps({"name": name, "hash": hashed,
-                                                                  "display_name": display}))
+        await self.backend.kv_set(
+            f"moderator:{key}", json.dumps({"name": name, "hash": hashed, "display_name": display})
+        )
         for skeleton in name_skeletons(display) if display else set():
             await self.backend.kv_set(f"reserved-name:{skeleton}", key)  # whose, for the next reset
         await self.end_sessions(name)
@@ -212,8 +217,9 @@ class Moderation:
         # use their own login to reset the count of guesses at another's name.
         await self._forget_count("login-ip", network)
         session_id = secrets.token_urlsafe(32)
-        await self.backend.kv_set(f"session:{session_id}", json.dumps({"name": account["name"], "since": time.time()}),
-                                  ttl=SESSION_TTL)
+        await self.backend.kv_set(
+            f"session:{session_id}", json.dumps({"name": account["name"], "since": time.time()}), ttl=SESSION_TTL
+        )
         await self._forget_expired_sessions(key)
         await self.backend.set_add(f"sessions-of:{key}", session_id)
         await self.record(account["name"], "login", detail=f"from {ip}")
@@ -252,8 +258,10 @@ class Moderation:
             return False
 
     def session_cookie(self, session: ModeratorSession, secure: bool) -> str:
-        return (f"{SESSION_COOKIE}={self._cookie.dumps(session.session_id)}; Path=/; Max-Age={SESSION_TTL}; "
-                "HttpOnly; SameSite=Lax" + ("; Secure" if secure else ""))
+        return (
+            f"{SESSION_COOKIE}={self._cookie.dumps(session.session_id)}; Path=/; Max-Age={SESSION_TTL}; "
+            "HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+        )
 
     @staticmethod
     def expired_session_cookie() -> str:
@@ -338,23 +346,24 @@ class Moderation:
     async def report(self, slug: str, comment_id: str, reader_id: str, ip: str, reason: str | None) -> bool:
         """Record a reader's report once; returns False when this reader had reported it already."""
         await self.check_not_banned(reader_id, ip)
-        await self._count([("report", reader_id), ("report-ip", client_network(ip))],
-                          "You are reporting too often. Please wait a little.")
+        await self._count(
+            [("report", reader_id), ("report-ip", client_network(ip))],
+            "You are reporting too often. Please wait a little.",
+        )
         if not await self.backend.kv_set(f"reported:{comment_id}:{reader_id}", "1", only_if_absent=True):
             return False
-        await self.backend.list_push(f"reports:{comment_id}", json.dumps({"reason": reason, "at": utc_now_iso()}),
-                                     keep=REPORTS_KEPT)
+        await self.backend.list_push(
+            f"reports:{comment_id}", json.dumps({"reason": reason, "at": utc_now_iso()}), keep=REPORTS_KEPT
+        )
         await self.backend.set_add("reports-open", f"{slug}/{comment_id}")
         return True
 
     async def show_report(self, comment_id: str, frame: Callable[[], Awaitable[DeskFrame]]) -> None:
         """Tell the desks of a report: at once for the first of a quiet spell, and a flood as one
         frame per REPORT_FRAME_INTERVAL carrying the count by then (on every instance together)."""
-        if await self.backend.kv_set(f"report-shown:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL,
-                                     only_if_absent=True):
+        if await self.backend.kv_set(f"report-shown:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL, only_if_absent=True):
             await self.publish_desk(await frame())
-        elif await self.backend.kv_set(f"report-due:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL,
-                                       only_if_absent=True):
+        elif await self.backend.kv_set(f"report-due:{comment_id}", "1", ttl=REPORT_FRAME_INTERVAL, only_if_absent=True):
             task = asyncio.get_running_loop().create_task(self._show_report_later(comment_id, frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -373,27 +382,43 @@ class Moderation:
     async def reports_of(self, comment_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The reports of each comment (newest first), in one read."""
         lists = await self.backend.list_ranges([f"reports:{comment_id}" for comment_id in comment_ids])
-        return {comment_id: [json.loads(r) for r in items]
-                for comment_id, items in zip(comment_ids, lists, strict=True)}
+        return {
+            comment_id: [json.loads(r) for r in items] for comment_id, items in zip(comment_ids, lists, strict=True)
+        }
 
     async def open_reports(self) -> list[tuple[str, str]]:
-        return [(slug, comment_id) for slug, _, comment_id in
-                (key.partition("/") for key in await self.backend.set_members("reports-open"))]
+        return [
+            (slug, comment_id)
+            for slug, _, comment_id in (key.partition("/") for key in await self.backend.set_members("reports-open"))
+        ]
 
     # --- what moderators do ---
 
     async def dismiss_reports(self, slug: str, comment_id: str) -> None:
         await self.backend.set_remove("reports-open", f"{slug}/{comment_id}")
 
-    async def ban(self, reader_id: str, minutes: int | None, reason: str | None, moderator: str,
-                  ip: str | None, reader_name: str | None = None) -> dict[str, Any]:
+    async def ban(
+        self,
+        reader_id: str,
+        minutes: int | None,
+        reason: str | None,
+        moderator: str,
+        ip: str | None,
+        reader_name: str | None = None,
+    ) -> dict[str, Any]:
         if minutes is not None and not 0 < minutes <= MAX_BAN_MINUTES:
             raise InvalidMessage(f"duration must be from 1 to {MAX_BAN_MINUTES} minutes, or empty for good.")
         ip = client_network(ip) if ip else None
         expires = time.time() + minutes * 60 if minutes else None
         until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)) if expires else None
-        ban = {"by": moderator, "reason": reason, "until": until, "ip": ip, "at": utc_now_iso(),
-               "reader_name": reader_name}
+        ban = {
+            "by": moderator,
+            "reason": reason,
+            "until": until,
+            "ip": ip,
+            "at": utc_now_iso(),
+            "reader_name": reader_name,
+        }
         ttl = minutes * 60 if minutes else None
         await self._forget_bans(reader_id, ip)
         await self.backend.kv_set(f"ban:reader:{reader_id}", json.dumps(ban), ttl=ttl)
@@ -444,8 +469,17 @@ class Moderation:
 
     async def record(self, moderator: str, action: str, **fields: Any) -> dict[str, Any]:
         """Keep an audit entry and show it on every desk."""
-        entry = {"at": utc_now_iso(), "moderator": moderator, "action": action, "comment_id": None,
-                 "reader_id": None, "slug": None, "reason": None, "detail": None, **fields}
+        entry = {
+            "at": utc_now_iso(),
+            "moderator": moderator,
+            "action": action,
+            "comment_id": None,
+            "reader_id": None,
+            "slug": None,
+            "reason": None,
+            "detail": None,
+            **fields,
+        }
         await self.backend.list_push("audit", json.dumps(entry), keep=AUDIT_KEEP)
         if self.on_recorded:
             self.on_recorded(entry)

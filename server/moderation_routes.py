@@ -34,6 +34,7 @@ DESK = "/moderation"  # where a login goes when it was not sent from a page
 
 # --- what every state-changing request passes (guards.submission: Origin, CSRF) ---
 
+
 async def _checked(request: Request) -> tuple[dict[str, Any], bool, ModeratorSession | None]:
     """(the fields, whether they came from a plain form, the moderator's session if any)."""
     form = await submission(request)
@@ -60,9 +61,13 @@ def _text(data: dict[str, Any], key: str, limit: int = 500) -> str | None:
 
 # --- sessions ---
 
+
 async def login_page(request: Request) -> Response:
-    return await render(request, "login.html", {"error": None, "username": "",
-                                                "next": safe_next(request, request.query_params.get("next"), DESK)})
+    return await render(
+        request,
+        "login.html",
+        {"error": None, "username": "", "next": safe_next(request, request.query_params.get("next"), DESK)},
+    )
 
 
 async def login(request: Request) -> Response:
@@ -73,13 +78,15 @@ async def login(request: Request) -> Response:
     try:
         session = await state.moderation.login(username, password, client_ip(request.scope))
     except BackchannelError as exc:
-        return await render(request, "login.html", {"error": exc.message, "username": username, "next": target},
-                            status_code=exc.status)
+        return await render(
+            request, "login.html", {"error": exc.message, "username": username, "next": target}, status_code=exc.status
+        )
     if (earlier := moderator_of(request)) is not None:  # a new session id at every login; the old one ends
         await state.moderation.logout(earlier)
     response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
-    response.headers.append("Set-Cookie",
-                            state.moderation.session_cookie(session, state.security.secure(request.scope)))
+    response.headers.append(
+        "Set-Cookie", state.moderation.session_cookie(session, state.security.secure(request.scope))
+    )
     return response
 
 
@@ -90,12 +97,17 @@ async def logout(request: Request) -> Response:
         await request.app.state.moderation.logout(moderator)
     response.headers.append("Set-Cookie", request.app.state.moderation.expired_session_cookie())
     # A new reader identity too, so that no CSRF token of before (or during) the session works after it.
-    response.headers.append("Set-Cookie", request.app.state.security.reader_cookie(
-        secrets.token_urlsafe(12), request.app.state.security.secure(request.scope)))
+    response.headers.append(
+        "Set-Cookie",
+        request.app.state.security.reader_cookie(
+            secrets.token_urlsafe(12), request.app.state.security.secure(request.scope)
+        ),
+    )
     return response
 
 
 # --- the desk ---
+
 
 @requires(MODERATOR, redirect="login")
 async def desk(request: Request) -> Response:
@@ -121,19 +133,31 @@ async def _queue(request: Request) -> dict[str, Any]:
     reported = await threads.backend.get_comments(await moderation.open_reports())
     reports_of = await moderation.reports_of([c.id for c in reported])
     bans = await moderation.bans()
-    reports = sorted((_report_card(threads, c, reports_of[c.id], bans) for c in reported),
-                     key=lambda r: r["last_reported_at"], reverse=True)
-    return {"comments": [threads.desk_view(c, bans) for c in recent], "reports": reports,
-            "audit": await moderation.audit_log(QUEUE_SIZE)}
+    reports = sorted(
+        (_report_card(threads, c, reports_of[c.id], bans) for c in reported),
+        key=lambda r: r["last_reported_at"],
+        reverse=True,
+    )
+    return {
+        "comments": [threads.desk_view(c, bans) for c in recent],
+        "reports": reports,
+        "audit": await moderation.audit_log(QUEUE_SIZE),
+    }
 
 
-def _report_card(threads: Threads, comment: Comment, reports: list[dict[str, Any]],
-                 bans: Bans | None = None) -> dict[str, Any]:
-    return {"comment": threads.desk_view(comment, bans), "reasons": [r["reason"] for r in reports if r["reason"]],
-            "count": len(reports), "last_reported_at": reports[0]["at"] if reports else comment.created_at}
+def _report_card(
+    threads: Threads, comment: Comment, reports: list[dict[str, Any]], bans: Bans | None = None
+) -> dict[str, Any]:
+    return {
+        "comment": threads.desk_view(comment, bans),
+        "reasons": [r["reason"] for r in reports if r["reason"]],
+        "count": len(reports),
+        "last_reported_at": reports[0]["at"] if reports else comment.created_at,
+    }
 
 
 # --- actions on comments ---
+
 
 async def _set_status(request: Request, status: str, action: str) -> Response:
     data, from_form, moderator = await _moderated(request)
@@ -141,8 +165,14 @@ async def _set_status(request: Request, status: str, action: str) -> Response:
     comment = await state.threads.set_status(request.path_params["comment_id"], status, moderator.name)
     if action in ("remove", "approve"):
         await state.moderation.dismiss_reports(comment.slug, comment.id)  # acted on: off the reports queue
-    await state.moderation.record(moderator.name, action, comment_id=comment.id, slug=comment.slug,
-                                  reader_id=comment.reader_id, reason=_text(data, "reason"))
+    await state.moderation.record(
+        moderator.name,
+        action,
+        comment_id=comment.id,
+        slug=comment.slug,
+        reader_id=comment.reader_id,
+        reason=_text(data, "reason"),
+    )
     return _done(request, data, from_form, {"comment": comment.moderator_view()})
 
 
@@ -167,8 +197,14 @@ async def dismiss(request: Request) -> Response:
     state = request.app.state
     comment = await state.threads.find(request.path_params["comment_id"])
     await state.moderation.dismiss_reports(comment.slug, comment.id)
-    await state.moderation.record(moderator.name, "dismiss", comment_id=comment.id, slug=comment.slug,
-                                  reader_id=comment.reader_id, reason=_text(data, "reason"))
+    await state.moderation.record(
+        moderator.name,
+        "dismiss",
+        comment_id=comment.id,
+        slug=comment.slug,
+        reader_id=comment.reader_id,
+        reason=_text(data, "reason"),
+    )
     return _done(request, data, from_form, {})
 
 
@@ -179,18 +215,21 @@ async def report(request: Request) -> Response:
     comment = await state.threads.find(request.path_params["comment_id"])
     if comment.status != VISIBLE:
         raise NotFound("That comment is not shown any more.")
-    first = await state.moderation.report(comment.slug, comment.id, request.state.reader_id, client_ip(request.scope),
-                                          _text(data, "reason"))
+    first = await state.moderation.report(
+        comment.slug, comment.id, request.state.reader_id, client_ip(request.scope), _text(data, "reason")
+    )
 
     async def frame() -> DeskReport:  # built when sent: a flood's frame carries the count by then
         reports = (await state.moderation.reports_of([comment.id]))[comment.id]
         return DeskReport(_report_card(state.threads, comment, reports))
+
     if first:
         await state.moderation.show_report(comment.id, frame)
     return _done(request, data, from_form, {"reported": True, "already": not first})
 
 
 # --- readers ---
+
 
 @requires(MODERATOR, status_code=401)
 async def ban(request: Request) -> Response:
@@ -201,7 +240,8 @@ async def ban(request: Request) -> Response:
     if raw_minutes in (None, ""):
         minutes = None
     elif (isinstance(raw_minutes, int) and not isinstance(raw_minutes, bool)) or (
-            isinstance(raw_minutes, str) and raw_minutes.strip().isascii() and raw_minutes.strip().isdigit()):
+        isinstance(raw_minutes, str) and raw_minutes.strip().isascii() and raw_minutes.strip().isdigit()
+    ):
         minutes = int(raw_minutes)  # the range is checked by moderation.ban
     else:
         raise InvalidMessage("duration must be a whole number of minutes, or empty for good.")
@@ -211,10 +251,16 @@ async def ban(request: Request) -> Response:
     ip = comment.ip if comment is not None and str(data.get("ip") or "") in ("1", "true", "True", "on") else None
     reader_name = comment.name if comment is not None else None
     ban_record = await state.moderation.ban(reader_id, minutes, _text(data, "reason"), moderator.name, ip, reader_name)
-    await state.moderation.record(moderator.name, "ban", reader_id=reader_id, reader_name=reader_name,
-                                  reason=_text(data, "reason"), comment_id=data.get("comment_id") or None,
-                                  detail=("until " + ban_record["until"] if ban_record["until"] else "for good")
-                                  + (" with the address" if ip else ""))
+    await state.moderation.record(
+        moderator.name,
+        "ban",
+        reader_id=reader_id,
+        reader_name=reader_name,
+        reason=_text(data, "reason"),
+        comment_id=data.get("comment_id") or None,
+        detail=("until " + ban_record["until"] if ban_record["until"] else "for good")
+        + (" with the address" if ip else ""),
+    )
     return _done(request, data, from_form, {"ban": {k: v for k, v in ban_record.items() if k != "ip"}})
 
 
@@ -223,8 +269,9 @@ async def unban(request: Request) -> Response:
     data, from_form, moderator = await _moderated(request)
     reader_id = request.path_params["reader_id"]
     lifted = await request.app.state.moderation.unban(reader_id)
-    await request.app.state.moderation.record(moderator.name, "unban", reader_id=reader_id,
-                                              reader_name=lifted.get("reader_name") if lifted else None)
+    await request.app.state.moderation.record(
+        moderator.name, "unban", reader_id=reader_id, reader_name=lifted.get("reader_name") if lifted else None
+    )
     return _done(request, data, from_form, {})
 
 
@@ -235,17 +282,20 @@ async def premoderation(request: Request) -> Response:
     request.app.state.threads.article(slug)
     enabled = str(data.get("enabled") or "") in ("1", "true", "True", "on")
     await request.app.state.moderation.set_premoderation(slug, enabled)
-    await request.app.state.moderation.record(moderator.name, "premoderation", slug=slug,
-                                              detail="on" if enabled else "off")
+    await request.app.state.moderation.record(
+        moderator.name, "premoderation", slug=slug, detail="on" if enabled else "off"
+    )
     return _done(request, data, from_form, {"enabled": enabled})
 
 
 # --- spam rules ---
 
+
 @requires(MODERATOR, redirect="login")
 async def rules_page(request: Request) -> Response:
-    return await render(request, "rules.html",
-                        {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False})
+    return await render(
+        request, "rules.html", {"rules": request.app.state.threads.spam.current.to_dict(), "saved": False}
+    )
 
 
 @requires(MODERATOR, status_code=401)
@@ -261,7 +311,9 @@ async def save_rules(request: Request) -> Response:
     fields = {k: v for k, v in data.items() if k in before}
     saved = await spam.save(fields)
     changed = sorted(k for k, v in saved.to_dict().items() if before[k] != v)
-    await request.app.state.moderation.record(moderator.name, "rules",
-                                              detail="changed " + (", ".join(changed) or "nothing"))
-    return _done(request, {**data, "next": data.get("next") or "/moderation/rules"}, from_form,
-                 {"rules": saved.to_dict()})
+    await request.app.state.moderation.record(
+        moderator.name, "rules", detail="changed " + (", ".join(changed) or "nothing")
+    )
+    return _done(
+        request, {**data, "next": data.get("next") or "/moderation/rules"}, from_form, {"rules": saved.to_dict()}
+    )

@@ -47,10 +47,18 @@ def ago(iso: str, now: datetime | None = None) -> str:
 def create_templates() -> Jinja2Templates:
     # Autoescape every template whatever its name: Starlette's default escapes only
     # .html/.htm/.xml, and reader text must never reach a page unescaped.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(WEB_DIR / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    versions = {p.relative_to(WEB_DIR / "static").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:10]
-                for p in (WEB_DIR / "static").rglob("*") if p.is_file()}
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    versions = {
+        p.relative_to(WEB_DIR / "static").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:10]
+        for p in (WEB_DIR / "static").rglob("*")
+        if p.is_file()
+    }
     env.globals["static"] = lambda path: f"/static/{path}?v={versions.get(path, '0')}"
     env.filters["ago"] = ago
     return Jinja2Templates(env=env)
@@ -58,13 +66,21 @@ def create_templates() -> Jinja2Templates:
 
 def _page_context(request: Request) -> dict[str, Any]:
     session = moderator_of(request)
-    return {"csrf_token": request.app.state.security.csrf_token(request.state.reader_id,
-                                                                session.session_id if session else None),
-            "moderator": session.name if session else None}
+    return {
+        "csrf_token": request.app.state.security.csrf_token(
+            request.state.reader_id, session.session_id if session else None
+        ),
+        "moderator": session.name if session else None,
+    }
 
 
-async def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200,
-                 build: Callable[[], dict[str, Any]] | None = None) -> Response:
+async def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    build: Callable[[], dict[str, Any]] | None = None,
+) -> Response:
     """A page. With `build` (a big thread's page), build's context and the rendering run on a
     worker thread, so the event loop stays free to serve everyone else."""
     template = request.app.state.templates.get_template(name)
@@ -79,8 +95,17 @@ async def render(request: Request, name: str, context: dict[str, Any], status_co
 async def index(request: Request) -> Response:
     threads = request.app.state.threads
     counts = await threads.comment_counts()
-    articles = [{"slug": a.slug, "title": a.title, "byline_name": a.byline_name, "byline_role": a.byline_role,
-                 "dateline": a.dateline, "comment_count": counts.get(a.slug, 0)} for a in threads.articles.values()]
+    articles = [
+        {
+            "slug": a.slug,
+            "title": a.title,
+            "byline_name": a.byline_name,
+            "byline_role": a.byline_role,
+            "dateline": a.dateline,
+            "comment_count": counts.get(a.slug, 0),
+        }
+        for a in threads.articles.values()
+    ]
     return await render(request, "index.html", {"articles": articles})
 
 
@@ -93,8 +118,9 @@ async def article_page(request: Request, form: dict[str, Any] | None = None, sta
         return await _article_page(request, article, big, form, status_code)
 
 
-async def _article_page(request: Request, article: Article, big: bool, form: dict[str, Any] | None,
-                        status_code: int) -> Response:
+async def _article_page(
+    request: Request, article: Article, big: bool, form: dict[str, Any] | None, status_code: int
+) -> Response:
     threads = request.app.state.threads
     slug = article.slug
     snapshot = await threads.snapshot(slug)
@@ -104,15 +130,19 @@ async def _article_page(request: Request, article: Article, big: bool, form: dic
     bans = None
     if moderator:
         bans = await threads.moderation.bans()
-        reported = [comment_id for report_slug, comment_id in await threads.moderation.open_reports()
-                    if report_slug == slug]
-        report_counts = {comment_id: len(reports)
-                         for comment_id, reports in (await threads.moderation.reports_of(reported)).items()}
+        reported = [
+            comment_id for report_slug, comment_id in await threads.moderation.open_reports() if report_slug == slug
+        ]
+        report_counts = {
+            comment_id: len(reports) for comment_id, reports in (await threads.moderation.reports_of(reported)).items()
+        }
 
     def thread() -> dict[str, Any]:  # linear in the thread's size
         comments = visible_to(snapshot.comments, reader_id, moderator)
-        return {"thread": thread_tree(comments, moderator, report_counts, bans),
-                "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE)}
+        return {
+            "thread": thread_tree(comments, moderator, report_counts, bans),
+            "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE),
+        }
 
     context = {
         "article": article,
@@ -120,9 +150,17 @@ async def _article_page(request: Request, article: Article, big: bool, form: dic
         "seq": snapshot.seq,
         "epoch": snapshot.epoch,
         # ?reply=ID / ?report=ID: the no-JavaScript way to that comment's form (see _comment.html)
-        "form": form or {"name": "", "about": "", "body": "", "parent": "", "error": None, "error_parent": None,
-                         "reply_to": request.query_params.get("reply", ""),
-                         "report_to": request.query_params.get("report", "")},
+        "form": form
+        or {
+            "name": "",
+            "about": "",
+            "body": "",
+            "parent": "",
+            "error": None,
+            "error_parent": None,
+            "reply_to": request.query_params.get("reply", ""),
+            "report_to": request.query_params.get("report", ""),
+        },
         "limits": LIMITS,
     }
     if big:
@@ -138,8 +176,14 @@ async def post_comment_form(request: Request) -> Response:
     fields = {key: str(form.data.get(key) or "") for key in ("name", "about", "body", "parent")}
     try:
         comment, _ = await request.app.state.threads.post(
-            slug, author(request), name=fields["name"], about=fields["about"], body=fields["body"],
-            parent=fields["parent"] or None, ref=str(form.data.get("ref") or "")[:128] or None)
+            slug,
+            author(request),
+            name=fields["name"],
+            about=fields["about"],
+            body=fields["body"],
+            parent=fields["parent"] or None,
+            ref=str(form.data.get("ref") or "")[:128] or None,
+        )
     except BackchannelError as exc:
         # Show the page again with the reader's text kept and the problem next to the form.
         form_state = {**fields, "error": exc.message, "error_parent": fields["parent"] or None}

@@ -17,16 +17,17 @@ import orjson
 from .errors import InvalidMessage
 
 # Application close codes (4000-4999 are ours; the rest are RFC 6455's, sent by uvicorn).
-CLOSE_TOO_SLOW = 4000            # the reader's send queue overflowed: reconnect with since=<last seq>
-CLOSE_SESSION_ENDED = 4003       # the moderator's session ended (logout): reconnect as a reader
+CLOSE_TOO_SLOW = 4000  # the reader's send queue overflowed: reconnect with since=<last seq>
+CLOSE_SESSION_ENDED = 4003  # the moderator's session ended (logout): reconnect as a reader
 CLOSE_TOO_MANY_CONNECTIONS = 4029  # this network holds MAX_CONNECTIONS_PER_IP sockets: retry later
-CLOSE_POLICY = 1008              # Origin refused (answered as HTTP 403), or a flood of invalid frames
-CLOSE_TOO_BIG = 1009             # a frame over MAX_FRAME_BYTES (sent by uvicorn)
-CLOSE_SERVICE_RESTART = 1012     # the instance is shutting down (sent by uvicorn on SIGTERM)
-CLOSE_TRY_AGAIN = 1013           # the backend (Redis) is unavailable: reconnect with since, after a backoff
+CLOSE_POLICY = 1008  # Origin refused (answered as HTTP 403), or a flood of invalid frames
+CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES (sent by uvicorn)
+CLOSE_SERVICE_RESTART = 1012  # the instance is shutting down (sent by uvicorn on SIGTERM)
+CLOSE_TRY_AGAIN = 1013  # the backend (Redis) is unavailable: reconnect with since, after a backoff
 
 
 # --- client -> server ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Post:
@@ -59,16 +60,22 @@ def parse_client_frame(text: str | bytes) -> Post:
         raise InvalidMessage("a frame must be a JSON object")
     kind = data.get("type")
     if kind != "post":
-        raise InvalidMessage(f"unknown message type {str(kind)[:40]!r}" if kind is not None
-                             else 'the frame has no "type"')
+        raise InvalidMessage(
+            f"unknown message type {str(kind)[:40]!r}" if kind is not None else 'the frame has no "type"'
+        )
     # Lengths of the texts are judged later in characters a person sees; these caps only
     # stop absurd values before any work is done on them (the frame itself is capped at 64 KiB).
-    return Post(ref=_optional_str(data, "ref", 128), body=_optional_str(data, "body", 64_000) or "",
-                parent=_optional_str(data, "parent", 64) or None,
-                name=_optional_str(data, "name", 1000) or "", about=_optional_str(data, "about", 1000))
+    return Post(
+        ref=_optional_str(data, "ref", 128),
+        body=_optional_str(data, "body", 64_000) or "",
+        parent=_optional_str(data, "parent", 64) or None,
+        name=_optional_str(data, "name", 1000) or "",
+        about=_optional_str(data, "about", 1000),
+    )
 
 
 # --- server -> client ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Welcome:
@@ -83,6 +90,7 @@ class Event:
     """A sequenced thread event: `comment`, `removed`, `restored`, ... `data` holds its fields.
     `wire` is the event already encoded, when it arrived that way (from the log or Redis), so
     that an instance serialises each event once, not once per reader."""
+
     type: str
     seq: int
     data: dict[str, Any] = field(default_factory=dict)
@@ -123,11 +131,13 @@ class Error:
 @dataclass(frozen=True)
 class Pending:
     """To moderators reading the article: a comment held for moderation (not sequenced)."""
+
     type: ClassVar[str] = "pending"
     comment: dict[str, Any]
 
 
 # --- server -> the moderation desk (not sequenced: a desk reloads its queue after a reconnect) ---
+
 
 @dataclass(frozen=True)
 class DeskWelcome:
@@ -138,6 +148,7 @@ class DeskWelcome:
 @dataclass(frozen=True)
 class DeskComment:
     """A new comment on any article, held ones included (with slug, article_title, held_for)."""
+
     type: ClassVar[str] = "desk_comment"
     comment: dict[str, Any]
 
@@ -151,6 +162,7 @@ class DeskReport:
 @dataclass(frozen=True)
 class DeskAction:
     """A moderator's action, as kept in the audit log."""
+
     type: ClassVar[str] = "desk_action"
     action: dict[str, Any]
 
@@ -165,8 +177,10 @@ def payload(frame: Frame) -> dict[str, Any]:
     if isinstance(frame, Event):
         return {"type": frame.type, "seq": frame.seq, **frame.data}
     # Shallow: a frame's fields are JSON values already (asdict would deep-copy each comment).
-    return {"type": frame.type, **{f.name: value for f in fields(frame)
-                                   if (value := getattr(frame, f.name)) is not None}}
+    return {
+        "type": frame.type,
+        **{f.name: value for f in fields(frame) if (value := getattr(frame, f.name)) is not None},
+    }
 
 
 def encode(frame: Frame) -> str:

@@ -40,8 +40,15 @@ HOST_CHECK_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 def origin_of(url: str) -> str:
     """scheme://host[:port], lower-cased, without a default port; ValueError if url has no origin."""
     parts = urlsplit(url.strip())
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
-            or parts.query or parts.fragment or parts.username or parts.password:
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
         raise ValueError(f"{url!r} is not an origin (scheme://host[:port])")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     port = parts.port
@@ -65,8 +72,9 @@ class Security:
         self.public_origins = frozenset(origin_of(o) for o in settings.public_url)
         self._public_hosts = frozenset(h for o in self.public_origins for h in _netlocs(o))
         listen = settings.host if settings.host not in ("", "0.0.0.0", "::") else None
-        self._development_hosts = tuple(dict.fromkeys(
-            [*LOOPBACK_HOSTS, *([f"[{listen}]" if ":" in listen else listen] if listen else [])]))
+        self._development_hosts = tuple(
+            dict.fromkeys([*LOOPBACK_HOSTS, *([f"[{listen}]" if ":" in listen else listen] if listen else [])])
+        )
 
     # --- reader identity ---
 
@@ -81,8 +89,9 @@ class Security:
 
     def reader_cookie(self, reader_id: str, secure: bool) -> str:
         value = self._cookie.dumps(reader_id)
-        return (f"{READER_COOKIE}={value}; Path=/; Max-Age={READER_COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"
-                + ("; Secure" if secure else ""))
+        return f"{READER_COOKIE}={value}; Path=/; Max-Age={READER_COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax" + (
+            "; Secure" if secure else ""
+        )
 
     # --- CSRF ---
 
@@ -125,8 +134,9 @@ class Security:
     def secure(self, scope: Scope) -> bool:
         """Whether cookies get Secure: the request came over TLS, or the site is https only
         (behind a proxy that does not say which scheme it was asked on)."""
-        return scope["scheme"] in ("https", "wss") or (bool(self.public_origins) and all(
-            o.startswith("https://") for o in self.public_origins))
+        return scope["scheme"] in ("https", "wss") or (
+            bool(self.public_origins) and all(o.startswith("https://") for o in self.public_origins)
+        )
 
 
 class SecurityMiddleware:
@@ -142,7 +152,8 @@ class SecurityMiddleware:
             "Content-Security-Policy": (
                 "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                 "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-                f"frame-ancestors {frame_ancestors}"),
+                f"frame-ancestors {frame_ancestors}"
+            ),
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "strict-origin-when-cross-origin",
             "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
@@ -191,8 +202,10 @@ def _limited(receive: Receive, scope: Scope) -> Receive:
     """Refuse a request body over MAX_BODY_BYTES, declared or chunked, before it is buffered."""
     declared = Headers(scope=scope).get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+
         async def refuse() -> Message:
             raise TooLarge("The request is too large.")
+
         return refuse
     received = 0
 
@@ -203,4 +216,5 @@ def _limited(receive: Receive, scope: Scope) -> Receive:
         if received > MAX_BODY_BYTES:
             raise TooLarge("The request is too large.")
         return message
+
     return counting

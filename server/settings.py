@@ -13,10 +13,10 @@ from starlette.datastructures import CommaSeparatedStrings, Secret
 log = logging.getLogger("backchannel")
 
 # Limits documented in README and docs/protocol.md; the page's maxlength attributes use them too.
-MAX_BODY_CHARS = 5000        # counted in user-perceived characters (grapheme clusters)
+MAX_BODY_CHARS = 5000  # counted in user-perceived characters (grapheme clusters)
 MAX_NAME_CHARS = 80
 MAX_ABOUT_CHARS = 120
-MAX_REF_CHARS = 128         # a client's idempotency key, in code points
+MAX_REF_CHARS = 128  # a client's idempotency key, in code points
 MAX_FRAME_BYTES = 64 * 1024  # uvicorn's --ws-max-size: also caps what a compressed frame inflates to
 
 
@@ -92,8 +92,10 @@ def load(env_file: str | Path | None = ".env") -> Settings:
     if secret is None or not str(secret).strip():  # an empty key would sign with nothing secret
         if redis_url:
             # Several instances must sign cookies with the same key, so a per-process key is wrong.
-            raise SettingsError("SECRET_KEY is missing: it is required when REDIS_URL is set (every instance "
-                                "must sign cookies with the same key)")
+            raise SettingsError(
+                "SECRET_KEY is missing: it is required when REDIS_URL is set (every instance "
+                "must sign cookies with the same key)"
+            )
         secret = Secret(_development_key(Path(config("DATA_DIR", default="./data"))))
     origins = config("ALLOWED_ORIGINS", cast=CommaSeparatedStrings, default="")
     return Settings(
@@ -116,8 +118,9 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
         max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=2000),
         trusted_proxies=config("TRUSTED_PROXIES", default="127.0.0.1"),
-        metrics_allow=tuple(a.strip() for a in config("METRICS_ALLOW", cast=CommaSeparatedStrings,
-                                                       default="127.0.0.1,::1") if a.strip()),
+        metrics_allow=tuple(
+            a.strip() for a in config("METRICS_ALLOW", cast=CommaSeparatedStrings, default="127.0.0.1,::1") if a.strip()
+        ),
         password_hash_profile=config("PASSWORD_HASH_PROFILE", default="RFC_9106_LOW_MEMORY"),
         webhook_queue_size=config("WEBHOOK_QUEUE_SIZE", cast=int, default=1000),
         webhook_attempts=config("WEBHOOK_ATTEMPTS", cast=int, default=6),

@@ -37,12 +37,12 @@ _INVISIBLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
 
 @dataclass(frozen=True)
 class Rules:
-    repeat_window_minutes: int = 10       # the same text from the same reader within this is refused
-    max_links_new_reader: int = 2         # more links than this from a reader new to the site: held
-    new_reader_comments: int = 3          # a reader is new until this many of their comments were published
-    premoderate_first_comments: int = 0   # a reader's first N comments wait for a moderator
-    banned_words: tuple[str, ...] = ()    # refused outright
-    suspect_words: tuple[str, ...] = ()   # held for a moderator
+    repeat_window_minutes: int = 10  # the same text from the same reader within this is refused
+    max_links_new_reader: int = 2  # more links than this from a reader new to the site: held
+    new_reader_comments: int = 3  # a reader is new until this many of their comments were published
+    premoderate_first_comments: int = 0  # a reader's first N comments wait for a moderator
+    banned_words: tuple[str, ...] = ()  # refused outright
+    suspect_words: tuple[str, ...] = ()  # held for a moderator
     # skeleton phrase -> the listed entry it came from
     _banned: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     _suspect: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -61,16 +61,22 @@ class Rules:
                 return max(0, min(int(data.get(key, default)), 100_000))
             except (TypeError, ValueError):
                 return default
+
         def by_skeleton(entries: tuple[str, ...]) -> dict[str, str]:
             return {" ".join(_skeleton_words(entry)): entry for entry in entries}
+
         defaults = cls()
         banned, suspect = words("banned_words"), words("suspect_words")
-        return cls(repeat_window_minutes=number("repeat_window_minutes", defaults.repeat_window_minutes),
-                   max_links_new_reader=number("max_links_new_reader", defaults.max_links_new_reader),
-                   new_reader_comments=number("new_reader_comments", defaults.new_reader_comments),
-                   premoderate_first_comments=number("premoderate_first_comments", defaults.premoderate_first_comments),
-                   banned_words=banned, suspect_words=suspect,
-                   _banned=by_skeleton(banned), _suspect=by_skeleton(suspect))
+        return cls(
+            repeat_window_minutes=number("repeat_window_minutes", defaults.repeat_window_minutes),
+            max_links_new_reader=number("max_links_new_reader", defaults.max_links_new_reader),
+            new_reader_comments=number("new_reader_comments", defaults.new_reader_comments),
+            premoderate_first_comments=number("premoderate_first_comments", defaults.premoderate_first_comments),
+            banned_words=banned,
+            suspect_words=suspect,
+            _banned=by_skeleton(banned),
+            _suspect=by_skeleton(suspect),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if not k.startswith("_")}
@@ -85,7 +91,7 @@ class Rules:
         for sequence in (words, spelled) if spelled != words else (words,):
             for size in range(1, MAX_PHRASE_WORDS + 1):
                 for start in range(len(sequence) - size + 1):
-                    if (entry := listed.get(" ".join(sequence[start:start + size]))) is not None:
+                    if (entry := listed.get(" ".join(sequence[start : start + size]))) is not None:
                         return entry
         return None
 

@@ -27,8 +27,10 @@ _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 # joiners and presentation selectors inside emoji, a flag's tag sequence, ZWJ/ZWNJ between
 # letters of scripts whose shaping needs them, and variation selectors after ideographs and
 # Mongolian letters. (Spam matching strips even these: see `skeleton`.)
-_JOINING_SCRIPTS = (r"\p{Arabic}\p{Syriac}\p{Nko}\p{Devanagari}\p{Bengali}\p{Gurmukhi}\p{Gujarati}\p{Oriya}"
-                    r"\p{Tamil}\p{Telugu}\p{Kannada}\p{Malayalam}\p{Sinhala}\p{Mongolian}")
+_JOINING_SCRIPTS = (
+    r"\p{Arabic}\p{Syriac}\p{Nko}\p{Devanagari}\p{Bengali}\p{Gurmukhi}\p{Gujarati}\p{Oriya}"
+    r"\p{Tamil}\p{Telugu}\p{Kannada}\p{Malayalam}\p{Sinhala}\p{Mongolian}"
+)
 _IGNORABLE = regex.compile(
     r"(?P<keep>(?<=[\p{Extended_Pictographic}\p{Emoji_Modifier}\ufe0f])\u200d(?=\p{Extended_Pictographic})"
     r"|(?<=\p{Emoji})[\ufe0e\ufe0f]"
@@ -36,7 +38,8 @@ _IGNORABLE = regex.compile(
     rf"|(?<=[{_JOINING_SCRIPTS}]\p{{M}}*)[\u200c\u200d](?=[{_JOINING_SCRIPTS}])"
     r"|(?<=\p{Han})[\ufe00-\ufe0f\U000E0100-\U000E01EF]"
     r"|(?<=\p{Mongolian})[\u180b-\u180d\u180f])"
-    r"|\p{Default_Ignorable_Code_Point}")
+    r"|\p{Default_Ignorable_Code_Point}"
+)
 # Controls other than newline and tab.
 _CONTROLS = regex.compile(r"[\p{Cc}--[\n\t]]", flags=regex.V1)
 # No script needs more than a few marks on one letter; longer runs are "zalgo" floods.
@@ -134,9 +137,10 @@ def _linkified(paragraph: str) -> Markup:
     for match in _linkify.match(paragraph) or ():
         if not match.url.lower().startswith(_SAFE_SCHEMES):
             continue
-        out.append(escape(paragraph[pos:match.index]))
-        out.append(Markup('<a href="{}" rel="nofollow ugc noopener" target="_blank">{}</a>').format(
-            match.url, match.text))
+        out.append(escape(paragraph[pos : match.index]))
+        out.append(
+            Markup('<a href="{}" rel="nofollow ugc noopener" target="_blank">{}</a>').format(match.url, match.text)
+        )
         pos = match.last_index
     out.append(escape(paragraph[pos:]))
     return Markup("").join(out)
@@ -157,6 +161,7 @@ def _confusable_table() -> dict[int, str]:
     confusables): l, I, 1 and | are one group, O and 0 another. A group's letter wins over its
     digit; ASCII digits themselves are left to `fold_digits`, which knows when they are words."""
     from confusable_homoglyphs.confusables import confusables_data
+
     parent: dict[str, str] = {}
 
     def root(char: str) -> str:
@@ -210,6 +215,7 @@ _REPRESENTATIVES: dict[str, str] | None = None
 
 def _confusable_representatives() -> dict[str, str]:
     from confusable_homoglyphs.confusables import confusables_data
+
     table = {}
     for char, homoglyphs in confusables_data.items():
         group = [char, *(h["c"].strip("\u200e") for h in homoglyphs)]
@@ -227,8 +233,10 @@ def name_skeletons(name: str) -> set[str]:
     global _REPRESENTATIVES
     if _REPRESENTATIVES is None:
         _REPRESENTATIVES = _confusable_representatives()
-    cleaned = regex.sub(r"[\p{Cc}\p{Cf}\p{M}\s\p{P}\p{S}\p{Default_Ignorable_Code_Point}]", "",
-                        unicodedata.normalize("NFKD", name))
-    earlier = {"".join(_REPRESENTATIVES.get(c, c) for c in variant).casefold()
-               for variant in (cleaned, cleaned.casefold())}
+    cleaned = regex.sub(
+        r"[\p{Cc}\p{Cf}\p{M}\s\p{P}\p{S}\p{Default_Ignorable_Code_Point}]", "", unicodedata.normalize("NFKD", name)
+    )
+    earlier = {
+        "".join(_REPRESENTATIVES.get(c, c) for c in variant).casefold() for variant in (cleaned, cleaned.casefold())
+    }
     return earlier | {fold_digits(regex.sub(r"[^\p{L}\p{N}]", "", skeleton(name)))}

@@ -34,6 +34,7 @@ from .text import clean_body, clean_name, clean_ref, render_body
 class Author:
     """Who is posting: the reader id from their signed cookie, where from, and the moderator's
     name when it is a moderator's session."""
+
     reader_id: str
     ip: str
     moderator: str | None = None
@@ -50,8 +51,14 @@ def new_comment_id(slug: str) -> str:
 
 
 class Threads:
-    def __init__(self, backend: Backend, articles: Mapping[str, Article], settings: Settings,
-                 moderation: Moderation, spam: SpamRules) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        articles: Mapping[str, Article],
+        settings: Settings,
+        moderation: Moderation,
+        spam: SpamRules,
+    ) -> None:
         self.backend = backend
         self.moderation = moderation
         self.spam = spam
@@ -76,8 +83,18 @@ class Threads:
             body = clean_body(seed.body, MAX_BODY_CHARS)
             # A fixed id per seed makes the import idempotent across restarts.
             seed_id = thread_tag(article.slug) + hashlib.sha256(f"{article.slug}/{n}".encode()).hexdigest()[:10]
-            seeds.append(Comment(id=seed_id, slug=article.slug, parent=None, name=seed.name, about=seed.about,
-                                 body=body, html=render_body(body), created_at=created_at))
+            seeds.append(
+                Comment(
+                    id=seed_id,
+                    slug=article.slug,
+                    parent=None,
+                    name=seed.name,
+                    about=seed.about,
+                    body=body,
+                    html=render_body(body),
+                    created_at=created_at,
+                )
+            )
         return seeds
 
     def article(self, slug: str) -> Article:
@@ -86,8 +103,17 @@ class Threads:
         except KeyError:
             raise NotFound("No such article.") from None
 
-    async def post(self, slug: str, author: Author, *, name: str | None, about: str | None, body: str | None,
-                   parent: str | None, ref: str | None = None) -> tuple[Comment, bool]:
+    async def post(
+        self,
+        slug: str,
+        author: Author,
+        *,
+        name: str | None,
+        about: str | None,
+        body: str | None,
+        parent: str | None,
+        ref: str | None = None,
+    ) -> tuple[Comment, bool]:
         """Validate, rate-limit, store and publish one comment. Returns (comment, created)."""
         self.article(slug)
         clean_author = clean_name(name, MAX_NAME_CHARS, "name", required=True)
@@ -106,10 +132,20 @@ class Threads:
             raise Rejected(f"Comments here may not use the word “{word}”.")
         repeat_key = await self._check_repeat(author, text, ref_key) if rules.repeat_window_minutes else None
         held_for = None if author.moderator else await self._hold_reason(slug, author, text, html)
-        comment = Comment(id=new_comment_id(slug), slug=slug, parent=parent or None, name=clean_author,
-                          about=clean_about, body=text, html=html, created_at=utc_now_iso(),
-                          status=PENDING if held_for else VISIBLE, reader_id=author.reader_id, ip=author.ip,
-                          staff=author.moderator is not None)  # from the session only, never from the request
+        comment = Comment(
+            id=new_comment_id(slug),
+            slug=slug,
+            parent=parent or None,
+            name=clean_author,
+            about=clean_about,
+            body=text,
+            html=html,
+            created_at=utc_now_iso(),
+            status=PENDING if held_for else VISIBLE,
+            reader_id=author.reader_id,
+            ip=author.ip,
+            staff=author.moderator is not None,
+        )  # from the session only, never from the request
         try:
             stored, created = await self.backend.post(comment, ref_key)
         except BaseException:
@@ -135,7 +171,8 @@ class Threads:
         key = f"recent:{author.reader_id}:{text_fingerprint(text)}"
         ttl = self.spam.current.repeat_window_minutes * 60
         if not await self.backend.kv_set(key, ref_key or "", ttl=ttl, only_if_absent=True) and (
-                not ref_key or await self.backend.kv_get(key) != ref_key):
+            not ref_key or await self.backend.kv_get(key) != ref_key
+        ):
             raise Repeat("You posted this a moment ago.")
         return key
 
@@ -155,8 +192,11 @@ class Threads:
         return None
 
     def desk_view(self, comment: Comment, bans: Bans | None = None) -> dict[str, Any]:
-        return {**moderator_view(comment, bans), "slug": comment.slug,
-                "article_title": self.articles[comment.slug].title}
+        return {
+            **moderator_view(comment, bans),
+            "slug": comment.slug,
+            "article_title": self.articles[comment.slug].title,
+        }
 
     def find_thread(self, comment_id: str) -> list[str]:
         """The threads a comment id may belong to (its tag names one, rarely a few)."""
@@ -211,9 +251,14 @@ def moderator_view(comment: Comment, bans: Bans | None) -> dict[str, Any]:
     return {**view, "banned": True} if bans is not None and bans.covers(comment) else view
 
 
-def thread_tree(comments: list[Comment], moderator: bool = False,
-                report_counts: Mapping[str, int] | None = None, bans: Bans | None = None) -> list[dict[str, Any]]:
+def thread_tree(
+    comments: list[Comment],
+    moderator: bool = False,
+    report_counts: Mapping[str, int] | None = None,
+    bans: Bans | None = None,
+) -> list[dict[str, Any]]:
     """Nest a snapshot for rendering: top-level comments newest first, replies oldest first."""
+
     def view(c: Comment) -> dict[str, Any]:
         if not moderator:
             return c.public()

@@ -64,8 +64,12 @@ def database_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", content_dir=ROOT / "content", secret_key="test-secret-key",
-                    password_hash_profile="CHEAPEST")
+    return Settings(
+        data_dir=tmp_path / "data",
+        content_dir=ROOT / "content",
+        secret_key="test-secret-key",
+        password_hash_profile="CHEAPEST",
+    )
 
 
 @pytest.fixture

@@ -43,13 +43,21 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(self.data_dir),
-               "CONTENT_DIR": str(self.content_dir), "SECRET_KEY": "test-secret-key",
-               "PASSWORD_HASH_PROFILE": "CHEAPEST", **self.env}
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "DATA_DIR": str(self.data_dir),
+            "CONTENT_DIR": str(self.content_dir),
+            "SECRET_KEY": "test-secret-key",
+            "PASSWORD_HASH_PROFILE": "CHEAPEST",
+            **self.env,
+        }
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the server writes to its own copy of the handle
-            self.process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -85,5 +93,11 @@ def chromium_path() -> str:
     return path
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

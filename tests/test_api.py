@@ -20,9 +20,18 @@ def write_comments(client: TestClient, count: int, status: str = "visible") -> l
     """Straight into the store: hundreds of posts through the API would hit its rate limits."""
     ids = []
     for n in range(count):
-        comment = Comment(id=new_comment_id(DEMO_SLUG), slug=DEMO_SLUG, parent=None, name=f"Reader {n}", about=None,
-                          body=f"comment {n}", html=f"<p>comment {n}</p>", created_at=utc_now_iso(),
-                          status=status, reader_id=f"r{n}")
+        comment = Comment(
+            id=new_comment_id(DEMO_SLUG),
+            slug=DEMO_SLUG,
+            parent=None,
+            name=f"Reader {n}",
+            about=None,
+            body=f"comment {n}",
+            html=f"<p>comment {n}</p>",
+            created_at=utc_now_iso(),
+            status=status,
+            reader_id=f"r{n}",
+        )
         stored, _ = client.portal.call(client.app.state.backend.post, comment, None)
         ids.append(stored.id)
     return ids
@@ -69,11 +78,12 @@ def test_held_comments_come_last_for_a_moderator(moderator) -> None:
         pages.append(moderator.get(URL, params={"limit": 25, "after": pages[-1]["next"]}).json())
     ids = [c["id"] for page in pages for c in page["comments"]]
     assert len(ids) == len(set(ids)) == SEEDS + 65
-    assert ids[SEEDS:SEEDS + 60] == published and set(ids[-5:]) == set(held)
+    assert ids[SEEDS : SEEDS + 60] == published and set(ids[-5:]) == set(held)
 
 
-@pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "-1"}, {"limit": "ten"}, {"after": "not-a-cursor"},
-                                    {"after": "WzEsMl0"}])
+@pytest.mark.parametrize(
+    "params", [{"limit": "0"}, {"limit": "-1"}, {"limit": "ten"}, {"after": "not-a-cursor"}, {"after": "WzEsMl0"}]
+)
 def test_a_wrong_limit_or_cursor_is_refused(client: TestClient, params: dict) -> None:
     response = client.get(URL, params=params)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_message"

@@ -34,8 +34,16 @@ async def backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
 
 
 async def post(backend: Backend, slug: str) -> Comment:
-    comment = Comment(id=new_comment_id(slug), slug=slug, parent=None, name="Ann", about=None, body="hi",
-                      html="<p>hi</p>", created_at=utc_now_iso())
+    comment = Comment(
+        id=new_comment_id(slug),
+        slug=slug,
+        parent=None,
+        name="Ann",
+        about=None,
+        body="hi",
+        html="<p>hi</p>",
+        created_at=utc_now_iso(),
+    )
     return (await backend.post(comment, None))[0]
 
 

@@ -18,8 +18,16 @@ from bench.fanout import Config, ladder_for, print_report, ratio_lines, run_benc
 
 @pytest.mark.slow  # starts two peers' servers, redis-server and the load generator's workers
 def test_harness_counts_every_delivery_and_cleans_up(tmp_path: Path, capsys) -> None:
-    config = Config(peers=["backchannel", "raw"], readers=[8], ladder=(200,), step_seconds=1.0,
-                    settle_seconds=0.3, warmup_seconds=0.3, retry=False, quiet=True)
+    config = Config(
+        peers=["backchannel", "raw"],
+        readers=[8],
+        ladder=(200,),
+        step_seconds=1.0,
+        settle_seconds=0.3,
+        warmup_seconds=0.3,
+        retry=False,
+        quiet=True,
+    )
     results = run_bench(config, tmp_path)
     instances = results["instances"]
     assert instances in (1, 2)
@@ -63,8 +71,10 @@ def test_ladder_is_the_same_for_every_peer_and_never_under_one_post_a_second() -
 
 def test_profile_summary_reads_collapsed_stacks(tmp_path: Path) -> None:
     raw = tmp_path / "stacks.txt"
-    raw.write_text("main (m.py:1);loop (l.py:5);send (s.py:7) 20\nmain (m.py:1);loop (l.py:5);send (s.py:9) 10\n"
-                   "main (m.py:1);loop (l.py:5);encode (e.py:3) 10\nmain (m.py:1);idle 60\n")
+    raw.write_text(
+        "main (m.py:1);loop (l.py:5);send (s.py:7) 20\nmain (m.py:1);loop (l.py:5);send (s.py:9) 10\n"
+        "main (m.py:1);loop (l.py:5);encode (e.py:3) 10\nmain (m.py:1);idle 60\n"
+    )
     summary = summarise_profile(raw)
     assert "100 samples" in summary
     assert "60.0%  idle" in summary

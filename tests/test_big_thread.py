@@ -37,9 +37,17 @@ async def _write_thread(data_dir: Path, count: int) -> None:
         ids: list[str] = []
         for n in range(count):
             body = f"Comment {n}: " + "a reader's considered view of the matter, at some length. " * 10
-            comment = Comment(id=new_comment_id(DEMO_SLUG), slug=DEMO_SLUG, parent=ids[n - 3] if n % 4 == 3 else None,
-                              name=f"Reader {n}", about="Somewhere", body=body, html=render_body(body),
-                              created_at=utc_now_iso(), reader_id=f"r{n}")
+            comment = Comment(
+                id=new_comment_id(DEMO_SLUG),
+                slug=DEMO_SLUG,
+                parent=ids[n - 3] if n % 4 == 3 else None,
+                name=f"Reader {n}",
+                about="Somewhere",
+                body=body,
+                html=render_body(body),
+                created_at=utc_now_iso(),
+                reader_id=f"r{n}",
+            )
             stored, _ = await backend.post(comment, None)
             ids.append(stored.id)
     finally:
@@ -53,9 +61,22 @@ def test_healthz_answers_fast_while_big_pages_are_served(start_server, tmp_path:
     print(f"\nwrote {BIG_THREAD} comments in {time.perf_counter() - started:.1f} s")
     server = start_server(data_dir=data_dir)
     # Page loads from other processes, so that this process only measures /healthz.
-    loads = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
-                               f"{server.url}/articles/{DEMO_SLUG}"], stdout=subprocess.PIPE, text=True)
-             for _ in range(CONCURRENT_LOADS)]
+    loads = [
+        subprocess.Popen(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download} %{time_total}",
+                f"{server.url}/articles/{DEMO_SLUG}",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(CONCURRENT_LOADS)
+    ]
     latencies = []
     with httpx.Client(timeout=30) as client:
         while any(load.poll() is None for load in loads):
@@ -65,8 +86,10 @@ def test_healthz_answers_fast_while_big_pages_are_served(start_server, tmp_path:
             time.sleep(0.05)  # a steady probe, as a load balancer's would be
     results = [load.communicate()[0].split() for load in loads]
     print(f"page loads (status, bytes, seconds): {results}")
-    print(f"/healthz during them: {len(latencies)} probes, median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms")
+    print(
+        f"/healthz during them: {len(latencies)} probes, median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms"
+    )
     assert all(status == "200" and int(size) > 5_000_000 for status, size, _seconds in results)
     assert len(latencies) >= 10, "the page loads ended before /healthz was probed meanwhile"
     assert statistics.median(latencies) < HEALTHZ_MEDIAN_BOUND

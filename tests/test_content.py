@@ -53,27 +53,35 @@ def test_every_part_of_an_article_is_found_and_page_chrome_is_dropped():
     assert article.paragraphs == ("Second paragraph.", "Third paragraph.")
     assert article.credit == "Reporting by Jane Roe"
     assert [(c.name, c.about, c.body) for c in article.seed_comments] == [
-        ("Ann Lee", "Teacher, Leeds", 'First "quoted" thought.'), ("Bo", "Reader", "Second.")]
+        ("Ann Lee", "Teacher, Leeds", 'First "quoted" thought.'),
+        ("Bo", "Reader", "Second."),
+    ]
 
 
-@pytest.mark.parametrize(("title", "slug"), [
-    ("Hello, World!", "hello-world"),
-    ("  --Already--Dashed--  ", "already-dashed"),
-    ("Ünïcode & Co. 2026", "unicode-co-2026"),
-])
+@pytest.mark.parametrize(
+    ("title", "slug"),
+    [
+        ("Hello, World!", "hello-world"),
+        ("  --Already--Dashed--  ", "already-dashed"),
+        ("Ünïcode & Co. 2026", "unicode-co-2026"),
+    ],
+)
 def test_slugs_follow_the_contract(title, slug):
     assert slugify(title) == slug
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("", "empty"),
-    ("Only a title\n", "expected a byline"),
-    ("Title\n\nNo byline here\n\nBody.\n", "expected a byline"),
-    ("Title\n\nBy  | Role\n\nBody.\n", "no author name"),
-    ("Title\n\nBy Jane | Role\n\n(Credit only)\n", "no body"),
-    ("Title\n\nBy Jane | Role\n\nBody.\n\n/// USER COMMENTS ///\n\nNo colon or quotes\n", "user comment 1"),
-    ("!!!\n\nBy Jane | Role\n\nBody.\n", "empty slug"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty"),
+        ("Only a title\n", "expected a byline"),
+        ("Title\n\nNo byline here\n\nBody.\n", "expected a byline"),
+        ("Title\n\nBy  | Role\n\nBody.\n", "no author name"),
+        ("Title\n\nBy Jane | Role\n\n(Credit only)\n", "no body"),
+        ("Title\n\nBy Jane | Role\n\nBody.\n\n/// USER COMMENTS ///\n\nNo colon or quotes\n", "user comment 1"),
+        ("!!!\n\nBy Jane | Role\n\nBody.\n", "empty slug"),
+    ],
+)
 def test_a_malformed_article_names_the_problem(text, problem):
     with pytest.raises(ArticleError, match=problem) as error:
         parse_article(text, "bad.txt")

@@ -21,12 +21,29 @@ SLUG = "a-thread"
 
 def _comments() -> list[Comment]:
     """One of each shape the script must spell: nulls, a reply, text that needs escaping."""
-    first = Comment(id=new_comment_id(SLUG), slug=SLUG, parent=None, name="Ann", about=None,
-                    body='quotes " and \\ and \u2028 and é and 😀 and </script>',
-                    html="<p>quotes &#34; and \\ and \u2028 and é and 😀 and &lt;/script&gt;</p>",
-                    created_at="2026-11-30T04:00:00.000Z", reader_id="reader-1", ip="203.0.113.9")
-    reply = Comment(id=new_comment_id(SLUG), slug=SLUG, parent=first.id, name="Bo", about="Teacher, Leeds",
-                    body="a reply", html="<p>a reply</p>", created_at="2026-11-30T04:00:01.000Z", reader_id=None)
+    first = Comment(
+        id=new_comment_id(SLUG),
+        slug=SLUG,
+        parent=None,
+        name="Ann",
+        about=None,
+        body='quotes " and \\ and \u2028 and é and 😀 and </script>',
+        html="<p>quotes &#34; and \\ and \u2028 and é and 😀 and &lt;/script&gt;</p>",
+        created_at="2026-11-30T04:00:00.000Z",
+        reader_id="reader-1",
+        ip="203.0.113.9",
+    )
+    reply = Comment(
+        id=new_comment_id(SLUG),
+        slug=SLUG,
+        parent=first.id,
+        name="Bo",
+        about="Teacher, Leeds",
+        body="a reply",
+        html="<p>a reply</p>",
+        created_at="2026-11-30T04:00:01.000Z",
+        reader_id=None,
+    )
     held = replace(reply, id=new_comment_id(SLUG), parent=None, status=PENDING, body="held", html="<p>held</p>")
     return [first, reply, held]
 

@@ -31,37 +31,184 @@ FUZZ_MORE = settings(max_examples=600, deadline=None, suppress_health_check=[Hea
 
 # --- adversarial ingredients ---------------------------------------------------------------------
 
-BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
-        "\u200e", "\u200f", "\u061c"]
-INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u180e", "\u00ad", "\u034f", "\u2061",
-             "\u2064", "\ufe0f", "\U000e0041", "\u115f", "\u3164"]
-MARKS = ["\u0301", "\u0308", "\u0323", "\u0344", "\u0345", "\u0f73", "\u0f75", "\u20dd", "\u0903",
-         "\u3099", "\u05b0", "\u0e31", "\u1ab0", "\u0300\u0301\u0302\u0303\u0304\u0305"]
-SPACES_AND_CONTROLS = ["\n", "\r", "\r\n", "\t", "\x00", "\x1b", "\x7f", "\x85", "\x0b", "\x0c", "\u2028",
-                       "\u2029", "\u00a0", "\u3000", "\u1680", "\u200a", "\u205f", " ", "\n\n", "\n \n",
-                       "\n\u3000\n", "\n\n\n\n"]
-COMPOSING = ["e", "a", "o", "\u1100", "\u1161", "\u11a8", "\uac00", "\u0915", "\u093c", "\u1e9b", "\u0130",
-             "\u212b", "\u2126", "\ufb01", "\u2460", "\uff1c", "\ufe64", "\u2174", "\u33a1", "\u00bd",
-             "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\U0001F44D\U0001F3FD", "\U0001F1FA\U0001F1F8"]
-MARKUP = ["<", ">", "&", '"', "'", "`", "=", "/", "<script>", "</script>", "<SCRIPT SRC=//x.example/x.js>",
-          "<img src=x onerror=alert(1)>", "<svg/onload=alert(1)>", "<a href=\"javascript:alert(1)\">x</a>",
-          " onmouseover=alert(1) ", "\" onfocus=\"alert(1)\" autofocus=\"", "</textarea>", "</title>",
-          "<!--", "-->", "<![CDATA[", "]]>", "<p>", "</p>", "<br>", "<math><mtext><table><mglyph><style>",
-          "<noscript><p title=\"</noscript><img src=x onerror=alert(1)>\">", "<template>", "<iframe srcdoc=",
-          "&lt;", "&#60;", "&#x3C;", "&amp;lt;", "&quot;", "&#34;", "&NewLine;", "&colon;", "\\u003c",
-          "%3Cscript%3E", "<style>*{x:expression(alert(1))}</style>", "<?xml ?>", "<!DOCTYPE html>",
-          "<base href=//x.example/>", "<meta http-equiv=refresh content=0;url=javascript:alert(1)>"]
-URLS = ["http://example.org", "https://example.org/a?b=1&c=2", "www.example.com", "example.org/path",
-        "mailto:ann@example.org", "ann@example.org", "https://example.org/\"onclick=\"alert(1)",
-        "https://example.org/'onclick='alert(1)'", "http://example.org/<script>", "https://例え.jp/パス",
-        "http://xn--80ak6aa92e.com/", "https://example.org/javascript:alert(1)", "http://[::1]:8000/",
-        "http://user:pass@example.org/", "https://example.org/#\"><svg onload=alert(1)>", "//example.org/x",
-        "ftp://example.org/", "javascript:alert(1)", "JaVaScRiPt:alert(1)", "java\tscript:alert(1)",
-        "java&#x09;script:alert(1)", " javascript:alert(1)", "vbscript:msgbox(1)", "VBScript:x",
-        "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", "data:image/svg+xml,<svg onload=alert(1)>",
-        "http://example.org/\u202e", "https://example.org/\u200b/x", "https://ex.org/a)b(c].d}", "http://a.b",
-        "https://example.org/?q=\u0000", "http://ex.org/%0d%0aSet-Cookie:x", "https://example.org:99999/",
-        "https://exa\u0301mple.org/", "https://\uff45xample.org/"]
+BIDI = [
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+]
+INVISIBLE = [
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\ufeff",
+    "\u180e",
+    "\u00ad",
+    "\u034f",
+    "\u2061",
+    "\u2064",
+    "\ufe0f",
+    "\U000e0041",
+    "\u115f",
+    "\u3164",
+]
+MARKS = [
+    "\u0301",
+    "\u0308",
+    "\u0323",
+    "\u0344",
+    "\u0345",
+    "\u0f73",
+    "\u0f75",
+    "\u20dd",
+    "\u0903",
+    "\u3099",
+    "\u05b0",
+    "\u0e31",
+    "\u1ab0",
+    "\u0300\u0301\u0302\u0303\u0304\u0305",
+]
+SPACES_AND_CONTROLS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x0b",
+    "\x0c",
+    "\u2028",
+    "\u2029",
+    "\u00a0",
+    "\u3000",
+    "\u1680",
+    "\u200a",
+    "\u205f",
+    " ",
+    "\n\n",
+    "\n \n",
+    "\n\u3000\n",
+    "\n\n\n\n",
+]
+COMPOSING = [
+    "e",
+    "a",
+    "o",
+    "\u1100",
+    "\u1161",
+    "\u11a8",
+    "\uac00",
+    "\u0915",
+    "\u093c",
+    "\u1e9b",
+    "\u0130",
+    "\u212b",
+    "\u2126",
+    "\ufb01",
+    "\u2460",
+    "\uff1c",
+    "\ufe64",
+    "\u2174",
+    "\u33a1",
+    "\u00bd",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "\U0001f44d\U0001f3fd",
+    "\U0001f1fa\U0001f1f8",
+]
+MARKUP = [
+    "<",
+    ">",
+    "&",
+    '"',
+    "'",
+    "`",
+    "=",
+    "/",
+    "<script>",
+    "</script>",
+    "<SCRIPT SRC=//x.example/x.js>",
+    "<img src=x onerror=alert(1)>",
+    "<svg/onload=alert(1)>",
+    '<a href="javascript:alert(1)">x</a>',
+    " onmouseover=alert(1) ",
+    '" onfocus="alert(1)" autofocus="',
+    "</textarea>",
+    "</title>",
+    "<!--",
+    "-->",
+    "<![CDATA[",
+    "]]>",
+    "<p>",
+    "</p>",
+    "<br>",
+    "<math><mtext><table><mglyph><style>",
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
+    "<template>",
+    "<iframe srcdoc=",
+    "&lt;",
+    "&#60;",
+    "&#x3C;",
+    "&amp;lt;",
+    "&quot;",
+    "&#34;",
+    "&NewLine;",
+    "&colon;",
+    "\\u003c",
+    "%3Cscript%3E",
+    "<style>*{x:expression(alert(1))}</style>",
+    "<?xml ?>",
+    "<!DOCTYPE html>",
+    "<base href=//x.example/>",
+    "<meta http-equiv=refresh content=0;url=javascript:alert(1)>",
+]
+URLS = [
+    "http://example.org",
+    "https://example.org/a?b=1&c=2",
+    "www.example.com",
+    "example.org/path",
+    "mailto:ann@example.org",
+    "ann@example.org",
+    'https://example.org/"onclick="alert(1)',
+    "https://example.org/'onclick='alert(1)'",
+    "http://example.org/<script>",
+    "https://例え.jp/パス",
+    "http://xn--80ak6aa92e.com/",
+    "https://example.org/javascript:alert(1)",
+    "http://[::1]:8000/",
+    "http://user:pass@example.org/",
+    'https://example.org/#"><svg onload=alert(1)>',
+    "//example.org/x",
+    "ftp://example.org/",
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "java\tscript:alert(1)",
+    "java&#x09;script:alert(1)",
+    " javascript:alert(1)",
+    "vbscript:msgbox(1)",
+    "VBScript:x",
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "data:image/svg+xml,<svg onload=alert(1)>",
+    "http://example.org/\u202e",
+    "https://example.org/\u200b/x",
+    "https://ex.org/a)b(c].d}",
+    "http://a.b",
+    "https://example.org/?q=\u0000",
+    "http://ex.org/%0d%0aSet-Cookie:x",
+    "https://example.org:99999/",
+    "https://exa\u0301mple.org/",
+    "https://\uff45xample.org/",
+]
 
 FRAGMENTS = BIDI + INVISIBLE + MARKS + SPACES_AND_CONTROLS + COMPOSING + MARKUP + URLS
 
@@ -71,10 +218,14 @@ adversarial_text = st.lists(
     max_size=40,
 ).map("".join)
 # Long runs of one mark and long words make the flood and length rules work.
-floods = st.tuples(st.sampled_from(["Z", "e", "\u1100", " ", "\u200d", ""]), st.sampled_from(MARKS),
-                   st.integers(0, 40)).map(lambda t: t[0] + t[1] * t[2])
-reader_text = st.one_of(adversarial_text, st.text(any_char, max_size=60),
-                        st.lists(st.one_of(adversarial_text, floods), max_size=5).map("".join))
+floods = st.tuples(
+    st.sampled_from(["Z", "e", "\u1100", " ", "\u200d", ""]), st.sampled_from(MARKS), st.integers(0, 40)
+).map(lambda t: t[0] + t[1] * t[2])
+reader_text = st.one_of(
+    adversarial_text,
+    st.text(any_char, max_size=60),
+    st.lists(st.one_of(adversarial_text, floods), max_size=5).map("".join),
+)
 
 
 # --- an HTML oracle: what a browser would build from the rendered HTML ----------------------------
@@ -198,23 +349,33 @@ def assert_safe_rendering(text: str) -> str:
 
 # --- the frame parser ----------------------------------------------------------------------------
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-                         st.text(any_char, max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(any_char, max_size=8), inner, max_size=4)), max_leaves=12)
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(any_char, max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(any_char, max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 FIELDS = {"ref": 128, "body": 64_000, "parent": 64, "name": 1000, "about": 1000}
 
 
 def field_values(cap: int):
-    return st.one_of(json_values, st.text(any_char, max_size=30),
-                     st.integers(cap - 2, cap + 2).map(lambda n: "r" * n), st.just(""))
+    return st.one_of(
+        json_values, st.text(any_char, max_size=30), st.integers(cap - 2, cap + 2).map(lambda n: "r" * n), st.just("")
+    )
 
 
 post_shaped = st.fixed_dictionaries(
-    {"type": st.one_of(st.just("post"), st.just("post"), st.sampled_from(["Post", "post ", "subscribe", ""]),
-                       json_values)},
-    optional={key: field_values(cap) for key, cap in FIELDS.items()} | {
-        "extra": json_values, "__proto__": json_values, "constructor": json_values},
+    {
+        "type": st.one_of(
+            st.just("post"), st.just("post"), st.sampled_from(["Post", "post ", "subscribe", ""]), json_values
+        )
+    },
+    optional={key: field_values(cap) for key, cap in FIELDS.items()}
+    | {"extra": json_values, "__proto__": json_values, "constructor": json_values},
 )
 
 
@@ -228,8 +389,13 @@ def expected_post(data) -> Post | None:
         if value is not None and (not isinstance(value, str) or len(value) > cap):
             return None
         values[key] = value
-    return Post(ref=values["ref"], body=values["body"] or "", parent=values["parent"] or None,
-                name=values["name"] or "", about=values["about"])
+    return Post(
+        ref=values["ref"],
+        body=values["body"] or "",
+        parent=values["parent"] or None,
+        name=values["name"] or "",
+        about=values["about"],
+    )
 
 
 def parse_or_refuse(frame: str | bytes) -> Post | None:
@@ -286,6 +452,7 @@ def test_any_json_document_parses_exactly_as_the_protocol_says(data, as_bytes):
 
 # --- cleaning and rendering ----------------------------------------------------------------------
 
+
 def clean_or_refuse(clean, *args):
     try:
         return clean(*args)
@@ -301,7 +468,7 @@ def clean_or_refuse(clean, *args):
 @example("a\u0301\u0301\u0301\u0301\u200b\u0301")
 @example("\u1100\u200b\u1161")
 @example("x\n\u200b\n\ny")
-@example("https://example.org/\"onclick=\"alert(1)")
+@example('https://example.org/"onclick="alert(1)')
 def test_a_cleaned_comment_renders_to_safe_html_that_shows_exactly_its_text(raw):
     text = clean_or_refuse(clean_body, raw, 5000)
     if text is None:
@@ -358,7 +525,7 @@ def test_cleaning_a_name_twice_changes_nothing(raw, required):
 
 @FUZZ
 @given(reader_text, st.integers(1, 12))
-@example("\U0001F468\u200d\U0001F469\u200d\U0001F467" * 3, 3)
+@example("\U0001f468\u200d\U0001f469\u200d\U0001f467" * 3, 3)
 @example("Z" + "\u0301" * 40 + "a", 2)
 def test_a_cleaned_text_never_exceeds_its_limit_in_characters_a_person_sees(raw, limit):
     unlimited = clean_or_refuse(clean_body, raw, 10**9)

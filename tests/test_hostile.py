@@ -91,8 +91,11 @@ async def test_a_thousand_connections_dropped_abruptly_leave_nothing_behind(star
 
 async def _settled(server, baseline: dict) -> bool:
     now = await metrics(server)
-    return (now["backchannel_live_connections"] == 0 and now["backchannel_active_threads"] == 0
-            and now["backchannel_asyncio_tasks"] == baseline["backchannel_asyncio_tasks"])
+    return (
+        now["backchannel_live_connections"] == 0
+        and now["backchannel_active_threads"] == 0
+        and now["backchannel_asyncio_tasks"] == baseline["backchannel_asyncio_tasks"]
+    )
 
 
 # --- a reader that never reads, among a hundred that do -------------------------------------
@@ -115,9 +118,11 @@ CLOSE_BOUND_S = 5.0
 # cannot see one reader's backlog; it catches a copy of the stream kept per reader (100 x 1.3 MB).
 RSS_GROWTH_BOUND = 50 * 1024 * 1024
 # Prose, split: easier to read and edit than a list of forty words.
-WORDS = ("the minister said that talks would resume next week but nobody in the room believed "  # noqa: SIM905
-         "him and the markets fell again before lunch while analysts argued about what it meant "
-         "for the ceasefire the border towns and the price of bread this winter").split()
+WORDS = (  # noqa: SIM905
+    "the minister said that talks would resume next week but nobody in the room believed "
+    "him and the markets fell again before lunch while analysts argued about what it meant "
+    "for the ceasefire the border towns and the price of bread this winter"
+).split()
 
 
 class HonestReader(asyncio.Protocol):
@@ -156,7 +161,7 @@ class HonestReader(asyncio.Protocol):
             if end < 0:
                 return
             assert self.head.startswith(b"HTTP/1.1 101"), bytes(self.head[:200])
-            self.upgraded, data = True, bytes(self.head[end + 4:])
+            self.upgraded, data = True, bytes(self.head[end + 4 :])
         for opcode, _, payload in self.frames.feed(data):
             if opcode == OP_TEXT:
                 self.on_text(orjson.loads(payload), now)
@@ -193,15 +198,17 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
     among 100 readers receiving 100 events/s. The others get every event, in order, with a p99
     delivery under 2.5 s (printed); the stalled one is closed within 5 s; the server's memory stays
     bounded; and the stalled socket ends (its data, then EOF or a reset)."""
-    server = start_server(POST_RATE_PER_READER="1000/second", POST_RATE_PER_IP="1000/second",
-                          MAX_CONNECTIONS_PER_IP="200")
+    server = start_server(
+        POST_RATE_PER_READER="1000/second", POST_RATE_PER_IP="1000/second", MAX_CONNECTIONS_PER_IP="200"
+    )
     loop = asyncio.get_running_loop()
     latencies: list[int] = []
     progress = asyncio.Event()
     honest: list[HonestReader] = []
     for _ in range(HONEST_READERS):
         _, protocol = await loop.create_connection(
-            lambda: HonestReader(server.port, latencies, progress), "127.0.0.1", server.port)
+            lambda: HonestReader(server.port, latencies, progress), "127.0.0.1", server.port
+        )
         honest.append(protocol)
     welcomes = await asyncio.wait_for(asyncio.gather(*(r.welcome for r in honest)), 10)
     head = welcomes[0]["seq"]
@@ -223,9 +230,17 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
     all_acked = asyncio.Event()
     total = int(POSTS_PER_SECOND * STREAM_SECONDS)
     rng = random.Random(6)
-    async with connect(f"{server.ws_url}/articles/{DEMO_SLUG}/live", proxy=None, compression=None,
-                       open_timeout=5, close_timeout=2, max_queue=None) as poster, \
-            httpx.AsyncClient(trust_env=False) as scraper:  # one client: a new one costs the loop ~30 ms
+    async with (
+        connect(
+            f"{server.ws_url}/articles/{DEMO_SLUG}/live",
+            proxy=None,
+            compression=None,
+            open_timeout=5,
+            close_timeout=2,
+            max_queue=None,
+        ) as poster,
+        httpx.AsyncClient(trust_env=False) as scraper,
+    ):  # one client: a new one costs the loop ~30 ms
 
         async def read_poster() -> None:
             async for raw in poster:
@@ -271,8 +286,9 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
                     late = max(late, -delay)
                 words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(80, 130)))
                 body = f"{time.monotonic_ns()} {words}"
-                await poster.send(orjson.dumps({"type": "post", "ref": f"r{i}", "name": "Poster",
-                                                "body": body}).decode())
+                await poster.send(
+                    orjson.dumps({"type": "post", "ref": f"r{i}", "name": "Poster", "body": body}).decode()
+                )
             stream_seconds = time.monotonic() - started
             await asyncio.wait_for(all_acked.wait(), 10)
             assert not refused, refused[:3]
@@ -303,20 +319,24 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
     p50, p99, worst = (_percentile(ordered, 0.50) / 1e6, _percentile(ordered, 0.99) / 1e6, ordered[-1] / 1e6)
     growth = after["process_resident_memory_bytes"] - before["process_resident_memory_bytes"]
     server_cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
-    print(f"\n{HONEST_READERS} honest readers, {total} posts in {stream_seconds:.2f} s "
-          f"(beat late by {late * 1000:.1f} ms at most; CPU: test process {cpu / stream_seconds:.0%},"
-          f" server {server_cpu / stream_seconds:.0%}):"
-          f" latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms;"
-          f" stalled reader counted closed after {_seconds(closed_after)},"
-          f" its connection gone after {_seconds(gone_after)};"
-          f" server RSS {before['process_resident_memory_bytes'] / 2**20:.1f} MiB ->"
-          f" {after['process_resident_memory_bytes'] / 2**20:.1f} MiB")
+    print(
+        f"\n{HONEST_READERS} honest readers, {total} posts in {stream_seconds:.2f} s "
+        f"(beat late by {late * 1000:.1f} ms at most; CPU: test process {cpu / stream_seconds:.0%},"
+        f" server {server_cpu / stream_seconds:.0%}):"
+        f" latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms;"
+        f" stalled reader counted closed after {_seconds(closed_after)},"
+        f" its connection gone after {_seconds(gone_after)};"
+        f" server RSS {before['process_resident_memory_bytes'] / 2**20:.1f} MiB ->"
+        f" {after['process_resident_memory_bytes'] / 2**20:.1f} MiB"
+    )
 
     # the stalled reader, closed once and in time, and no one else
-    assert closed_after is not None and closed_after <= CLOSE_BOUND_S, \
+    assert closed_after is not None and closed_after <= CLOSE_BOUND_S, (
         f"the stalled reader was not closed within {CLOSE_BOUND_S} s ({_seconds(closed_after)})"
-    assert gone_after is not None and gone_after <= CLOSE_BOUND_S, \
+    )
+    assert gone_after is not None and gone_after <= CLOSE_BOUND_S, (
         f"the stalled reader's connection was not gone within {CLOSE_BOUND_S} s ({_seconds(gone_after)})"
+    )
     assert after["backchannel_slow_readers_closed_total"] == 1
     assert after["backchannel_live_connections"] == HONEST_READERS + 1
     assert p99 < P99_BOUND_MS, f"p99 {p99:.1f} ms"
@@ -347,8 +367,10 @@ async def test_a_stalled_reader_among_a_hundred_is_closed_and_the_others_keep_up
     assert frames[0]["type"] == "welcome"
     got = [f["seq"] for f in frames if f["type"] == "comment"]
     assert got == list(range(head + 1, head + 1 + len(got))) and len(got) < total
-    print(f"the stalled reader, reading at last: {len(data)} bytes, {len(got)} of {total} comments in order,"
-          f" close frame {close_code}, then {ending}")
+    print(
+        f"the stalled reader, reading at last: {len(data)} bytes, {len(got)} of {total} comments in order,"
+        f" close frame {close_code}, then {ending}"
+    )
 
 
 def _seconds(value: float | None) -> str:

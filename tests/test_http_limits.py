@@ -66,17 +66,21 @@ def test_a_head_just_under_the_cap_and_a_body_in_the_same_read_are_served(server
     padding = MAX_HEAD_BYTES - 300  # the rest of the head fits in the 300 bytes left
     body = b'{"name": "Ann", "body": "in one read with its head"}'
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /api/articles/" + DEMO_SLUG.encode() + b"/comments HTTP/1.1\r\n"
-                     b"Host: 127.0.0.1:%d\r\n" % server.port +
-                     b"Connection: close\r\nContent-Type: application/json\r\nX-Pad: " + b"p" * padding
-                     + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        sock.sendall(
+            b"POST /api/articles/" + DEMO_SLUG.encode() + b"/comments HTTP/1.1\r\n"
+            b"Host: 127.0.0.1:%d\r\n"
+            % server.port
+            + b"Connection: close\r\nContent-Type: application/json\r\nX-Pad: "
+            + b"p" * padding
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
         assert answer(sock).startswith(b"HTTP/1.1 201 ")
 
 
 async def test_slow_requests_are_closed_within_the_deadline_while_others_are_served(server):
     # A WebSocket opened first must outlive the deadline: it is no longer an HTTP request.
-    async with connect(f"{server.ws_url}/articles/{DEMO_SLUG}/live?since=0",
-                       origin=server.url, proxy=None) as live:
+    async with connect(f"{server.ws_url}/articles/{DEMO_SLUG}/live?since=0", origin=server.url, proxy=None) as live:
         await live.recv()
         held = await asyncio.to_thread(_slowloris, server, 200)
         print(f"200 slow requests: closed after {held:.1f} s (deadline {REQUEST_TIMEOUT:g} s)")
@@ -118,8 +122,9 @@ def _slowloris(server, count: int) -> float:
 def test_a_form_with_a_file_part_is_refused_and_nothing_is_stored(client):
     page = f"/articles/{DEMO_SLUG}"
     fields = {"name": "Ann", "csrf_token": token(client, page)}
-    response = client.post(f"{page}/comments", data=fields, files={"body": ("note.txt", b"a file's text")},
-                           follow_redirects=False)
+    response = client.post(
+        f"{page}/comments", data=fields, files={"body": ("note.txt", b"a file's text")}, follow_redirects=False
+    )
     assert response.status_code == 400 and "no file" in response.text
     comments = client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
     assert not any(c["author"]["name"] == "Ann" for c in comments)

@@ -10,7 +10,9 @@ from .servers import ROOT
 
 
 def test_the_hot_path_does_not_import_moderation() -> None:
-    probe = ("import sys, server.fanout, server.metrics, server.security, server.identity, server.control, "
-             "server.protocol; print(sorted(m for m in sys.modules if m in ('server.moderation', 'argon2')))")
+    probe = (
+        "import sys, server.fanout, server.metrics, server.security, server.identity, server.control, "
+        "server.protocol; print(sorted(m for m in sys.modules if m in ('server.moderation', 'argon2')))"
+    )
     imported = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "[]"

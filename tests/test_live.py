@@ -37,6 +37,7 @@ CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 # --- helpers ---------------------------------------------------------------------------------
 
+
 def live_url(server: ServerProcess, slug: str = DEMO_SLUG, **params: Any) -> str:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     return f"{server.ws_url}/articles/{slug}/live" + (f"?{query}" if query else "")
@@ -100,11 +101,13 @@ async def wait_presence(ws: ClientConnection, readers: int, timeout: float = 5.0
             return
 
 
-def post_frame(body: str, name: str = "Reader", ref: str | None = None, parent: str | None = None,
-               about: str | None = None) -> str:
+def post_frame(
+    body: str, name: str = "Reader", ref: str | None = None, parent: str | None = None, about: str | None = None
+) -> str:
     # ensure_ascii=False: what a browser sends (UTF-8), not six-byte \u escapes per code unit.
-    return json.dumps({"type": "post", "ref": ref, "body": body, "parent": parent, "name": name,
-                       "about": about}, ensure_ascii=False)
+    return json.dumps(
+        {"type": "post", "ref": ref, "body": body, "parent": parent, "name": name, "about": about}, ensure_ascii=False
+    )
 
 
 async def post(ws: ClientConnection, body: str, name: str = "Reader", **kwargs: Any) -> str:
@@ -114,12 +117,18 @@ async def post(ws: ClientConnection, body: str, name: str = "Reader", **kwargs: 
 
 
 @contextlib.asynccontextmanager
-async def reader(server: ServerProcess, slug: str = DEMO_SLUG, *, since: Any = None, epoch: str | None = None,
-                 cookie: str | None = None, **kwargs: Any) -> AsyncIterator[tuple[ClientConnection, dict]]:
+async def reader(
+    server: ServerProcess,
+    slug: str = DEMO_SLUG,
+    *,
+    since: Any = None,
+    epoch: str | None = None,
+    cookie: str | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[tuple[ClientConnection, dict]]:
     """A connected reader and its welcome frame (which must be the first frame)."""
     headers = {"Cookie": cookie} if cookie else None
-    async with ws_connect(live_url(server, slug, since=since, epoch=epoch), additional_headers=headers,
-                          **kwargs) as ws:
+    async with ws_connect(live_url(server, slug, since=since, epoch=epoch), additional_headers=headers, **kwargs) as ws:
         first = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert first["type"] == "welcome", first
         yield ws, first
@@ -155,6 +164,7 @@ def bodies(frames: list[dict]) -> list[str]:
 
 # --- 1. two readers --------------------------------------------------------------------------
 
+
 async def test_two_readers_see_each_others_posts_in_the_same_order(server: ServerProcess) -> None:
     """Two readers of one article both see every post, the same sequence for both, seqs
     following the welcome's head without gaps; each poster's ack names the comment it sees."""
@@ -174,8 +184,9 @@ async def test_two_readers_see_each_others_posts_in_the_same_order(server: Serve
         comments_b = [f for f in frames_b if f["type"] == "comment"]
         assert comments_a == comments_b
         assert comment_seqs(comments_a) == list(range(head + 1, head + 7))
-        assert sorted(bodies(comments_a)) == sorted([f"from A #{i}" for i in range(3)]
-                                                    + [f"from B #{i}" for i in range(3)])
+        assert sorted(bodies(comments_a)) == sorted(
+            [f"from A #{i}" for i in range(3)] + [f"from B #{i}" for i in range(3)]
+        )
         # each reader's own posts appear in the order it sent them
         assert [x for x in bodies(comments_a) if x.startswith("from A")] == [f"from A #{i}" for i in range(3)]
         assert [x for x in bodies(comments_a) if x.startswith("from B")] == [f"from B #{i}" for i in range(3)]
@@ -200,6 +211,7 @@ async def test_two_readers_see_each_others_posts_in_the_same_order(server: Serve
 
 # --- 2. catch-up with since ------------------------------------------------------------------
 
+
 async def test_reconnect_with_since_catches_up_on_everything_missed(server: ServerProcess) -> None:
     """A reader who was away reconnects with since=<last seq> and the welcome's epoch: it gets
     exactly the posts it missed (made over the socket, the JSON API and the HTML form), in
@@ -214,11 +226,16 @@ async def test_reconnect_with_since_catches_up_on_everything_missed(server: Serv
         # while the reader is away: one post over the socket, one by the API, one by the form
         await post(poster, "missed: socket", name="Poster")
         await collect(poster, lambda fs: len(fs) == 2)
-        response = await client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token},
-                                     json={"name": "Api", "body": "missed: api"})
+        response = await client.post(
+            f"/api/articles/{DEMO_SLUG}/comments",
+            headers={"X-CSRF-Token": token},
+            json={"name": "Api", "body": "missed: api"},
+        )
         assert response.status_code == 201, response.text
-        response = await client.post(f"/articles/{DEMO_SLUG}/comments", data={
-            "name": "Form", "about": "", "body": "missed: form", "parent": "", "csrf_token": token})
+        response = await client.post(
+            f"/articles/{DEMO_SLUG}/comments",
+            data={"name": "Form", "about": "", "body": "missed: form", "parent": "", "csrf_token": token},
+        )
         assert response.status_code == 303, response.text
         await collect(poster, lambda fs: len(fs) == 2)  # the API's and the form's comments
 
@@ -231,8 +248,11 @@ async def test_reconnect_with_since_catches_up_on_everything_missed(server: Serv
             await post(poster, "live again", name="Poster")
             live = await next_frame(back, "comment")
             assert (live["seq"], live["comment"]["body"]) == (last + 4, "live again")
-            response = await client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token},
-                                         json={"name": "Api", "body": "sentinel"})
+            response = await client.post(
+                f"/api/articles/{DEMO_SLUG}/comments",
+                headers={"X-CSRF-Token": token},
+                json={"name": "Api", "body": "sentinel"},
+            )
             assert response.status_code == 201
             sentinel = await next_frame(back, "comment")
             assert (sentinel["seq"], sentinel["comment"]["body"]) == (last + 5, "sentinel")
@@ -279,6 +299,7 @@ async def test_reconnecting_during_a_stream_of_posts_misses_and_repeats_nothing(
 
 # --- 3. reset --------------------------------------------------------------------------------
 
+
 async def test_since_that_cannot_be_honoured_gets_reset(start_server) -> None:
     """`since` older than the kept history, ahead of the head, from another epoch, or not a
     number is answered welcome + reset (reload the snapshot), and live events follow."""
@@ -296,19 +317,19 @@ async def test_since_that_cannot_be_honoured_gets_reset(start_server) -> None:
         assert comment_seqs([await next_frame(ws, "comment") for _ in range(5)]) == list(range(head - 4, head + 1))
 
     cases = [
-        {"since": head - 6, "epoch": epoch},       # older than the history kept
+        {"since": head - 6, "epoch": epoch},  # older than the history kept
         {"since": 0, "epoch": epoch},
         {"since": 0},
-        {"since": head + 1, "epoch": epoch},       # ahead of the head
+        {"since": head + 1, "epoch": epoch},  # ahead of the head
         {"since": head + 1000},
         {"since": head - 1, "epoch": "0123456789abcdef"},  # another epoch of the thread
-        {"since": "abc"},                          # not a number
+        {"since": "abc"},  # not a number
         {"since": "-1"},
         {"since": "1.5"},
         {"since": "0x3"},
         {"since": " 3"},
         {"since": "9" * 40},
-        {"since": "\u00b2"},                       # superscript two: str.isdigit() says yes
+        {"since": "\u00b2"},  # superscript two: str.isdigit() says yes
     ]
     failures = []
     for params in cases:
@@ -331,6 +352,7 @@ async def test_since_that_cannot_be_honoured_gets_reset(start_server) -> None:
 
 
 # --- 4. restart ------------------------------------------------------------------------------
+
 
 async def test_restart_keeps_comments_and_seq_and_seeds_once(start_server, tmp_path) -> None:
     """A restart on the same DATA_DIR keeps every comment, the seq carries on (the next post is
@@ -360,8 +382,9 @@ async def test_restart_keeps_comments_and_seq_and_seeds_once(start_server, tmp_p
     async with reader(server, since=last, epoch=epoch) as (ws, welcome):
         assert welcome["epoch"] == epoch and welcome["seq"] == last
         async with http(server) as client:
-            response = await client.post(f"/api/articles/{DEMO_SLUG}/comments",
-                                         json={"name": "Late", "body": "after restart"})
+            response = await client.post(
+                f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Late", "body": "after restart"}
+            )
         assert response.status_code == 201 and response.json()["seq"] == last + 1
         event = await next_frame(ws, "comment")
         assert (event["seq"], event["comment"]["body"]) == (last + 1, "after restart")
@@ -381,6 +404,7 @@ async def test_restart_keeps_comments_and_seq_and_seeds_once(start_server, tmp_p
 
 
 # --- 5. bad input ----------------------------------------------------------------------------
+
 
 async def test_bad_frames_get_error_frames_and_the_connection_stays_open(server: ServerProcess) -> None:
     """Each malformed or refused post is answered with an error frame naming the problem; the
@@ -421,7 +445,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays_open(server:
         await post(bad, flags, name="n" * 80, ref="r-flags")
         await post(bad, "Hello", name="Ad\u202emin\u0000", about="Ro\u2066le\u0007, Pl\u200bace", ref="r-ctrl")
         await post(bad, "reply", name="Replier", parent=seed_id, ref="r-reply")
-        markup = '<script>alert(1)</script> & <b>bold</b> javascript:alert(1) https://example.com/a?b=1&c=2'
+        markup = "<script>alert(1)</script> & <b>bold</b> javascript:alert(1) https://example.com/a?b=1&c=2"
         await post(bad, markup, name="<img src=x onerror=alert(1)>", ref="r-markup")
         mine = await collect(bad, lambda fs: sum(f["type"] == "ack" for f in fs) == 4)
         assert [f["ref"] for f in mine if f["type"] == "ack"] == ["r-flags", "r-ctrl", "r-reply", "r-markup"]
@@ -439,8 +463,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays_open(server:
         assert '<a href="https://example.com/a?b=1&amp;c=2" rel="nofollow ugc noopener"' in shown["html"]
         # and nothing else reached the other reader: the next thing it sees is the sentinel
         async with http(server) as client:
-            response = await client.post(f"/api/articles/{DEMO_SLUG}/comments",
-                                         json={"name": "S", "body": "sentinel"})
+            response = await client.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "S", "body": "sentinel"})
         assert response.status_code == 201
         sentinel = await next_frame(other, "comment")
         assert (sentinel["seq"], sentinel["comment"]["body"]) == (head + 5, "sentinel")
@@ -476,6 +499,7 @@ async def test_post_flood_is_rate_limited_and_the_socket_stays_open(server: Serv
 
 # --- 6. oversized frames ---------------------------------------------------------------------
 
+
 async def test_oversized_frames_close_1009_and_the_server_stays_up(server: ServerProcess) -> None:
     """A frame over 64 KiB closes that connection with 1009 (message too big); compression is
     declined, so no small frame can inflate into a big one; other readers carry on."""
@@ -502,14 +526,16 @@ async def test_oversized_frames_close_1009_and_the_server_stays_up(server: Serve
         async with http(server) as client:
             assert (await client.get("/healthz")).status_code == 200
         async with http(server) as client:  # a fresh client: no reader cookie, so no CSRF needed
-            response = await client.post(f"/api/articles/{DEMO_SLUG}/comments",
-                                         json={"name": "S", "body": "still here"})
+            response = await client.post(
+                f"/api/articles/{DEMO_SLUG}/comments", json={"name": "S", "body": "still here"}
+            )
         assert response.status_code == 201, response.text
         event = await next_frame(bystander, "comment")
         assert (event["seq"], event["comment"]["body"]) == (welcome["seq"] + 1, "still here")
 
 
 # --- 7. Origin -------------------------------------------------------------------------------
+
 
 async def test_foreign_origins_are_refused(start_server) -> None:
     """Another site cannot open the live socket (HTTP 403) or post through the API or the form
@@ -540,22 +566,31 @@ async def test_foreign_origins_are_refused(start_server) -> None:
     async with reader_session(server) as (client, _cookie, token):
         before = await api_comments(server)
         evil = {"Origin": "http://evil.example"}
-        response = await client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={**evil, "X-CSRF-Token": token},
-                                     json={"name": "Mallory", "body": "cross-site"})
+        response = await client.post(
+            f"/api/articles/{DEMO_SLUG}/comments",
+            headers={**evil, "X-CSRF-Token": token},
+            json={"name": "Mallory", "body": "cross-site"},
+        )
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "forbidden"
         async with http(server) as anonymous:
-            response = await anonymous.post(f"/api/articles/{DEMO_SLUG}/comments", headers=evil,
-                                            json={"name": "Mallory", "body": "cross-site"})
+            response = await anonymous.post(
+                f"/api/articles/{DEMO_SLUG}/comments", headers=evil, json={"name": "Mallory", "body": "cross-site"}
+            )
         assert response.status_code == 403
-        response = await client.post(f"/articles/{DEMO_SLUG}/comments", headers=evil, data={
-            "name": "Mallory", "about": "", "body": "cross-site form", "parent": "", "csrf_token": token})
+        response = await client.post(
+            f"/articles/{DEMO_SLUG}/comments",
+            headers=evil,
+            data={"name": "Mallory", "about": "", "body": "cross-site form", "parent": "", "csrf_token": token},
+        )
         assert response.status_code == 403
         assert await api_comments(server) == before
 
-        response = await client.post(f"/api/articles/{DEMO_SLUG}/comments",
-                                     headers={"Origin": "https://news.example", "X-CSRF-Token": token},
-                                     json={"name": "Embed", "body": "from the embedding site"})
+        response = await client.post(
+            f"/api/articles/{DEMO_SLUG}/comments",
+            headers={"Origin": "https://news.example", "X-CSRF-Token": token},
+            json={"name": "Embed", "body": "from the embedding site"},
+        )
         assert response.status_code == 201
 
     # without ALLOWED_ORIGINS, the embedding site is foreign too
@@ -568,6 +603,7 @@ async def test_foreign_origins_are_refused(start_server) -> None:
 
 # --- 8. unknown article ----------------------------------------------------------------------
 
+
 async def test_unknown_article_is_404_everywhere(server: ServerProcess) -> None:
     """An article that does not exist is a 404 for the socket, the page and the API."""
     errors_logged = server.log().count("ERROR")
@@ -579,8 +615,10 @@ async def test_unknown_article_is_404_everywhere(server: ServerProcess) -> None:
     async with http(server) as client:
         page = await client.get("/articles/nope")
         assert page.status_code == 404 and "text/html" in page.headers["content-type"]
-        for response in (await client.get("/api/articles/nope/comments"),
-                         await client.post("/api/articles/nope/comments", json={"name": "N", "body": "hi"})):
+        for response in (
+            await client.get("/api/articles/nope/comments"),
+            await client.post("/api/articles/nope/comments", json={"name": "N", "body": "hi"}),
+        ):
             assert response.status_code == 404
             error = response.json()["error"]
             assert error["code"] == "not_found" and error["message"]
@@ -615,6 +653,7 @@ async def test_invalid_utf8_closes_1007_and_the_server_stays_up(server: ServerPr
 
 # --- 9. slow reader --------------------------------------------------------------------------
 
+
 def open_raw_reader(server: ServerProcess, path: str) -> socket.socket:
     """A WebSocket client that completes the handshake and then reads nothing more, with a tiny
     receive buffer so the server's side fills up fast. No compression is offered."""
@@ -638,8 +677,7 @@ async def test_a_reader_that_never_reads_is_dropped_and_others_keep_up(start_ser
     dropped reader's connection ends, and it can catch up with since."""
     server = start_server(SEND_BUFFER_BYTES="65536", **FAST)
     rng = random.Random(7)
-    async with reader(server, compression=None) as (good, welcome), \
-            reader(server, compression=None) as (poster, _):
+    async with reader(server, compression=None) as (good, welcome), reader(server, compression=None) as (poster, _):
         head = welcome["seq"]
         slow = await asyncio.to_thread(open_raw_reader, server, f"/articles/{DEMO_SLUG}/live")
         try:
@@ -722,6 +760,7 @@ async def test_a_reader_that_never_reads_is_dropped_and_others_keep_up(start_ser
 
 # --- 10. presence ----------------------------------------------------------------------------
 
+
 async def test_presence_counts_readers_coming_and_going(server: ServerProcess) -> None:
     """Readers of an article see how many are reading: 2 when two are connected, back to 1
     when one leaves (cleanly, or by its connection dropping)."""
@@ -754,6 +793,7 @@ async def test_a_reader_that_stops_answering_pings_is_dropped(start_server) -> N
 
 # --- 11. idempotent posts --------------------------------------------------------------------
 
+
 async def test_a_post_resent_with_the_same_ref_is_stored_once(server: ServerProcess) -> None:
     """A client that re-sends a post (same reader, same ref) because it never saw the ack gets
     the same comment back; the comment exists once and is announced once."""
@@ -773,13 +813,18 @@ async def test_a_post_resent_with_the_same_ref_is_stored_once(server: ServerProc
             again = await next_frame(ws, "ack")
             assert (again["id"], again["seq"]) == (ack["id"], ack["seq"])
         # and through the API, with the same reader's cookie
-        response = await client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token},
-                                     json={"name": "Retry", "body": "only once", "ref": "ref-1"})
+        response = await client.post(
+            f"/api/articles/{DEMO_SLUG}/comments",
+            headers={"X-CSRF-Token": token},
+            json={"name": "Retry", "body": "only once", "ref": "ref-1"},
+        )
         assert response.status_code in (200, 201)
         assert response.json()["comment"]["id"] == ack["id"] and response.json()["seq"] == ack["seq"]
         # and through the no-JavaScript form's fallback, which carries the ref too
-        response = await client.post(f"/articles/{DEMO_SLUG}/comments", data={
-            "name": "Retry", "about": "", "body": "only once", "parent": "", "ref": "ref-1", "csrf_token": token})
+        response = await client.post(
+            f"/articles/{DEMO_SLUG}/comments",
+            data={"name": "Retry", "about": "", "body": "only once", "parent": "", "ref": "ref-1", "csrf_token": token},
+        )
         assert response.status_code == 303
         assert response.headers["location"] == f"/articles/{DEMO_SLUG}#c-{ack['id']}"
 
@@ -814,6 +859,7 @@ async def test_a_resent_post_is_acknowledged_even_when_the_reader_is_at_the_rate
 
 # --- 12. HTTP posting ------------------------------------------------------------------------
 
+
 async def test_json_api_and_form_posts(server: ServerProcess) -> None:
     """Scripts post through the JSON API without a cookie; a browser session must send its CSRF
     token (header or form field); the no-JavaScript form redirects to the new comment or shows
@@ -821,8 +867,9 @@ async def test_json_api_and_form_posts(server: ServerProcess) -> None:
     async with reader(server) as (live, welcome):
         head = welcome["seq"]
         async with http(server) as script:
-            response = await script.post(f"/api/articles/{DEMO_SLUG}/comments",
-                                         json={"name": "Script", "about": "Bot, Net", "body": "by API"})
+            response = await script.post(
+                f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Script", "about": "Bot, Net", "body": "by API"}
+            )
         assert response.status_code == 201, response.text
         created = response.json()
         assert created["seq"] == head + 1
@@ -838,8 +885,9 @@ async def test_json_api_and_form_posts(server: ServerProcess) -> None:
                 response = await client.post(url, headers=headers, json={"name": "Nocsrf", "body": "refused"})
                 assert response.status_code == 403, headers
                 assert response.json()["error"]["code"] == "forbidden"
-            response = await client.post(url, headers={"X-CSRF-Token": token},
-                                         json={"name": "Browser", "body": "with token"})
+            response = await client.post(
+                url, headers={"X-CSRF-Token": token}, json={"name": "Browser", "body": "with token"}
+            )
             assert response.status_code == 201, response.text
             assert response.json()["seq"] == head + 2
             assert (await next_frame(live, "comment"))["comment"]["body"] == "with token"
@@ -887,6 +935,7 @@ async def test_json_api_and_form_posts(server: ServerProcess) -> None:
 
 # --- abuse: connection caps and client addresses -----------------------------------------------
 
+
 async def test_live_connections_per_ip_are_capped(start_server) -> None:
     """One address cannot hold more than MAX_CONNECTIONS_PER_IP sockets: the next is accepted and
     closed with 4029 and a reason a page can show; the others are unaffected and a slot frees up
@@ -913,11 +962,19 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(start_serve
     limits = {"POST_RATE_PER_IP": "2/minute", "POST_RATE_PER_READER": "1000/minute"}
     untrusting, trusting = start_server(TRUSTED_PROXIES="", **limits), start_server(**limits)
     async with httpx.AsyncClient() as client:
+
         async def statuses(server: ServerProcess) -> list[int]:
-            return [(await client.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
-                                       json={"name": "Spoofer", "body": f"post {n}"},
-                                       headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
-                    for n in range(3)]
+            return [
+                (
+                    await client.post(
+                        f"{server.url}/api/articles/{DEMO_SLUG}/comments",
+                        json={"name": "Spoofer", "body": f"post {n}"},
+                        headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                    )
+                ).status_code
+                for n in range(3)
+            ]
+
         assert await statuses(untrusting) == [201, 201, 429]
         assert await statuses(trusting) == [201, 201, 201]  # three different clients behind the proxy
 
@@ -928,8 +985,9 @@ async def test_readers_get_exactly_the_contracts_comment_fields(server: ServerPr
     async with reader(server, since=0) as (ws, _welcome):
         replayed = await next_frame(ws, "comment")
         await post(ws, "fields check")
-        frames = await collect(ws, lambda fs: any(f.get("type") == "comment" and f["comment"]["body"] == "fields check"
-                                                  for f in fs))
+        frames = await collect(
+            ws, lambda fs: any(f.get("type") == "comment" and f["comment"]["body"] == "fields check" for f in fs)
+        )
         live = [f for f in frames if f.get("type") == "comment"]
     for frame in [replayed, *live]:
         assert set(frame["comment"]) == contract and set(frame["comment"]["author"]) == {"name", "about"}

@@ -41,8 +41,15 @@ from .visitors import PASSWORD, Visitor, login, token
 
 def create_moderator(server: ServerProcess, name: str) -> None:
     env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
-    created = subprocess.run([sys.executable, "-m", "server", "create-moderator", name], input=PASSWORD + "\n",
-                             text=True, capture_output=True, cwd=ROOT, env=env, timeout=60)
+    created = subprocess.run(
+        [sys.executable, "-m", "server", "create-moderator", name],
+        input=PASSWORD + "\n",
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert created.returncode == 0, created.stderr
 
 
@@ -51,13 +58,22 @@ def first_comment(client: TestClient) -> dict:
 
 
 def status_of(client: TestClient, comment_id: str) -> str:
-    return next(c["status"] for c in client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-                if c["id"] == comment_id)
+    return next(
+        c["status"]
+        for c in client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
+        if c["id"] == comment_id
+    )
 
 
-MODERATOR_ACTIONS = ["/api/comments/{id}/remove", "/api/comments/{id}/restore", "/api/comments/{id}/approve",
-                     "/api/comments/{id}/dismiss", "/api/readers/{reader}/ban", "/api/readers/{reader}/unban",
-                     f"/api/articles/{DEMO_SLUG}/premoderation"]
+MODERATOR_ACTIONS = [
+    "/api/comments/{id}/remove",
+    "/api/comments/{id}/restore",
+    "/api/comments/{id}/approve",
+    "/api/comments/{id}/dismiss",
+    "/api/readers/{reader}/ban",
+    "/api/readers/{reader}/unban",
+    f"/api/articles/{DEMO_SLUG}/premoderation",
+]
 
 
 @pytest.mark.parametrize("route", MODERATOR_ACTIONS)
@@ -120,16 +136,19 @@ def test_wrong_passwords_are_refused_and_then_slowed_down(new_visitor):
 
 def test_remove_and_restore_show_the_same_state_in_the_page_and_the_api(moderator, reader):
     comment = first_comment(moderator)
-    response = moderator.post(f"/api/comments/{comment['id']}/remove", json={"reason": "insult"},
-                              headers={"X-CSRF-Token": token(moderator)})
+    response = moderator.post(
+        f"/api/comments/{comment['id']}/remove", json={"reason": "insult"}, headers={"X-CSRF-Token": token(moderator)}
+    )
     assert response.status_code == 200 and response.json()["comment"]["removed_by"] == "alice"
-    public = next(c for c in reader.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-                  if c["id"] == comment["id"])
+    public = next(
+        c for c in reader.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"] if c["id"] == comment["id"]
+    )
     assert public == {**public, "status": "removed", "body": "", "html": "", "author": {"name": "", "about": None}}
     page = reader.get(f"/articles/{DEMO_SLUG}").text
     assert "removed by a moderator" in page and comment["body"][:40] not in page
-    moderator_view = next(c for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-                          if c["id"] == comment["id"])
+    moderator_view = next(
+        c for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"] if c["id"] == comment["id"]
+    )
     assert moderator_view["body"] == comment["body"] and moderator_view["removed_by"] == "alice"
     assert comment["body"][:40] in moderator.get(f"/articles/{DEMO_SLUG}").text  # moderators still see the text
     moderator.post(f"/api/comments/{comment['id']}/restore", json={}, headers={"X-CSRF-Token": token(moderator)})
@@ -138,39 +157,65 @@ def test_remove_and_restore_show_the_same_state_in_the_page_and_the_api(moderato
 
 def test_moderation_forms_work_without_javascript(moderator):
     comment = first_comment(moderator)
-    response = moderator.post(f"/api/comments/{comment['id']}/remove", follow_redirects=False,
-                              data={"csrf_token": token(moderator), "next": f"/articles/{DEMO_SLUG}#c-{comment['id']}"})
+    response = moderator.post(
+        f"/api/comments/{comment['id']}/remove",
+        follow_redirects=False,
+        data={"csrf_token": token(moderator), "next": f"/articles/{DEMO_SLUG}#c-{comment['id']}"},
+    )
     assert response.status_code == 303 and response.headers["location"] == f"/articles/{DEMO_SLUG}#c-{comment['id']}"
     assert status_of(moderator, comment["id"]) == "removed"
-    offsite = moderator.post(f"/api/comments/{comment['id']}/restore", follow_redirects=False,
-                             data={"csrf_token": token(moderator), "next": "//evil.example/"})
+    offsite = moderator.post(
+        f"/api/comments/{comment['id']}/restore",
+        follow_redirects=False,
+        data={"csrf_token": token(moderator), "next": "//evil.example/"},
+    )
     assert offsite.headers["location"] == "/"  # never redirected off the site
 
 
 def test_a_banned_reader_cannot_post_until_unbanned(moderator, reader):
     reader_token = token(reader, f"/articles/{DEMO_SLUG}")
-    posted = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Troll", "body": "first"},
-                         headers={"X-CSRF-Token": reader_token}).json()["comment"]
-    reader_id = next(c["reader_id"] for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-                     if c["id"] == posted["id"])
-    ban = moderator.post(f"/api/readers/{reader_id}/ban", json={"duration": "60", "reason": "trolling"},
-                         headers={"X-CSRF-Token": token(moderator)})
+    posted = reader.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Troll", "body": "first"},
+        headers={"X-CSRF-Token": reader_token},
+    ).json()["comment"]
+    reader_id = next(
+        c["reader_id"]
+        for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
+        if c["id"] == posted["id"]
+    )
+    ban = moderator.post(
+        f"/api/readers/{reader_id}/ban",
+        json={"duration": "60", "reason": "trolling"},
+        headers={"X-CSRF-Token": token(moderator)},
+    )
     assert ban.status_code == 200 and ban.json()["ban"]["until"]
-    refused = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Troll", "body": "again"},
-                          headers={"X-CSRF-Token": reader_token})
+    refused = reader.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Troll", "body": "again"},
+        headers={"X-CSRF-Token": reader_token},
+    )
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
     moderator.post(f"/api/readers/{reader_id}/unban", json={}, headers={"X-CSRF-Token": token(moderator)})
-    assert reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Troll", "body": "sorry"},
-                       headers={"X-CSRF-Token": reader_token}).status_code == 201
+    assert (
+        reader.post(
+            f"/api/articles/{DEMO_SLUG}/comments",
+            json={"name": "Troll", "body": "sorry"},
+            headers={"X-CSRF-Token": reader_token},
+        ).status_code
+        == 201
+    )
 
 
 def test_a_reader_reports_a_comment_once_and_the_desk_lists_it(moderator, reader):
     comment = first_comment(moderator)
     reader_token = token(reader)
-    first = reader.post(f"/api/comments/{comment['id']}/report", json={"reason": "spam"},
-                        headers={"X-CSRF-Token": reader_token})
-    again = reader.post(f"/api/comments/{comment['id']}/report", json={"reason": "spam!"},
-                        headers={"X-CSRF-Token": reader_token})
+    first = reader.post(
+        f"/api/comments/{comment['id']}/report", json={"reason": "spam"}, headers={"X-CSRF-Token": reader_token}
+    )
+    again = reader.post(
+        f"/api/comments/{comment['id']}/report", json={"reason": "spam!"}, headers={"X-CSRF-Token": reader_token}
+    )
     assert first.json() == {"ok": True, "reported": True, "already": False}
     assert again.json()["already"] is True
     reports = moderator.get("/api/moderation/queue").json()["reports"]
@@ -187,32 +232,42 @@ def test_reports_are_rate_limited(moderator, reader):
         reader.post(f"/api/articles/{DEMO_SLUG}/comments", json=body, headers={"X-CSRF-Token": reader_token})
     ids = [c["id"] for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]]
     ids += [c["id"] for c in comments]
-    codes = [reader.post(f"/api/comments/{i}/report", json={}, headers={"X-CSRF-Token": reader_token}).status_code
-             for i in ids[:11]]
+    codes = [
+        reader.post(f"/api/comments/{i}/report", json={}, headers={"X-CSRF-Token": reader_token}).status_code
+        for i in ids[:11]
+    ]
     assert 429 in codes and codes[:10] == [200] * 10
 
 
 def test_premoderation_holds_comments_until_approved(moderator, reader, new_visitor):
-    moderator.post(f"/api/articles/{DEMO_SLUG}/premoderation", json={"enabled": "1"},
-                   headers={"X-CSRF-Token": token(moderator)})
+    moderator.post(
+        f"/api/articles/{DEMO_SLUG}/premoderation", json={"enabled": "1"}, headers={"X-CSRF-Token": token(moderator)}
+    )
     reader_token = token(reader, f"/articles/{DEMO_SLUG}")
-    held = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Newcomer", "body": "held back"},
-                       headers={"X-CSRF-Token": reader_token})
+    held = reader.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Newcomer", "body": "held back"},
+        headers={"X-CSRF-Token": reader_token},
+    )
     assert held.status_code == 202 and held.json()["comment"]["status"] == "pending" and held.json()["seq"] is None
     assert "held back" in reader.get(f"/articles/{DEMO_SLUG}").text  # its author sees it, marked pending
     someone_else = new_visitor()
     assert "held back" not in someone_else.get(f"/articles/{DEMO_SLUG}").text
     assert someone_else.get(f"/api/articles/{DEMO_SLUG}/comments").json()["seq"] == 4
-    approved = moderator.post(f"/api/comments/{held.json()['comment']['id']}/approve", json={},
-                              headers={"X-CSRF-Token": token(moderator)})
+    approved = moderator.post(
+        f"/api/comments/{held.json()['comment']['id']}/approve", json={}, headers={"X-CSRF-Token": token(moderator)}
+    )
     assert approved.json()["comment"]["status"] == "visible"
     thread = someone_else.get(f"/api/articles/{DEMO_SLUG}/comments").json()
     assert thread["seq"] == 5 and thread["comments"][-1]["body"] == "held back"
 
 
 def post_as(client: Visitor, name: str, body: str | None = None) -> httpx.Response:
-    return client.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": name, "body": body or f"hi from {name}"},
-                       headers={"X-CSRF-Token": token(client)})
+    return client.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": name, "body": body or f"hi from {name}"},
+        headers={"X-CSRF-Token": token(client)},
+    )
 
 
 def test_a_login_name_is_never_reserved(moderator, reader):
@@ -263,8 +318,15 @@ def test_create_moderator_says_what_it_reserves(server):
     env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "server", "create-moderator", *args], input=PASSWORD + "\n",
-                              text=True, capture_output=True, cwd=ROOT, env=env, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "server", "create-moderator", *args],
+            input=PASSWORD + "\n",
+            text=True,
+            capture_output=True,
+            cwd=ROOT,
+            env=env,
+            timeout=60,
+        )
 
     plain = run("alice")
     assert plain.returncode == 0 and "no name is reserved" in plain.stdout and "staff badge" in plain.stdout
@@ -283,7 +345,11 @@ def test_every_moderator_action_is_in_the_audit_log(moderator):
     assert audit.headers["content-disposition"].startswith("attachment")
     entries = audit.json()
     assert [(e["action"], e["moderator"]) for e in entries] == [
-        ("ban", "alice"), ("restore", "alice"), ("remove", "alice"), ("login", "alice")]
+        ("ban", "alice"),
+        ("restore", "alice"),
+        ("remove", "alice"),
+        ("login", "alice"),
+    ]
     assert entries[2]["comment_id"] == comment["id"] and entries[2]["reason"] == "off topic" and entries[2]["at"]
     assert entries[0]["reader_id"] == "r123" and entries[0]["detail"] == "for good"
 
@@ -300,6 +366,7 @@ def test_the_desk_is_for_moderators_only(moderator, reader):
 
 
 # --- logins: counted before the password is checked, on one form of the name ---------------
+
 
 def test_every_spelling_of_a_name_counts_against_one_limit_and_logs_into_one_account(app_client):
     moderation = app_client.app.state.moderation
@@ -339,21 +406,26 @@ async def test_parallel_wrong_logins_are_counted_before_the_password_is_checked(
         headers = {"X-Forwarded-For": address}
         page = await client.get(server.url + "/login", headers=headers)
         token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
-        response = await client.post(server.url + "/login", headers=headers, data={
-            "username": name, "password": "wrong", "csrf_token": token})
+        response = await client.post(
+            server.url + "/login", headers=headers, data={"username": name, "password": "wrong", "csrf_token": token}
+        )
         return response.status_code
 
     # From 40 addresses at one name (its limit: 10 a minute), then from one address at another.
-    for name, addresses, allowed in (("alice", [f"198.51.100.{n}" for n in range(40)], 10),
-                                     ("bob", ["192.0.2.1"] * 40, 5)):
+    for name, addresses, allowed in (
+        ("alice", [f"198.51.100.{n}" for n in range(40)], 10),
+        ("bob", ["192.0.2.1"] * 40, 5),
+    ):
         clients = [httpx.AsyncClient(timeout=60) for _ in addresses]
         start = asyncio.get_running_loop().time()
         codes = await asyncio.gather(*(guess(c, name, a) for c, a in zip(clients, addresses, strict=True)))
         took = asyncio.get_running_loop().time() - start
         for client in clients:
             await client.aclose()
-        print(f"40 parallel wrong logins as {name} from {len(set(addresses))} address(es) in {took:.1f} s: "
-              f"{codes.count(401)} x 401, {codes.count(429)} x 429")
+        print(
+            f"40 parallel wrong logins as {name} from {len(set(addresses))} address(es) in {took:.1f} s: "
+            f"{codes.count(401)} x 401, {codes.count(429)} x 429"
+        )
         assert set(codes) == {401, 429} and codes.count(401) <= allowed
 
 
@@ -367,9 +439,11 @@ def test_logins_and_failed_logins_are_in_the_audit_log(new_visitor, moderator):
 
 def test_the_dummy_password_hash_is_made_at_first_use_not_at_import():
     """It costs a login (64 MiB and tens of ms with the defaults): every start and command paid it."""
-    probe = ("import argon2; hashed = []; real = argon2.PasswordHasher.hash; "
-             "argon2.PasswordHasher.hash = lambda self, *a, **k: hashed.append(1) or real(self, *a, **k); "
-             "import server.moderation; print(len(hashed))")
+    probe = (
+        "import argon2; hashed = []; real = argon2.PasswordHasher.hash; "
+        "argon2.PasswordHasher.hash = lambda self, *a, **k: hashed.append(1) or real(self, *a, **k); "
+        "import server.moderation; print(len(hashed))"
+    )
     hashes = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert hashes.stdout.strip() == "0"
 
@@ -393,6 +467,7 @@ async def test_a_password_hashed_at_another_cost_still_verifies_and_is_rehashed_
 
 # --- sessions end when they should ----------------------------------------------------------
 
+
 def test_the_csrf_token_changes_at_login_and_at_logout(new_visitor):
     visitor = new_visitor()
     before = token(visitor)
@@ -406,15 +481,24 @@ def test_the_csrf_token_changes_at_login_and_at_logout(new_visitor):
     after = token(visitor)
     assert after not in (before, during)
     for old in (before, during):
-        assert visitor.post(f"/api/comments/{comment_id}/report", json={},
-                            headers={"X-CSRF-Token": old}).status_code == 403
-    assert visitor.post(f"/api/comments/{comment_id}/report", json={},
-                        headers={"X-CSRF-Token": after}).status_code == 200
+        assert (
+            visitor.post(f"/api/comments/{comment_id}/report", json={}, headers={"X-CSRF-Token": old}).status_code
+            == 403
+        )
+    assert (
+        visitor.post(f"/api/comments/{comment_id}/report", json={}, headers={"X-CSRF-Token": after}).status_code == 200
+    )
 
 
 def test_moderators_pages_and_json_are_never_cached(moderator, reader):
-    for path in ("/moderation", "/moderation/rules", "/api/moderation/queue", "/api/moderation/audit",
-                 f"/articles/{DEMO_SLUG}", f"/api/articles/{DEMO_SLUG}/comments"):
+    for path in (
+        "/moderation",
+        "/moderation/rules",
+        "/api/moderation/queue",
+        "/api/moderation/audit",
+        f"/articles/{DEMO_SLUG}",
+        f"/api/articles/{DEMO_SLUG}/comments",
+    ):
         assert moderator.get(path).headers.get("cache-control") == "no-store", path
     assert login(moderator).headers["cache-control"] == "no-store"
     assert reader.get(f"/articles/{DEMO_SLUG}").headers.get("cache-control") != "no-store"
@@ -424,10 +508,20 @@ def test_end_sessions_and_a_password_reset_log_a_moderator_out(app_client, setti
     laptop, phone = new_visitor(), new_visitor()
     for device in (laptop, phone):
         assert login(device).status_code == 303 and device.get("/api/moderation/queue").status_code == 200
-    env = {**os.environ, "DATA_DIR": str(settings.data_dir), "SECRET_KEY": "test-secret-key",
-           "PASSWORD_HASH_PROFILE": "CHEAPEST"}
-    ended = subprocess.run([sys.executable, "-m", "server", "end-sessions", " ALICE"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "DATA_DIR": str(settings.data_dir),
+        "SECRET_KEY": "test-secret-key",
+        "PASSWORD_HASH_PROFILE": "CHEAPEST",
+    }
+    ended = subprocess.run(
+        [sys.executable, "-m", "server", "end-sessions", " ALICE"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ended.returncode == 0 and "ended 2 session(s)" in ended.stdout, ended.stderr
     assert [d.get("/api/moderation/queue").status_code for d in (laptop, phone)] == [401, 401]
     assert login(laptop).status_code == 303
@@ -437,33 +531,44 @@ def test_end_sessions_and_a_password_reset_log_a_moderator_out(app_client, setti
 
 # --- abuse that costs nothing is bounded ----------------------------------------------------
 
+
 def test_reports_are_limited_per_address_too(moderator, new_visitor):
     comment = first_comment(moderator)
     codes = []
     for _ in range(21):  # a fresh reader (cookie) each time, all from one address
         visitor = new_visitor()
-        codes.append(visitor.post(f"/api/comments/{comment['id']}/report", json={},
-                                  headers={"X-CSRF-Token": token(visitor)}).status_code)
+        codes.append(
+            visitor.post(
+                f"/api/comments/{comment['id']}/report", json={}, headers={"X-CSRF-Token": token(visitor)}
+            ).status_code
+        )
     assert codes == [200] * 20 + [429]
 
 
 def test_a_banned_reader_cannot_report(moderator, reader):
     comment = first_comment(moderator)
     reader_token = token(reader, f"/articles/{DEMO_SLUG}")
-    posted = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Troll", "body": "hello"},
-                         headers={"X-CSRF-Token": reader_token}).json()["comment"]
-    reader_id = next(c["reader_id"] for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-                     if c["id"] == posted["id"])
+    posted = reader.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Troll", "body": "hello"},
+        headers={"X-CSRF-Token": reader_token},
+    ).json()["comment"]
+    reader_id = next(
+        c["reader_id"]
+        for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
+        if c["id"] == posted["id"]
+    )
     moderator.post(f"/api/readers/{reader_id}/ban", json={}, headers={"X-CSRF-Token": token(moderator)})
     refused = reader.post(f"/api/comments/{comment['id']}/report", json={}, headers={"X-CSRF-Token": reader_token})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
     assert moderator.get("/api/moderation/queue").json()["reports"] == []
 
 
-@pytest.mark.parametrize("duration", [10 ** 12, 527041, -5, 0, "1e9", "٣", True, 1.5, [60]])
+@pytest.mark.parametrize("duration", [10**12, 527041, -5, 0, "1e9", "٣", True, 1.5, [60]])
 def test_a_ban_duration_out_of_range_is_a_400(moderator, duration):
-    response = moderator.post("/api/readers/r1/ban", json={"duration": duration},
-                              headers={"X-CSRF-Token": token(moderator)})
+    response = moderator.post(
+        "/api/readers/r1/ban", json={"duration": duration}, headers={"X-CSRF-Token": token(moderator)}
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_message", response.text
     assert moderator.get(f"/api/articles/{DEMO_SLUG}/comments").status_code == 200
 
@@ -480,31 +585,49 @@ def test_without_a_cookie_the_reader_limits_the_repeat_rule_and_bans_still_hold(
     codes = [post(f"watch number {n}").status_code for n in range(5)]
     assert codes == [201] * 3 + [429] * 2  # the reader's 5 attempts in 10 s, the first two included
     comment_id = first.json()["comment"]["id"]
-    reader_id = next(c["reader_id"] for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-                     if c["id"] == comment_id)
-    assert moderator.post(f"/api/readers/{reader_id}/ban", json={"comment_id": comment_id},
-                          headers={"X-CSRF-Token": token(moderator)}).status_code == 200
+    reader_id = next(
+        c["reader_id"]
+        for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
+        if c["id"] == comment_id
+    )
+    assert (
+        moderator.post(
+            f"/api/readers/{reader_id}/ban", json={"comment_id": comment_id}, headers={"X-CSRF-Token": token(moderator)}
+        ).status_code
+        == 200
+    )
     refused = post("something else entirely")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
     # Taking a cookie makes a new reader; banning the address as well stops that too.
     assert post("a new reader here", cookie=True).status_code == 201
-    assert moderator.post(f"/api/readers/{reader_id}/ban", json={"comment_id": comment_id, "ip": "1"},
-                          headers={"X-CSRF-Token": token(moderator)}).status_code == 200
+    assert (
+        moderator.post(
+            f"/api/readers/{reader_id}/ban",
+            json={"comment_id": comment_id, "ip": "1"},
+            headers={"X-CSRF-Token": token(moderator)},
+        ).status_code
+        == 200
+    )
     refused = post("and another one", cookie=True)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
 
 
 def test_a_banned_author_shows_as_banned_after_a_reload_and_the_audit_names_them(moderator, reader):
     reader_token = token(reader, f"/articles/{DEMO_SLUG}")
-    posted = reader.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "Troll", "body": "hello"},
-                         headers={"X-CSRF-Token": reader_token}).json()["comment"]
+    posted = reader.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Troll", "body": "hello"},
+        headers={"X-CSRF-Token": reader_token},
+    ).json()["comment"]
 
     def views() -> dict[str, dict]:
         return {c["id"]: c for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]}
+
     reader_id = views()[posted["id"]]["reader_id"]
     headers = {"X-CSRF-Token": token(moderator)}
-    moderator.post(f"/api/readers/{reader_id}/ban", json={"comment_id": posted["id"], "duration": "60"},
-                   headers=headers)
+    moderator.post(
+        f"/api/readers/{reader_id}/ban", json={"comment_id": posted["id"], "duration": "60"}, headers=headers
+    )
     assert views()[posted["id"]]["banned"] is True
     assert not any(c.get("banned") for i, c in views().items() if i != posted["id"])
     queue = moderator.get("/api/moderation/queue").json()
@@ -518,13 +641,19 @@ def test_a_banned_author_shows_as_banned_after_a_reload_and_the_audit_names_them
 
 # --- the staff badge ------------------------------------------------------------------------
 
+
 def test_a_moderators_comment_carries_a_staff_badge_a_reader_cannot_fake(moderator, reader):
-    mine = moderator.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": "alice", "body": "From the desk"},
-                          headers={"X-CSRF-Token": token(moderator)}).json()["comment"]
+    mine = moderator.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "alice", "body": "From the desk"},
+        headers={"X-CSRF-Token": token(moderator)},
+    ).json()["comment"]
     assert mine["author"] == {"name": "alice", "about": None, "staff": True}
-    faked = reader.post(f"/api/articles/{DEMO_SLUG}/comments",
-                        json={"name": "Bob", "body": "me too", "staff": True, "author": {"staff": True}},
-                        headers={"X-CSRF-Token": token(reader)}).json()["comment"]
+    faked = reader.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Bob", "body": "me too", "staff": True, "author": {"staff": True}},
+        headers={"X-CSRF-Token": token(reader)},
+    ).json()["comment"]
     assert faked["author"] == {"name": "Bob", "about": None}
     for viewer in (reader, moderator):
         authors = {c["id"]: c["author"] for c in viewer.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]}
@@ -537,14 +666,25 @@ async def test_a_database_from_before_the_staff_column_gets_it(tmp_path):
         for statement in migrations.SQLITE[0]:  # the schema before the staff column (migration 2)
             db.execute(statement)
         db.execute("INSERT INTO threads (slug, epoch) VALUES ('t', 'e')")
-        db.execute("INSERT INTO comments (id, slug, seq, name, body, html, created_at, status) "
-                   "VALUES ('c1', 't', NULL, 'Ann', 'hi', '<p>hi</p>', '2026-01-01T00:00:00Z', 'pending')")
+        db.execute(
+            "INSERT INTO comments (id, slug, seq, name, body, html, created_at, status) "
+            "VALUES ('c1', 't', NULL, 'Ann', 'hi', '<p>hi</p>', '2026-01-01T00:00:00Z', 'pending')"
+        )
     backend = LocalBackend(path)
     await backend.start()
     try:
         assert (await backend.get_comment("t", "c1")).staff is False
-        staff_comment = Comment(id="c2", slug="t", parent=None, name="alice", about=None, body="x", html="<p>x</p>",
-                                created_at="2026-01-01T00:00:01Z", staff=True)
+        staff_comment = Comment(
+            id="c2",
+            slug="t",
+            parent=None,
+            name="alice",
+            about=None,
+            body="x",
+            html="<p>x</p>",
+            created_at="2026-01-01T00:00:01Z",
+            staff=True,
+        )
         await backend.post(staff_comment, None)
         assert (await backend.get_comment("t", "c2")).staff is True
     finally:
@@ -569,8 +709,9 @@ async def test_a_flood_of_reports_reaches_the_desk_as_a_few_frames_with_the_whol
                 headers = {"X-Forwarded-For": f"10.1.{n // 250}.{n % 250}"}  # 150 readers, each at home
                 async with at_once, httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as reader:
                     token = re.search(r'name="csrf-token" content="([^"]+)"', (await reader.get("/")).text).group(1)
-                    response = await reader.post(f"/api/comments/{comment_id}/report", json={"reason": f"r{n}"},
-                                                 headers={"X-CSRF-Token": token})
+                    response = await reader.post(
+                        f"/api/comments/{comment_id}/report", json={"reason": f"r{n}"}, headers={"X-CSRF-Token": token}
+                    )
                     return response.status_code
 
             loop = asyncio.get_running_loop()
@@ -599,12 +740,20 @@ async def test_end_sessions_on_the_embedded_backend_closes_the_moderators_open_d
     async with connect(f"{server.ws_url}/moderation/live", additional_headers={"Cookie": cookie}) as desk:
         assert json.loads(await desk.recv())["type"] == "desk_welcome"
         env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
-        await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "server", "end-sessions", "alice"], cwd=ROOT,
-                                env=env, check=True, capture_output=True, timeout=60)
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "server", "end-sessions", "alice"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
         async def until_closed() -> None:
             while True:
                 await asyncio.wait_for(desk.recv(), 4 * SESSION_CHECK_INTERVAL)
+
         with pytest.raises(ConnectionClosed):
             await until_closed()
         assert desk.close_code == 4003
@@ -630,9 +779,11 @@ def test_a_retry_of_a_post_cut_short_after_the_repeat_rule_saw_it_is_no_repeat(a
     author = Author(reader_id="r-retry", ip="192.0.2.44")
     key = f"recent:r-retry:{text_fingerprint('first try')}"
     app_client.portal.call(threads.backend.kv_set, key, "r-retry:ref-1", 600)  # what the dead instance left
-    comment, created = app_client.portal.call(lambda: threads.post(
-        DEMO_SLUG, author, name="Ann", about=None, body="first try", parent=None, ref="ref-1"))
+    comment, created = app_client.portal.call(
+        lambda: threads.post(DEMO_SLUG, author, name="Ann", about=None, body="first try", parent=None, ref="ref-1")
+    )
     assert created and comment.body == "first try"
     with pytest.raises(Repeat):  # another post of the same words is still a repeat
-        app_client.portal.call(lambda: threads.post(
-            DEMO_SLUG, author, name="Ann", about=None, body="First try!", parent=None, ref="ref-2"))
+        app_client.portal.call(
+            lambda: threads.post(DEMO_SLUG, author, name="Ann", about=None, body="First try!", parent=None, ref="ref-2")
+        )

@@ -37,6 +37,7 @@ def test_the_desk_queue_reads_every_report_at_once(moderator) -> None:
     def read_queue() -> None:
         nonlocal queue
         queue = moderator.get("/api/moderation/queue").json()
+
     many = statements_during(moderator, read_queue)
     assert len(queue["reports"]) == 12 and {r["count"] for r in queue["reports"]} == {1}
     print(f"\ndesk queue: {len(few)} statements with 2 reports, {len(many)} with 12")

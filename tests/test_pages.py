@@ -25,18 +25,28 @@ def test_the_index_lists_the_demo_article_with_its_comment_count(client):
     assert f'href="/articles/{DEMO_SLUG}"' in page.text
     assert "Moscow Warns Western Troops" in page.text
     assert client.get("/api/articles").json() == [
-        {"slug": DEMO_SLUG, "title": "Moscow Warns Western Troops in Ukraine Would Be 'Legitimate Targets'",
-         "comment_count": 4}]
+        {
+            "slug": DEMO_SLUG,
+            "title": "Moscow Warns Western Troops in Ukraine Would Be 'Legitimate Targets'",
+            "comment_count": 4,
+        }
+    ]
 
 
 def test_the_article_page_renders_the_article_and_its_thread(client):
     page = client.get(f"/articles/{DEMO_SLUG}")
     assert page.status_code == 200
     text = page.text
-    for expected in ("Moscow Warns Western Troops in Ukraine Would Be &#39;Legitimate Targets&#39;",
-                     "Sophia Reynolds", "Financial Markets Editor", "MOSCOW, Feb 2 (Reuters)",
-                     "Reporting by Reuters", "Markus Scholz", "Political Analyst, Berlin",
-                     "This is reckless brinkmanship."):
+    for expected in (
+        "Moscow Warns Western Troops in Ukraine Would Be &#39;Legitimate Targets&#39;",
+        "Sophia Reynolds",
+        "Financial Markets Editor",
+        "MOSCOW, Feb 2 (Reuters)",
+        "Reporting by Reuters",
+        "Markus Scholz",
+        "Political Analyst, Berlin",
+        "This is reckless brinkmanship.",
+    ):
         assert expected in text
     assert "Leave a Reply" not in text and "This Post Has 0 Comments" not in text
     assert 'data-seq="4"' in text
@@ -66,8 +76,11 @@ def test_the_reader_cookie_is_signed_httponly_and_samesite(client):
 
 def test_what_a_reader_writes_is_escaped_everywhere_it_is_shown(client):
     token = csrf_token(client.get(f"/articles/{DEMO_SLUG}").text)
-    response = client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token},
-                           json={"name": "<b>Eve</b>", "about": HOSTILE[:100], "body": HOSTILE})
+    response = client.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        headers={"X-CSRF-Token": token},
+        json={"name": "<b>Eve</b>", "about": HOSTILE[:100], "body": HOSTILE},
+    )
     assert response.status_code == 201
     page = client.get(f"/articles/{DEMO_SLUG}").text
     assert "<script>window.pwned" not in page and "<img src=x" not in page and "<b>Eve" not in page
@@ -85,9 +98,11 @@ def test_every_template_autoescapes_whatever_its_file_name():
 
 
 def test_the_json_api_posts_and_lists_comments(client):
-    response = client.post(f"/api/articles/{DEMO_SLUG}/comments",
-                           json={"name": "Ann", "about": "Teacher, Leeds", "body": "Hello\n\nworld"},
-                           headers={"X-CSRF-Token": csrf_token(client.get("/").text)})
+    response = client.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": "Ann", "about": "Teacher, Leeds", "body": "Hello\n\nworld"},
+        headers={"X-CSRF-Token": csrf_token(client.get("/").text)},
+    )
     assert response.status_code == 201
     created = response.json()
     assert created["seq"] == 5
@@ -98,14 +113,17 @@ def test_the_json_api_posts_and_lists_comments(client):
     assert thread["seq"] == 5 and thread["comments"][-1] == comment
 
 
-@pytest.mark.parametrize(("payload", "status", "code"), [
-    ({"name": "Ann", "body": "   "}, 422, "empty"),
-    ({"name": "", "body": "hi"}, 422, "empty"),
-    ({"name": "Ann", "body": "x" * 5001}, 422, "too_long"),
-    ({"name": "N" * 81, "body": "hi"}, 422, "too_long"),
-    ({"name": "Ann", "body": "hi", "parent": "nope"}, 404, "not_found"),
-    ({"name": "Ann", "body": 5}, 400, "invalid_message"),
-])
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ({"name": "Ann", "body": "   "}, 422, "empty"),
+        ({"name": "", "body": "hi"}, 422, "empty"),
+        ({"name": "Ann", "body": "x" * 5001}, 422, "too_long"),
+        ({"name": "N" * 81, "body": "hi"}, 422, "too_long"),
+        ({"name": "Ann", "body": "hi", "parent": "nope"}, 404, "not_found"),
+        ({"name": "Ann", "body": 5}, 400, "invalid_message"),
+    ],
+)
 def test_the_json_api_refuses_bad_comments_with_a_clear_error(client, payload, status, code):
     token = csrf_token(client.get("/").text)
     response = client.post(f"/api/articles/{DEMO_SLUG}/comments", json=payload, headers={"X-CSRF-Token": token})
@@ -117,8 +135,11 @@ def test_the_json_api_refuses_bad_comments_with_a_clear_error(client, payload, s
 def test_malformed_json_and_wrong_content_type_are_refused(client):
     token = csrf_token(client.get("/").text)
     for body, content_type in (("{not json", "application/json"), ("name=Ann&body=hi", "text/plain")):
-        response = client.post(f"/api/articles/{DEMO_SLUG}/comments", content=body,
-                               headers={"Content-Type": content_type, "X-CSRF-Token": token})
+        response = client.post(
+            f"/api/articles/{DEMO_SLUG}/comments",
+            content=body,
+            headers={"Content-Type": content_type, "X-CSRF-Token": token},
+        )
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_message"
 
 
@@ -133,8 +154,11 @@ def test_a_session_without_its_csrf_token_cannot_post(client):
 
 def test_the_form_post_redirects_to_the_new_comment(client):
     token = csrf_token(client.get(f"/articles/{DEMO_SLUG}").text)
-    response = client.post(f"/articles/{DEMO_SLUG}/comments", follow_redirects=False,
-                           data={"name": "Ann", "about": "", "body": "From a form", "parent": "", "csrf_token": token})
+    response = client.post(
+        f"/articles/{DEMO_SLUG}/comments",
+        follow_redirects=False,
+        data={"name": "Ann", "about": "", "body": "From a form", "parent": "", "csrf_token": token},
+    )
     assert response.status_code == 303
     comment_id = client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"][-1]["id"]
     assert response.headers["location"] == f"/articles/{DEMO_SLUG}#c-{comment_id}"
@@ -142,8 +166,11 @@ def test_the_form_post_redirects_to_the_new_comment(client):
 
 def test_a_refused_form_post_shows_the_page_again_with_the_text_kept(client):
     token = csrf_token(client.get(f"/articles/{DEMO_SLUG}").text)
-    response = client.post(f"/articles/{DEMO_SLUG}/comments", follow_redirects=False,
-                           data={"name": "Keep Me", "body": "x" * 5001, "parent": "", "csrf_token": token})
+    response = client.post(
+        f"/articles/{DEMO_SLUG}/comments",
+        follow_redirects=False,
+        data={"name": "Keep Me", "body": "x" * 5001, "parent": "", "csrf_token": token},
+    )
     assert response.status_code == 422
     assert "limited to 5,000 characters" in response.text and 'value="Keep Me"' in response.text
 
@@ -162,6 +189,7 @@ def test_health_and_readiness(client):
 
 def test_relative_times_read_naturally():
     from datetime import UTC, datetime
+
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     assert ago("2026-11-26T11:59:30.000Z", now) == "just now"
     assert ago("2026-11-26T11:59:00.000Z", now) == "1 minute ago"
@@ -173,15 +201,20 @@ def test_relative_times_read_naturally():
 def test_an_oversized_request_body_is_refused_before_it_is_read(client):
     token = csrf_token(client.get(f"/articles/{DEMO_SLUG}").text)
     huge = "x" * (300 * 1024)
-    api = client.post(f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token},
-                      json={"name": "Ann", "body": huge})
+    api = client.post(
+        f"/api/articles/{DEMO_SLUG}/comments", headers={"X-CSRF-Token": token}, json={"name": "Ann", "body": huge}
+    )
     assert api.status_code == 413 and api.json()["error"]["code"] == "too_long"
 
     def chunked():  # no Content-Length: the size is only known while reading
         for _ in range(300):
             yield b"x" * 1024
-    form = client.post(f"/articles/{DEMO_SLUG}/comments", content=chunked(),
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    form = client.post(
+        f"/articles/{DEMO_SLUG}/comments",
+        content=chunked(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert form.status_code == 413
     assert client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["seq"] == 4
 
@@ -197,6 +230,7 @@ def test_metrics_count_what_operators_need(settings, tmp_path):
     from starlette.testclient import TestClient
 
     from server.app import create_app
+
     def metric(text: str, name: str) -> float:
         return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
 

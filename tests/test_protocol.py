@@ -31,19 +31,23 @@ def test_a_post_frame_parses_to_a_post():
 
 def test_optional_fields_may_be_left_out():
     assert parse_client_frame('{"type": "post", "body": "x", "name": "A"}') == Post(
-        ref=None, body="x", parent=None, name="A", about=None)
+        ref=None, body="x", parent=None, name="A", about=None
+    )
 
 
-@pytest.mark.parametrize(("frame", "says"), [
-    ("not json", "not valid JSON"),
-    ("[1, 2]", "JSON object"),
-    ('"post"', "JSON object"),
-    ("{}", 'no "type"'),
-    ('{"type": "subscribe"}', "unknown message type 'subscribe'"),
-    ('{"type": "post", "body": 5, "name": "A"}', '"body" must be a string'),
-    ('{"type": "post", "body": "x", "name": ["A"]}', '"name" must be a string'),
-    ('{"type": "post", "body": "x", "name": "A", "ref": "' + "r" * 200 + '"}', '"ref" is too long'),
-])
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('"post"', "JSON object"),
+        ("{}", 'no "type"'),
+        ('{"type": "subscribe"}', "unknown message type 'subscribe'"),
+        ('{"type": "post", "body": 5, "name": "A"}', '"body" must be a string'),
+        ('{"type": "post", "body": "x", "name": ["A"]}', '"name" must be a string'),
+        ('{"type": "post", "body": "x", "name": "A", "ref": "' + "r" * 200 + '"}', '"ref" is too long'),
+    ],
+)
 def test_malformed_frames_are_refused_with_a_reason(frame, says):
     with pytest.raises(InvalidMessage, match=says) as refused:
         parse_client_frame(frame)
@@ -52,9 +56,16 @@ def test_malformed_frames_are_refused_with_a_reason(frame, says):
 
 def test_server_frames_encode_with_their_type_and_without_empty_optionals():
     assert orjson.loads(encode(Welcome(seq=3, readers=2, epoch="e1"))) == {
-        "type": "welcome", "seq": 3, "readers": 2, "epoch": "e1"}
+        "type": "welcome",
+        "seq": 3,
+        "readers": 2,
+        "epoch": "e1",
+    }
     assert orjson.loads(encode(Error(code="empty", message="The comment is empty."))) == {
-        "type": "error", "code": "empty", "message": "The comment is empty."}
+        "type": "error",
+        "code": "empty",
+        "message": "The comment is empty.",
+    }
     assert orjson.loads(encode(Error(code="rate_limited", message="m", ref="r", retry_after=4)))["retry_after"] == 4
     assert orjson.loads(encode(Ack(ref="r", id="c1", seq=9))) == {"type": "ack", "ref": "r", "id": "c1", "seq": 9}
     assert orjson.loads(encode(Presence(readers=7))) == {"type": "presence", "readers": 7}

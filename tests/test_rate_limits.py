@@ -17,8 +17,9 @@ WINDOW = 2.0
 
 
 def test_no_window_of_two_seconds_holds_more_than_five_accepted_posts(settings: Settings) -> None:
-    limited = dataclasses.replace(settings, post_rate_per_reader=f"5/{int(WINDOW)} seconds",
-                                  post_rate_per_ip="1000/minute")
+    limited = dataclasses.replace(
+        settings, post_rate_per_reader=f"5/{int(WINDOW)} seconds", post_rate_per_ip="1000/minute"
+    )
     accepted: list[float] = []
     with TestClient(create_app(limited), base_url="http://testserver") as client:
         started = time.monotonic()

@@ -37,8 +37,9 @@ async def catch_up(server: ServerProcess, since: int, epoch: str, until: int) ->
         return [frame["seq"] for frame in frames]
 
 
-async def test_500_readers_reconnecting_after_a_restart_cost_a_handful_of_store_reads(start_server,
-                                                                                      database_url) -> None:
+async def test_500_readers_reconnecting_after_a_restart_cost_a_handful_of_store_reads(
+    start_server, database_url
+) -> None:
     server = start_server(DATABASE_URL=database_url, **FAST)
     async with reader(server) as (poster, welcome):
         epoch, since = welcome["epoch"], welcome["seq"]

@@ -26,8 +26,9 @@ PUBLIC = "https://comments.example"
 @pytest.fixture
 def public_client(tmp_path: Path) -> Iterator[TestClient]:
     """The app as deployed behind a TLS proxy at PUBLIC (the proxy does not forward the scheme)."""
-    settings = Settings(data_dir=tmp_path / "data", content_dir=ROOT / "content", secret_key="test-secret-key",
-                        public_url=(PUBLIC,))
+    settings = Settings(
+        data_dir=tmp_path / "data", content_dir=ROOT / "content", secret_key="test-secret-key", public_url=(PUBLIC,)
+    )
     with TestClient(create_app(settings), base_url="http://comments.example") as client:
         yield client
 
@@ -36,8 +37,13 @@ def test_origins_are_compared_in_one_spelling() -> None:
     assert origin_of("https://Comments.Example:443/") == "https://comments.example"
     assert origin_of("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
     assert origin_of("http://[::1]:8000") == "http://[::1]:8000"
-    for not_an_origin in ("comments.example", "https://comments.example/path", "javascript:alert(1)",
-                          "https://user@comments.example", "ftp://comments.example"):
+    for not_an_origin in (
+        "comments.example",
+        "https://comments.example/path",
+        "javascript:alert(1)",
+        "https://user@comments.example",
+        "ftp://comments.example",
+    ):
         with pytest.raises(ValueError, match="is not an origin"):
             origin_of(not_an_origin)
 
@@ -65,12 +71,16 @@ def test_with_public_url_only_its_host_and_origin_are_the_sites_own(public_clien
     csrf = token(public_client, f"/articles/{DEMO_SLUG}")
     body = {"name": "Ann", "body": "from the site itself"}
     # The request came in as http:// (TLS ended at the proxy), but the page's origin is PUBLIC.
-    accepted = public_client.post(f"/api/articles/{DEMO_SLUG}/comments", json=body,
-                                  headers={"Origin": PUBLIC, "X-CSRF-Token": csrf})
+    accepted = public_client.post(
+        f"/api/articles/{DEMO_SLUG}/comments", json=body, headers={"Origin": PUBLIC, "X-CSRF-Token": csrf}
+    )
     assert accepted.status_code == 201
     # The origin the Host header and the request's scheme spell is not the site's.
-    refused = public_client.post(f"/api/articles/{DEMO_SLUG}/comments", json=body,
-                                 headers={"Origin": "http://comments.example", "X-CSRF-Token": csrf})
+    refused = public_client.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json=body,
+        headers={"Origin": "http://comments.example", "X-CSRF-Token": csrf},
+    )
     assert refused.status_code == 403
 
 
@@ -83,8 +93,12 @@ def test_an_https_public_url_makes_the_cookies_secure(public_client: TestClient)
     reader = cookie.split(";", 1)[0]
     page = public_client.get("/login", headers={"Cookie": reader}).text
     csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
-    response = public_client.post("/login", headers={"Cookie": reader}, follow_redirects=False,
-                                  data={"username": "alice", "password": PASSWORD, "csrf_token": csrf})
+    response = public_client.post(
+        "/login",
+        headers={"Cookie": reader},
+        follow_redirects=False,
+        data={"username": "alice", "password": PASSWORD, "csrf_token": csrf},
+    )
     assert response.status_code == 303
     assert response.headers["set-cookie"].startswith("bc_session=") and "; Secure" in response.headers["set-cookie"]
 
@@ -96,14 +110,22 @@ async def test_a_rebound_host_name_reaches_nothing(start_server) -> None:
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}"):
             assert (await client.get(f"{server.url}/", headers={"Host": host})).status_code == 200, host
-        for host in (f"attacker.example:{server.port}", "attacker.example",
-                     f"127.0.0.1.attacker.example:{server.port}"):
+        for host in (
+            f"attacker.example:{server.port}",
+            "attacker.example",
+            f"127.0.0.1.attacker.example:{server.port}",
+        ):
             response = await client.get(f"{server.url}/articles/{DEMO_SLUG}", headers={"Host": host})
             assert response.status_code == 400, host
     # The live socket too: its upgrade is answered 400 before any frame.
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"ws://attacker.example:{server.port}/articles/{DEMO_SLUG}/live", host="127.0.0.1",
-                           port=server.port, origin=f"http://attacker.example:{server.port}", proxy=None,
-                           open_timeout=5):
+        async with connect(
+            f"ws://attacker.example:{server.port}/articles/{DEMO_SLUG}/live",
+            host="127.0.0.1",
+            port=server.port,
+            origin=f"http://attacker.example:{server.port}",
+            proxy=None,
+            open_timeout=5,
+        ):
             pass
     assert refused.value.response.status_code == 400

@@ -19,14 +19,16 @@ def test_a_missing_secret_key_with_redis_is_one_clear_line_and_no_start(tmp_path
     env.update(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PORT=str(free_port()), DATA_DIR=str(tmp_path))
     if secret is not None:
         env["SECRET_KEY"] = secret
-    run = subprocess.run([sys.executable, "-m", "server", "serve"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "server", "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     print(run.stderr)
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
         "python -m server serve: SECRET_KEY is missing: it is required when REDIS_URL is set "
-        "(every instance must sign cookies with the same key)"]
+        "(every instance must sign cookies with the same key)"
+    ]
 
 
 def test_a_redis_that_would_lose_comments_is_warned_about_at_start(tmp_path: Path, start_server):

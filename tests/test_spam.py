@@ -13,8 +13,9 @@ from .visitors import token
 
 
 def test_listed_words_and_phrases_match_whatever_their_case_or_punctuation():
-    rules = Rules.from_dict({"banned_words": ["Casino", "buy now", "ｆｒｅｅ　ｍｏｎｅｙ"],
-                             "suspect_words": "crypto\n"})
+    rules = Rules.from_dict(
+        {"banned_words": ["Casino", "buy now", "ｆｒｅｅ　ｍｏｎｅｙ"], "suspect_words": "crypto\n"}
+    )
     assert rules.matches("Visit our CASINO!", banned=True) == "casino"
     assert rules.matches("please... BUY, now", banned=True) == "buy now"
     assert rules.matches("free money here", banned=True) == "free money"  # the list is NFKC-normalised too
@@ -37,11 +38,26 @@ def test_a_huge_list_and_a_huge_comment_still_match_correctly():
 
 # Issue 10, point 4: each way a listed word was dodged, then every one of them at once.
 EVASIONS = {
-    "ZWJ": "sp\u200dam", "ZWNJ": "sp\u200cam", "soft hyphen": "sp\u00adam", "U+034F": "sp\u034fam",
-    "U+200E": "sp\u200eam", "U+2062": "sp\u2062am", "U+E0020": "sp\U000E0020am", "VS16": "sp\ufe0fam",
-    "U+180B": "sp\u180bam", "U+3164": "sp\u3164am", "Cyrillic": "ѕраm", "Greek and Cyrillic": "ѕрαm",
-    "fullwidth": "ｓｐａｍ", "mathematical": "𝐬𝐩𝐚𝐦", "accents": "spám", "digits": "5p4m",
-    "spaced": "s p a m", "dotted": "s.p.a.m", "spaced digits": "5 p 4 m", "all at once": "ѕ\u200b p 4\u00ad m",
+    "ZWJ": "sp\u200dam",
+    "ZWNJ": "sp\u200cam",
+    "soft hyphen": "sp\u00adam",
+    "U+034F": "sp\u034fam",
+    "U+200E": "sp\u200eam",
+    "U+2062": "sp\u2062am",
+    "U+E0020": "sp\U000e0020am",
+    "VS16": "sp\ufe0fam",
+    "U+180B": "sp\u180bam",
+    "U+3164": "sp\u3164am",
+    "Cyrillic": "ѕраm",
+    "Greek and Cyrillic": "ѕрαm",
+    "fullwidth": "ｓｐａｍ",
+    "mathematical": "𝐬𝐩𝐚𝐦",
+    "accents": "spám",
+    "digits": "5p4m",
+    "spaced": "s p a m",
+    "dotted": "s.p.a.m",
+    "spaced digits": "5 p 4 m",
+    "all at once": "ѕ\u200b p 4\u00ad m",
 }
 
 
@@ -94,8 +110,11 @@ def test_the_same_text_has_the_same_fingerprint_whatever_the_spacing():
 
 
 def post(browser_, body: str, name: str = "Reader"):
-    return browser_.post(f"/api/articles/{DEMO_SLUG}/comments", json={"name": name, "body": body},
-                         headers={"X-CSRF-Token": token(browser_)})
+    return browser_.post(
+        f"/api/articles/{DEMO_SLUG}/comments",
+        json={"name": name, "body": body},
+        headers={"X-CSRF-Token": token(browser_)},
+    )
 
 
 def save_rules(moderator_, **rules):
@@ -135,19 +154,26 @@ def test_a_readers_first_comments_can_be_premoderated(moderator, new_visitor):
     newcomer = new_visitor()
     first = post(newcomer, "my first comment")
     assert first.status_code == 202
-    moderator.post(f"/api/comments/{first.json()['comment']['id']}/approve", json={},
-                   headers={"X-CSRF-Token": token(moderator)})
+    moderator.post(
+        f"/api/comments/{first.json()['comment']['id']}/approve", json={}, headers={"X-CSRF-Token": token(moderator)}
+    )
     assert post(newcomer, "my second comment").status_code == 201  # one published: trusted now
 
 
 def test_the_rules_page_and_api_are_for_moderators_only(reader, moderator):
     assert reader.get("/api/moderation/rules").status_code == 401
-    assert reader.post("/api/moderation/rules", json={"banned_words": ["x"]},
-                       headers={"X-CSRF-Token": token(reader)}).status_code == 401
+    assert (
+        reader.post(
+            "/api/moderation/rules", json={"banned_words": ["x"]}, headers={"X-CSRF-Token": token(reader)}
+        ).status_code
+        == 401
+    )
     assert reader.get("/moderation/rules", follow_redirects=False).status_code == 303
     page = moderator.get("/moderation/rules")
     assert page.status_code == 200 and "Banned words" in page.text
-    form = moderator.post("/api/moderation/rules", follow_redirects=False,
-                          data={"csrf_token": token(moderator), "banned_words": "spam\r\neggs",
-                                "next": "/moderation/rules"})
+    form = moderator.post(
+        "/api/moderation/rules",
+        follow_redirects=False,
+        data={"csrf_token": token(moderator), "banned_words": "spam\r\neggs", "next": "/moderation/rules"},
+    )
     assert form.status_code == 303 and moderator.get("/api/moderation/rules").json()["banned_words"] == ["eggs", "spam"]

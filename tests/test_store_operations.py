@@ -16,8 +16,9 @@ def _settings(tmp_path: Path, **changes: object) -> Settings:
     return dataclasses.replace(Settings(data_dir=tmp_path, secret_key="test-secret-key"), **changes)
 
 
-async def test_database_pool_size_and_slow_queries(tmp_path: Path, database_url: str,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_database_pool_size_and_slow_queries(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     store = create_store(_settings(tmp_path, database_url=database_url, database_pool_size=3, slow_query_ms=0.001))
     await store.start()
     try:
@@ -30,8 +31,9 @@ async def test_database_pool_size_and_slow_queries(tmp_path: Path, database_url:
         await store.close()
 
 
-async def test_no_slow_query_logged_under_the_threshold(tmp_path: Path, database_url: str,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_slow_query_logged_under_the_threshold(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     store = create_store(_settings(tmp_path, database_url=database_url, slow_query_ms=60_000))
     await store.start()
     try:

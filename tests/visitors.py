@@ -15,8 +15,11 @@ def token(client, path: str = "/") -> str:
 
 
 def login(client, name: str = "alice", password: str = PASSWORD):
-    return client.post("/login", data={"username": name, "password": password, "csrf_token": token(client, "/login"),
-                                       "next": "/moderation"}, follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"username": name, "password": password, "csrf_token": token(client, "/login"), "next": "/moderation"},
+        follow_redirects=False,
+    )
 
 
 class Visitor:

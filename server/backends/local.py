@@ -163,7 +163,8 @@ class SqliteStore(Store):
     def _next_seq(self, slug: str) -> int:
         assert self._db is not None
         seq: int = self._db.execute(
-            "UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)).fetchone()[0]
+            "UPDATE threads SET seq = seq + 1 WHERE slug = ? RETURNING seq", (slug,)
+        ).fetchone()[0]
         return seq
 
     async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:

@@ -26,9 +26,19 @@ sys.path.insert(0, str(ROOT))  # run as a script: the tests' helpers import from
 
 from tests.servers import free_port  # noqa: E402
 
-GROUPS = {"1": "Framing", "2": "Pings/Pongs", "3": "Reserved bits", "4": "Opcodes", "5": "Fragmentation",
-          "6": "UTF-8 handling", "7": "Close handling", "9": "Limits/performance", "10": "Miscellaneous",
-          "12": "Compression (payloads)", "13": "Compression (parameters)"}
+GROUPS = {
+    "1": "Framing",
+    "2": "Pings/Pongs",
+    "3": "Reserved bits",
+    "4": "Opcodes",
+    "5": "Fragmentation",
+    "6": "UTF-8 handling",
+    "7": "Close handling",
+    "9": "Limits/performance",
+    "10": "Miscellaneous",
+    "12": "Compression (payloads)",
+    "13": "Compression (parameters)",
+}
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 # "FAILED 1009": the server closed with 1009, message too big: the product's ws_max_size (64 KiB)
 # refusing a message Autobahn expected echoed; counted apart from every other failure.
@@ -93,16 +103,24 @@ def main() -> int:
     try:
         wait_for_port(port, app)
         print(app_log.read_text().splitlines()[0], flush=True)  # the uvicorn options it runs with
-        spec = {"outdir": str(outdir), "servers": [{"agent": agent, "url": f"ws://127.0.0.1:{port}"}],
-                "cases": [c.strip() for c in args.cases.split(",") if c.strip()],
-                "exclude-cases": [] if args.full else ["9.*"], "exclude-agent-cases": {}}
+        spec = {
+            "outdir": str(outdir),
+            "servers": [{"agent": agent, "url": f"ws://127.0.0.1:{port}"}],
+            "cases": [c.strip() for c in args.cases.split(",") if c.strip()],
+            "exclude-cases": [] if args.full else ["9.*"],
+            "exclude-agent-cases": {},
+        }
         spec_path = outdir / "fuzzingclient.json"
         spec_path.write_text(json.dumps(spec, indent=2))
         started = time.monotonic()
         with open(outdir / "wstest.log", "w") as log:
-            subprocess.run([str(Path(args.wstest).resolve()), "-m", "fuzzingclient", "-s", str(spec_path)],
-                           cwd=outdir, check=True,
-                           stdout=log, stderr=subprocess.STDOUT)
+            subprocess.run(
+                [str(Path(args.wstest).resolve()), "-m", "fuzzingclient", "-s", str(spec_path)],
+                cwd=outdir,
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         elapsed = time.monotonic() - started
     finally:
         app.terminate()
@@ -111,8 +129,10 @@ def main() -> int:
     groups, not_passed = summarise(outdir, agent)
     total = Counter()
     cases = sum(sum(counts.values()) for counts in groups.values())
-    print(f"\nAutobahn|Testsuite fuzzingclient -> {agent}: {cases} cases in {elapsed:.0f} s"
-          f"{'' if args.full else ', 9.* excluded'}")
+    print(
+        f"\nAutobahn|Testsuite fuzzingclient -> {agent}: {cases} cases in {elapsed:.0f} s"
+        f"{'' if args.full else ', 9.* excluded'}"
+    )
     if any(counts[TOO_BIG] for counts in groups.values()):
         print(f"({TOO_BIG}: closed by the server with 1009, the message being too big for ws_max_size)")
     print(f"{'group':<30}" + "".join(f"{c:>14}" for c in COLUMNS))
@@ -129,8 +149,10 @@ def main() -> int:
         if worst == TOO_BIG:
             continue
         report = json.loads((outdir / result["reportfile"]).read_text()) if result.get("reportfile") else {}
-        print(f"\n{case_id}: {result['behavior']} / close {result.get('behaviorClose')}, "
-              f"remote close code {result.get('remoteCloseCode')}")
+        print(
+            f"\n{case_id}: {result['behavior']} / close {result.get('behaviorClose')}, "
+            f"remote close code {result.get('remoteCloseCode')}"
+        )
         for key in ("description", "expectation", "result", "resultClose"):
             if report.get(key):
                 print(f"  {key}: {' '.join(str(report[key]).split())}")

@@ -74,6 +74,7 @@ class Reader:
     """Reads one article like live.js: keeps its last seq and epoch, reconnects with them, moves
     to the next instance when one is gone. Records every sequenced event it is given, and any
     violation of the promise (a seq it had already, or one that skips ahead)."""
+
     instances: list[ServerProcess]
     index: int
     last: int | None = None
@@ -91,8 +92,9 @@ class Reader:
             query = f"?since={self.last}&epoch={self.epoch}" if self.last is not None else ""
             ws = None
             try:
-                async with connect(f"{server.ws_url}/articles/{DEMO_SLUG}/live{query}", open_timeout=3,
-                                   ping_interval=None) as ws:
+                async with connect(
+                    f"{server.ws_url}/articles/{DEMO_SLUG}/live{query}", open_timeout=3, ping_interval=None
+                ) as ws:
                     async for raw in ws:
                         self._apply(json.loads(raw))
             except (TimeoutError, ConnectionClosed, OSError, InvalidHandshake):
@@ -130,6 +132,7 @@ class Reader:
             while not (self.epoch == epoch and self.last is not None and self.last >= seq):
                 self.progressed.clear()
                 await self.progressed.wait()
+
         await asyncio.wait_for(reached(), timeout)
 
 
@@ -152,8 +155,9 @@ class Poster:
         while True:
             server = self.instances[next(self._turn) % len(self.instances)]
             try:
-                response = await self.client.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
-                                                  json={"name": "Poster", "body": body, "ref": ref})
+                response = await self.client.post(
+                    f"{server.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "Poster", "body": body, "ref": ref}
+                )
                 if response.status_code in (200, 201):
                     data = response.json()
                     self.acked[data["comment"]["id"]] = data["seq"]
@@ -186,8 +190,12 @@ class Cluster:
         self.redis.start()
         self.proxy = await TcpProxy(self.redis.port).start()
         for n in range(self._n_instances):
-            server = ServerProcess(self.tmp / f"instance{n}", REDIS_URL=f"redis://127.0.0.1:{self.proxy.port}/0",
-                                   POST_RATE_PER_READER="100000/second", POST_RATE_PER_IP="100000/second")
+            server = ServerProcess(
+                self.tmp / f"instance{n}",
+                REDIS_URL=f"redis://127.0.0.1:{self.proxy.port}/0",
+                POST_RATE_PER_READER="100000/second",
+                POST_RATE_PER_IP="100000/second",
+            )
             await asyncio.to_thread(server.start)
             self.instances.append(server)
         self.poster = Poster(self.instances)
@@ -232,8 +240,9 @@ class Cluster:
         for server in self.live_instances:
             pages, after = [], ""
             while after is not None:  # the API answers a page at a time: follow `next`
-                response = await self.poster.client.get(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
-                                                        params={"limit": 200, "after": after})
+                response = await self.poster.client.get(
+                    f"{server.url}/api/articles/{DEMO_SLUG}/comments", params={"limit": 200, "after": after}
+                )
                 assert response.status_code == 200
                 pages.append(response.json())
                 after = pages[-1]["next"]

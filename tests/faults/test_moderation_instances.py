@@ -26,8 +26,15 @@ def cluster(tmp_path: Path):
     redis = RedisServer(tmp_path / "redis").start()
     servers = [ServerProcess(tmp_path / f"i{n}", REDIS_URL=redis.url).start() for n in range(2)]
     env = {**os.environ, "REDIS_URL": redis.url, "SECRET_KEY": "test-secret-key"}
-    created = subprocess.run([sys.executable, "-m", "server", "create-moderator", "alice"], input=PASSWORD + "\n",
-                             text=True, capture_output=True, cwd=ROOT, env=env, timeout=30)
+    created = subprocess.run(
+        [sys.executable, "-m", "server", "create-moderator", "alice"],
+        input=PASSWORD + "\n",
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        timeout=30,
+    )
     assert created.returncode == 0, created.stderr
     yield servers
     for server in servers:
@@ -42,8 +49,9 @@ async def csrf(client: httpx.AsyncClient, url: str) -> str:
 async def logged_in(server: ServerProcess) -> tuple[httpx.AsyncClient, str]:
     client = httpx.AsyncClient()
     token = await csrf(client, server.url + "/login")
-    response = await client.post(server.url + "/login", data={"username": "alice", "password": PASSWORD,
-                                                              "csrf_token": token})
+    response = await client.post(
+        server.url + "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+    )
     assert response.status_code == 303 and response.headers["location"] == "/moderation"
     return client, await csrf(client, server.url + "/moderation")  # the token changes at login
 
@@ -58,6 +66,7 @@ async def frame_of(ws, kind: str, timeout: float = 5.0) -> dict:
             frame = json.loads(raw)
             if frame["type"] == kind:
                 return frame
+
     return await asyncio.wait_for(find(), timeout)
 
 
@@ -65,14 +74,17 @@ async def test_a_removal_on_one_instance_reaches_readers_and_desks_on_the_other(
     a, b = cluster
     moderator, token = await logged_in(a)
     comment = (await moderator.get(f"{a.url}/api/articles/{DEMO_SLUG}/comments")).json()["comments"][0]
-    async with connect(f"{b.ws_url}/articles/{DEMO_SLUG}/live") as reader, \
-            connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(moderator)) as desk:
+    async with (
+        connect(f"{b.ws_url}/articles/{DEMO_SLUG}/live") as reader,
+        connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(moderator)) as desk,
+    ):
         assert (await frame_of(desk, "desk_welcome"))["moderator"] == "alice"  # the session works on B too
         await frame_of(reader, "welcome")
         loop = asyncio.get_running_loop()
         start = loop.time()
-        response = await moderator.post(f"{a.url}/api/comments/{comment['id']}/remove", json={"reason": "abuse"},
-                                        headers={"X-CSRF-Token": token})
+        response = await moderator.post(
+            f"{a.url}/api/comments/{comment['id']}/remove", json={"reason": "abuse"}, headers={"X-CSRF-Token": token}
+        )
         assert response.status_code == 200
         removed = await frame_of(reader, "removed")
         print(f"\nthe removal reached a reader on the other instance after {(loop.time() - start) * 1000:.0f} ms")
@@ -87,18 +99,25 @@ async def test_a_ban_on_one_instance_refuses_the_readers_next_post_on_every_inst
     moderator, token = await logged_in(a)
     async with httpx.AsyncClient() as troll:
         troll_token = await csrf(troll, f"{b.url}/articles/{DEMO_SLUG}")
-        posted = await troll.post(f"{b.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "T", "body": "spam"},
-                                  headers={"X-CSRF-Token": troll_token})
+        posted = await troll.post(
+            f"{b.url}/api/articles/{DEMO_SLUG}/comments",
+            json={"name": "T", "body": "spam"},
+            headers={"X-CSRF-Token": troll_token},
+        )
         comment_id = posted.json()["comment"]["id"]
         thread = (await moderator.get(f"{a.url}/api/articles/{DEMO_SLUG}/comments")).json()
-        reader_id = next(c["reader_id"] for c in thread["comments"]
-                         if c["id"] == comment_id)
-        assert (await moderator.post(f"{a.url}/api/readers/{reader_id}/ban", json={"reason": "spam"},
-                                     headers={"X-CSRF-Token": token})).status_code == 200
+        reader_id = next(c["reader_id"] for c in thread["comments"] if c["id"] == comment_id)
+        assert (
+            await moderator.post(
+                f"{a.url}/api/readers/{reader_id}/ban", json={"reason": "spam"}, headers={"X-CSRF-Token": token}
+            )
+        ).status_code == 200
         for server in (a, b):
-            refused = await troll.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
-                                       json={"name": "T", "body": "more"},
-                                       headers={"X-CSRF-Token": troll_token})
+            refused = await troll.post(
+                f"{server.url}/api/articles/{DEMO_SLUG}/comments",
+                json={"name": "T", "body": "more"},
+                headers={"X-CSRF-Token": troll_token},
+            )
             assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
     await moderator.aclose()
 
@@ -124,21 +143,30 @@ async def test_spam_rules_changed_on_one_instance_apply_on_the_other_at_once(clu
     moderator, token = await logged_in(a)
     async with connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(moderator)) as desk_on_b:
         await frame_of(desk_on_b, "desk_welcome")
-        saved = await moderator.post(f"{a.url}/api/moderation/rules", json={"banned_words": ["casino"]},
-                                     headers={"X-CSRF-Token": token})
+        saved = await moderator.post(
+            f"{a.url}/api/moderation/rules", json={"banned_words": ["casino"]}, headers={"X-CSRF-Token": token}
+        )
         assert saved.status_code == 200
         await frame_of(desk_on_b, "desk_action")  # B has heard of the change: it came before this
     async with httpx.AsyncClient() as reader:
-        refused = await reader.post(f"{b.url}/api/articles/{DEMO_SLUG}/comments",
-                                    json={"name": "Ann", "body": "the casino is open"})
+        refused = await reader.post(
+            f"{b.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "Ann", "body": "the casino is open"}
+        )
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "rejected"
     await moderator.aclose()
 
 
 def run_command(cluster_redis_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "REDIS_URL": cluster_redis_url, "SECRET_KEY": "test-secret-key"}
-    done = subprocess.run([sys.executable, "-m", "server", *args], input=stdin, text=True, capture_output=True,
-                          cwd=ROOT, env=env, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -147,8 +175,10 @@ def run_command(cluster_redis_url: str, *args: str, stdin: str = "") -> subproce
 async def test_end_sessions_or_a_password_reset_closes_every_session_of_the_moderator_everywhere(cluster, command):
     a, b = cluster
     (laptop, _), (phone, _) = await logged_in(a), await logged_in(b)
-    async with connect(f"{a.ws_url}/moderation/live", additional_headers=cookie_header(laptop)) as desk_a, \
-            connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(phone)) as desk_b:
+    async with (
+        connect(f"{a.ws_url}/moderation/live", additional_headers=cookie_header(laptop)) as desk_a,
+        connect(f"{b.ws_url}/moderation/live", additional_headers=cookie_header(phone)) as desk_b,
+    ):
         for desk in (desk_a, desk_b):
             await frame_of(desk, "desk_welcome")
         done = run_command(a.env["REDIS_URL"], *command, stdin="a brand new password\n")
@@ -171,8 +201,9 @@ async def test_logins_and_reports_while_redis_is_down_are_503_not_500(tmp_path: 
             token = await csrf(visitor, server.url + "/login")
             comment_id = (await visitor.get(f"/api/articles/{DEMO_SLUG}/comments")).json()["comments"][0]["id"]
             redis.kill()
-            refused = await visitor.post("/login", data={"username": "alice", "password": PASSWORD,
-                                                         "csrf_token": token})
+            refused = await visitor.post(
+                "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+            )
             assert refused.status_code == 503
             refused = await visitor.post(f"/api/comments/{comment_id}/report", json={}, headers={"X-CSRF-Token": token})
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"

@@ -32,7 +32,8 @@ async def test_redis_killed_mid_stream_and_restarted(tmp_path: Path):
             cluster.redis.kill()
             # While Redis is down, posts are refused with 503 `unavailable`, never hang.
             response = await cluster.poster.client.post(
-                f"{cluster.instances[0].url}/api/articles/{DEMO_SLUG}/comments", json={"name": "A", "body": "x"})
+                f"{cluster.instances[0].url}/api/articles/{DEMO_SLUG}/comments", json={"name": "A", "body": "x"}
+            )
             assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
             ready = await cluster.poster.client.get(f"{cluster.instances[1].url}/readyz")
             assert ready.status_code == 503
@@ -75,7 +76,8 @@ async def test_link_to_redis_blackholed_for_20_seconds(tmp_path: Path):
         response = await cluster.poster.client.post(
             f"{cluster.instances[0].url}/api/articles/{DEMO_SLUG}/comments",
             json={"name": "A", "body": "x", "ref": "bh"},
-            timeout=15)
+            timeout=15,
+        )
         assert response.status_code == 503 and loop.time() - start < 10
         await asyncio.sleep(20 - (loop.time() - start))  # the fault itself lasts 20 s: nothing to wait on
         cluster.proxy.restore()
@@ -95,7 +97,11 @@ async def test_redis_flushed(tmp_path: Path):
         # The history is gone, so every reader was told to reload, then got what followed.
         assert all(reader.resets for reader in cluster.readers)
         assert [c["author"]["name"] for c in snapshot["comments"][:4]] == [
-            "Markus Scholz", "Anya Petrova", "David Chen", "Claire Dubois"]  # the article's own comments return
+            "Markus Scholz",
+            "Anya Petrova",
+            "David Chen",
+            "Claire Dubois",
+        ]  # the article's own comments return
 
 
 async def test_an_instance_killed_with_sigkill(tmp_path: Path):

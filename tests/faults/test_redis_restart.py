@@ -25,9 +25,11 @@ async def test_once_ready_after_a_redis_restart_the_first_post_on_each_instance_
     try:
         instances = [start_server(REDIS_URL=redis.url) for _ in range(2)]
         async with httpx.AsyncClient(timeout=10) as client:
+
             async def post(server, body: str) -> httpx.Response:
-                return await client.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
-                                         json={"name": "Ann", "body": body})
+                return await client.post(
+                    f"{server.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "Ann", "body": body}
+                )
 
             for n, server in enumerate(instances):  # every pool (commands, rate limits) has connections
                 assert (await post(server, f"before {n}")).status_code == 201

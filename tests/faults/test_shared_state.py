@@ -43,6 +43,7 @@ async def presence(ws, readers: int, timeout: float = 20.0) -> None:
             frame = json.loads(raw)
             if frame["type"] == "presence" and frame["readers"] == readers:
                 return
+
     await asyncio.wait_for(seen(), timeout)
 
 
@@ -60,8 +61,9 @@ async def test_rate_limits_are_shared_by_all_instances(instances):
         codes = []
         for n in range(6):
             server = instances[n % 2]
-            response = await client.post(f"{server.url}/api/articles/{DEMO_SLUG}/comments",
-                                         json={"name": "Flood", "body": f"post {n}"})
+            response = await client.post(
+                f"{server.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "Flood", "body": f"post {n}"}
+            )
             codes.append(response.status_code)
         assert codes == [201, 201, 201, 201, 429, 429]
         assert response.json()["error"]["code"] == "rate_limited" and int(response.headers["retry-after"]) > 0
@@ -78,6 +80,7 @@ async def test_with_redis_down_a_socket_post_gets_unavailable_and_the_reader_sta
                 frame = json.loads(raw)
                 if frame["type"] == "error":
                     return frame
+
         error = await asyncio.wait_for(refusal(), 10)
         assert error["code"] == "unavailable" and error["ref"] == "r1"
         redis.start()
@@ -90,11 +93,13 @@ async def test_with_redis_down_a_socket_post_gets_unavailable_and_the_reader_sta
                 frame = json.loads(raw)
                 if frame["type"] == "error":  # Redis may still be coming back: retry, same ref
                     await asyncio.sleep(0.2)
-                    await ws.send(json.dumps({"type": "post", "ref": "r1", "name": "Ann",
-                                              "body": "while Redis is away"}))
+                    await ws.send(
+                        json.dumps({"type": "post", "ref": "r1", "name": "Ann", "body": "while Redis is away"})
+                    )
                 ack = frame if frame["type"] == "ack" else ack
                 comment = frame if frame["type"] == "comment" else comment
                 if ack and comment:
                     return ack, comment
+
         ack, comment = await asyncio.wait_for(stored(), 20)
         assert ack["seq"] == comment["seq"] == 5 and comment["comment"]["body"] == "while Redis is away"
