@@ -22,7 +22,8 @@ run: $(VENV)/.run-deps
 
 # The tests start every server they need themselves (uvicorn on free ports, headless
 # Chromium); Chromium comes from the system (Debian's `chromium`, which .ci/run installs).
-test: $(VENV)/.test-deps
+# `make lint` runs first: a change that does not pass ruff and mypy is not tested further.
+test: lint
 	@command -v chromium >/dev/null || { echo "make test needs Debian's chromium: apt-get install chromium"; exit 1; }
 	@command -v redis-server >/dev/null || { echo "make test needs redis-server: apt-get install redis-server"; exit 1; }
 	@{ ls /usr/lib/postgresql/*/bin/initdb || test -x "$$(pg_config --bindir)/initdb"; } >/dev/null 2>&1 || { echo "make test needs PostgreSQL's initdb: apt-get install postgresql"; exit 1; }
