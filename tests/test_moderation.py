@@ -57,12 +57,15 @@ def first_comment(client: TestClient) -> dict:
     return client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"][0]
 
 
-def status_of(client: TestClient, comment_id: str) -> str:
+def field_of(client: TestClient, comment_id: str, field: str) -> str:
+    """One field of a comment as this client's view of the thread has it."""
     return next(
-        c["status"]
-        for c in client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-        if c["id"] == comment_id
+        c[field] for c in client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"] if c["id"] == comment_id
     )
+
+
+def status_of(client: TestClient, comment_id: str) -> str:
+    return field_of(client, comment_id, "status")
 
 
 MODERATOR_ACTIONS = [
@@ -179,11 +182,7 @@ def test_a_banned_reader_cannot_post_until_unbanned(moderator, reader):
         json={"name": "Troll", "body": "first"},
         headers={"X-CSRF-Token": reader_token},
     ).json()["comment"]
-    reader_id = next(
-        c["reader_id"]
-        for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-        if c["id"] == posted["id"]
-    )
+    reader_id = field_of(moderator, posted["id"], "reader_id")
     ban = moderator.post(
         f"/api/readers/{reader_id}/ban",
         json={"duration": "60", "reason": "trolling"},
@@ -553,11 +552,7 @@ def test_a_banned_reader_cannot_report(moderator, reader):
         json={"name": "Troll", "body": "hello"},
         headers={"X-CSRF-Token": reader_token},
     ).json()["comment"]
-    reader_id = next(
-        c["reader_id"]
-        for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-        if c["id"] == posted["id"]
-    )
+    reader_id = field_of(moderator, posted["id"], "reader_id")
     moderator.post(f"/api/readers/{reader_id}/ban", json={}, headers={"X-CSRF-Token": token(moderator)})
     refused = reader.post(f"/api/comments/{comment['id']}/report", json={}, headers={"X-CSRF-Token": reader_token})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "banned"
@@ -585,11 +580,7 @@ def test_without_a_cookie_the_reader_limits_the_repeat_rule_and_bans_still_hold(
     codes = [post(f"watch number {n}").status_code for n in range(5)]
     assert codes == [201] * 3 + [429] * 2  # the reader's 5 attempts in 10 s, the first two included
     comment_id = first.json()["comment"]["id"]
-    reader_id = next(
-        c["reader_id"]
-        for c in moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
-        if c["id"] == comment_id
-    )
+    reader_id = field_of(moderator, comment_id, "reader_id")
     assert (
         moderator.post(
             f"/api/readers/{reader_id}/ban", json={"comment_id": comment_id}, headers={"X-CSRF-Token": token(moderator)}
