@@ -165,9 +165,11 @@ async def test_a_cut_or_altered_file_is_refused(tmp_path: Path) -> None:
         await target.close()
 
 
-def _server_env(tmp_path: Path, data_dir: Path) -> dict[str, str]:
+def _server_command(cwd: Path, data_dir: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
+    """`python -m server ARGS` on the embedded store in data_dir, as an operator would run it."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    return {**env, "DATA_DIR": str(data_dir), "CONTENT_DIR": str(ROOT / "content"), "SECRET_KEY": "test"}
+    env = {**env, "DATA_DIR": str(data_dir), "CONTENT_DIR": str(ROOT / "content"), "SECRET_KEY": "test"}
+    return subprocess.run([sys.executable, "-m", "server", *args], cwd=cwd, env=env, capture_output=True, text=text)
 
 
 def test_export_and_import_commands_with_10000_comments(tmp_path: Path) -> None:
@@ -187,33 +189,16 @@ def test_export_and_import_commands_with_10000_comments(tmp_path: Path) -> None:
     asyncio.run(fill())
     dump = tmp_path / "dump.jsonl"
     started = time.perf_counter()
-    exported = subprocess.run(
-        [sys.executable, "-m", "server", "export", str(dump)],
-        cwd=tmp_path,
-        env=_server_env(tmp_path, tmp_path / "a"),
-        capture_output=True,
-        text=True,
-    )
+    exported = _server_command(tmp_path, tmp_path / "a", "export", str(dump))
     export_seconds = time.perf_counter() - started
     assert exported.returncode == 0, exported.stderr
     assert "10000 comment" in exported.stderr
     started = time.perf_counter()
-    imported = subprocess.run(
-        [sys.executable, "-m", "server", "import", str(dump)],
-        cwd=tmp_path,
-        env=_server_env(tmp_path, tmp_path / "b"),
-        capture_output=True,
-        text=True,
-    )
+    imported = _server_command(tmp_path, tmp_path / "b", "import", str(dump))
     import_seconds = time.perf_counter() - started
     assert imported.returncode == 0, imported.stderr
     assert "import" in imported.stderr and "10000 comment" in imported.stderr  # the bar, then the counts
-    again = subprocess.run(
-        [sys.executable, "-m", "server", "export"],
-        cwd=tmp_path,
-        env=_server_env(tmp_path, tmp_path / "b"),
-        capture_output=True,
-    )
+    again = _server_command(tmp_path, tmp_path / "b", "export", text=False)
     assert again.stdout == dump.read_bytes()
     print(
         f"10,000 comments (10 threads, 10,000 events): export {export_seconds:.1f} s, "
@@ -221,13 +206,7 @@ def test_export_and_import_commands_with_10000_comments(tmp_path: Path) -> None:
     )
 
     dump.write_bytes(dump.read_bytes()[:-50])  # cut short: the command says so and fails
-    cut = subprocess.run(
-        [sys.executable, "-m", "server", "import", str(dump)],
-        cwd=tmp_path,
-        env=_server_env(tmp_path, tmp_path / "c"),
-        capture_output=True,
-        text=True,
-    )
+    cut = _server_command(tmp_path, tmp_path / "c", "import", str(dump))
     assert cut.returncode != 0
     assert "import:" in cut.stderr
 
