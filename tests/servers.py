@@ -23,6 +23,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_command(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    """`python -m server ARGS` as an operator runs it beside the servers (env: their settings);
+    it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, "SECRET_KEY": "test-secret-key", **env},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 class ServerProcess:
     """One uvicorn instance of the product, started exactly as `make run` starts it."""
 
@@ -81,6 +97,10 @@ class ServerProcess:
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
+
+    def command(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        """A `python -m server` command on this server's store (its data dir and settings)."""
+        return server_command(*args, env={"DATA_DIR": str(self.data_dir), **self.env}, stdin=stdin)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -40,17 +40,7 @@ from .visitors import PASSWORD, Visitor, login, token
 
 
 def create_moderator(server: ServerProcess, name: str) -> None:
-    env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
-    created = subprocess.run(
-        [sys.executable, "-m", "server", "create-moderator", name],
-        input=PASSWORD + "\n",
-        text=True,
-        capture_output=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
+    server.command("create-moderator", name, stdin=PASSWORD + "\n")
 
 
 def first_comment(client: TestClient) -> dict:

@@ -3,10 +3,7 @@ the article page's moderator tools, the live desk, its keyboard, and the forms w
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -17,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from ..redis_server import RedisServer
-from ..servers import DEMO_SLUG, ROOT, ServerProcess
+from ..servers import DEMO_SLUG, ServerProcess, server_command
 from .article_page import thread_comments
 
 ARTICLE = f"/articles/{DEMO_SLUG}"
@@ -37,17 +34,7 @@ class Cluster:
 
 
 def create_moderator(redis_url: str, name: str) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": "test-secret-key"}
-    subprocess.run(
-        [sys.executable, "-m", "server", "create-moderator", name],
-        input=PASSWORD + "\n",
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    server_command("create-moderator", name, env={"REDIS_URL": redis_url}, stdin=PASSWORD + "\n")
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,11 @@ what a reader is told when something is refused, too long, or cannot reach the s
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import httpx2 as httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from ..servers import ROOT, ServerProcess
+from ..servers import ServerProcess
 from .article_page import API, ARTICLE, comment_by_body, post_from, thread_comments
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,17 +33,7 @@ def posts_seen(page: Page) -> list[str]:
 
 
 def create_moderator(server: ServerProcess, name: str, *options: str) -> None:
-    env = {**os.environ, "DATA_DIR": str(server.data_dir), "SECRET_KEY": "test-secret-key", **server.env}
-    subprocess.run(
-        [sys.executable, "-m", "server", "create-moderator", name, *options],
-        input="a long enough password\n",
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    server.command("create-moderator", name, *options, stdin="a long enough password\n")
 
 
 def test_a_moderators_display_name_is_refused_in_the_servers_words(server, open_page):

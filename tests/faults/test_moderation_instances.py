@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx2 as httpx
@@ -16,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..redis_server import RedisServer
-from ..servers import DEMO_SLUG, ROOT, ServerProcess
+from ..servers import DEMO_SLUG, ServerProcess, server_command
 
 PASSWORD = "correct horse battery"
 
@@ -25,17 +22,7 @@ PASSWORD = "correct horse battery"
 def cluster(tmp_path: Path):
     redis = RedisServer(tmp_path / "redis").start()
     servers = [ServerProcess(tmp_path / f"i{n}", REDIS_URL=redis.url).start() for n in range(2)]
-    env = {**os.environ, "REDIS_URL": redis.url, "SECRET_KEY": "test-secret-key"}
-    created = subprocess.run(
-        [sys.executable, "-m", "server", "create-moderator", "alice"],
-        input=PASSWORD + "\n",
-        text=True,
-        capture_output=True,
-        cwd=ROOT,
-        env=env,
-        timeout=30,
-    )
-    assert created.returncode == 0, created.stderr
+    server_command("create-moderator", "alice", env={"REDIS_URL": redis.url}, stdin=PASSWORD + "\n")
     yield servers
     for server in servers:
         server.stop()
@@ -156,21 +143,6 @@ async def test_spam_rules_changed_on_one_instance_apply_on_the_other_at_once(clu
     await moderator.aclose()
 
 
-def run_command(cluster_redis_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "REDIS_URL": cluster_redis_url, "SECRET_KEY": "test-secret-key"}
-    done = subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        cwd=ROOT,
-        env=env,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
-
-
 @pytest.mark.parametrize("command", [["end-sessions", "Alice"], ["create-moderator", "alice"]])
 async def test_end_sessions_or_a_password_reset_closes_every_session_of_the_moderator_everywhere(cluster, command):
     a, b = cluster
@@ -181,7 +153,7 @@ async def test_end_sessions_or_a_password_reset_closes_every_session_of_the_mode
     ):
         for desk in (desk_a, desk_b):
             await frame_of(desk, "desk_welcome")
-        done = run_command(a.env["REDIS_URL"], *command, stdin="a brand new password\n")
+        done = server_command(*command, env={"REDIS_URL": a.env["REDIS_URL"]}, stdin="a brand new password\n")
         print(done.stdout.strip())
         for desk in (desk_a, desk_b):
             with pytest.raises(ConnectionClosed):
