@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import limits
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.requests import HTTPConnection
@@ -93,7 +93,9 @@ class Tokens:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._limiter = SlidingWindowCounterRateLimiter(backend.rate_limit_storage)
+        # Exact counts, as for posts and logins (threads.py says why), with the same fallback to
+        # per-instance counts (SharedLimits) while Redis is away.
+        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
         self._failed_limits = limits.parse_many(FAILED_TOKEN_LIMITS_PER_ADDRESS)
 
     async def create(self, name: str, scopes: list[str], webhook_url: str | None = None) -> tuple[str, ApiToken]:
