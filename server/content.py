@@ -38,6 +38,8 @@ class Article:
     credit: str | None
     seed_comments: tuple[SeedComment, ...]
     source: str
+    # When the newsroom published it (ISO-8601 UTC); None for a file article without one.
+    published_at: str | None = None
 
 
 class ArticleError(ValueError):
