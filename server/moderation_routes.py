@@ -23,6 +23,7 @@ from .guards import MODERATOR, moderator_of, safe_next, submission
 from .identity import client_ip
 from .pages import render
 from .protocol import DeskReport
+from .text import clean_note
 
 if TYPE_CHECKING:
     from .moderation import Bans, ModeratorSession
@@ -56,7 +57,7 @@ def _done(request: Request, data: dict[str, Any], from_form: bool, result: dict[
 
 def _text(data: dict[str, Any], key: str, limit: int = 500) -> str | None:
     value = data.get(key)
-    return str(value).strip()[:limit] or None if value not in (None, "") else None
+    return clean_note(str(value), limit) if value is not None else None
 
 
 # --- sessions ---

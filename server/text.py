@@ -115,8 +115,8 @@ def _clean_body_pass(text: str) -> str:
     return _MARK_FLOOD.sub(r"\1", text)
 
 
-def clean_body(raw: str | None, limit: int) -> str:
-    """The text as stored: cleaning it again changes nothing (a flood cut can leave a joiner
+def _cleaned_text(raw: str | None) -> str:
+    """Free text as stored: cleaning it again changes nothing (a flood cut can leave a joiner
     between characters that no longer need it, so the removals repeat until nothing changes)."""
     text = (raw or "").replace("\r\n", "\n").replace("\r", "\n")
     for _ in range(_CLEAN_PASSES):
@@ -124,7 +124,19 @@ def clean_body(raw: str | None, limit: int) -> str:
         if cleaned == text:
             break
         text = cleaned
-    text = regex.sub(r"\n{3,}", "\n\n", text).strip()
+    return regex.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def clean_note(raw: str | None, limit: int) -> str | None:
+    """A short free text beside an action (a report's or a ban's reason): cleaned like a
+    comment, so no bidi override or invisible character misleads the moderator who reads it,
+    and cut at `limit` code points; None when nothing is left."""
+    return _cleaned_text(raw)[:limit].strip() or None
+
+
+def clean_body(raw: str | None, limit: int) -> str:
+    """The text as stored (see _cleaned_text); Empty or TooLong when it cannot be."""
+    text = _cleaned_text(raw)
     if not text:
         raise Empty("The comment is empty.")
     _check_length(text, limit, f"A comment is limited to {limit:,} characters.")

@@ -213,6 +213,21 @@ def test_a_reader_reports_a_comment_once_and_the_desk_lists_it(moderator, reader
     assert moderator.get("/api/moderation/queue").json()["reports"] == []
 
 
+def test_a_reports_reason_reaches_the_desk_without_bidi_overrides_or_invisible_characters(moderator, reader):
+    # "\u202e" would show the rest of the reason reversed on the desk: a reader could make
+    # "harassment" read as something else to the moderator who decides.
+    comment = first_comment(moderator)
+    reader.post(
+        f"/api/comments/{comment['id']}/report",
+        json={"reason": "\u202eoff\u200b topic\u2066 \u0000" + "x" * 600},
+        headers={"X-CSRF-Token": token(reader)},
+    )
+    [report] = moderator.get("/api/moderation/queue").json()["reports"]
+    [reason] = report["reasons"]
+    assert reason.startswith("off topic x") and len(reason) == 500
+    assert not any(ch in reason for ch in "\u202e\u200b\u2066\u0000")
+
+
 def test_reports_are_rate_limited(moderator, reader):
     comments = moderator.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]
     reader_token = token(reader)
