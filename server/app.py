@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         backend.on_control = control.dispatch
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
-        app.state.connections_per_ip = Counter()
+        app.state.connections_per_network = Counter()
         metrics.bind(app.state)
         lag_watch = asyncio.create_task(live_sessions.watch_lag())
         session_watch = asyncio.create_task(moderation.watch_sessions(lambda: live_sessions.by_session))

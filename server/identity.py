@@ -4,6 +4,7 @@ moderation service (which loads argon2)."""
 
 from __future__ import annotations
 
+import ipaddress
 from http.cookies import SimpleCookie
 
 from starlette.datastructures import Headers
@@ -27,3 +28,16 @@ def client_ip(scope: Scope) -> str:
     peer is a trusted proxy)."""
     client = scope.get("client")
     return client[0] if client else "unknown"
+
+
+def client_network(ip: str) -> str:
+    """What per-address limits and bans are keyed on: an IPv4 address (also when written as
+    IPv6-mapped), or an IPv6 address's /64 — one host usually holds a whole /64, and could
+    otherwise take a fresh address for every request."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # not an address ("unknown", a test client's name)
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(getattr(address, "ipv4_mapped", None) or address)

@@ -26,7 +26,7 @@ from .comments import PENDING, public_event
 from .control import DeskUpdate, SessionEnded
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
 from .guards import MODERATOR, author, moderator_of
-from .identity import client_ip
+from .identity import client_ip, client_network
 from .protocol import (
     CLOSE_POLICY,
     CLOSE_SESSION_ENDED,
@@ -155,8 +155,13 @@ async def live(websocket: WebSocket) -> None:
         await websocket.send_denial_response(PlainTextResponse("No such article.", status_code=404))
         return
     ip = client_ip(websocket.scope)
-    if state.connections_per_ip[ip] >= state.settings.max_connections_per_ip:
-        log.warning("refusing a live connection from %s: %d already open", ip, state.connections_per_ip[ip])
+    # Counted per network, as the other per-address limits are: an IPv6 host holds a whole /64
+    # and could otherwise open MAX_CONNECTIONS_PER_IP sockets from each of its addresses.
+    network = client_network(ip)
+    if state.connections_per_network[network] >= state.settings.max_connections_per_ip:
+        log.warning(
+            "refusing a live connection from %s: %d already open", network, state.connections_per_network[network]
+        )
         # Accepted, then closed: a browser sees an HTTP refusal only as a nameless failure, but
         # reads a close code and reason, so the page can say why and retry later.
         await websocket.accept()
@@ -176,11 +181,12 @@ class LiveReader:
     posting through Threads. It outlives the ASGI call that opened it: once caught up, the
     socket's protocol hands it each message (on_message) and the end (on_closed)."""
 
-    __slots__ = ("_left", "author", "connection", "ip", "refused", "session", "slug", "state")
+    __slots__ = ("_left", "author", "connection", "ip", "network", "refused", "session", "slug", "state")
 
     def __init__(self, websocket: WebSocket, wire: LiveWebSocketProtocol, slug: str, ip: str) -> None:
         self.state = websocket.app.state
         self.slug, self.ip = slug, ip
+        self.network = client_network(ip)
         self.session: ModeratorSession | None = moderator_of(websocket)
         self.author = author(websocket)
         self.connection = Connection(
@@ -191,7 +197,7 @@ class LiveReader:
 
     async def open(self, websocket: WebSocket) -> None:
         state, connection = self.state, self.connection
-        state.connections_per_ip[self.ip] += 1
+        state.connections_per_network[self.network] += 1
         state.live_sessions.add(self.session, connection)
         try:
             await state.hub.join(self.slug, connection)
@@ -213,9 +219,9 @@ class LiveReader:
         self._left = True
         state = self.state
         state.live_sessions.discard(self.session, self.connection)
-        state.connections_per_ip[self.ip] -= 1
-        if not state.connections_per_ip[self.ip]:
-            del state.connections_per_ip[self.ip]
+        state.connections_per_network[self.network] -= 1
+        if not state.connections_per_network[self.network]:
+            del state.connections_per_network[self.network]
         await state.hub.leave(self.slug, self.connection)
 
     async def on_message(self, message: Message) -> None:

@@ -47,7 +47,7 @@ tasks = Gauge("backchannel_asyncio_tasks", "asyncio tasks alive in the server's 
 def bind(app_state: State) -> None:
     """Point the scrape-time gauges at this app's hub and loop."""
     loop = asyncio.get_running_loop()
-    live_connections.set_function(lambda: sum(app_state.connections_per_ip.values()))
+    live_connections.set_function(lambda: sum(app_state.connections_per_network.values()))
     active_threads.set_function(lambda: app_state.hub.active_threads())
     tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 

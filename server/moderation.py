@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -41,7 +40,7 @@ from .backends.base import Backend
 from .comments import Comment, utc_now_iso
 from .control import DeskUpdate, SessionEnded, encode_control
 from .errors import Banned, Empty, Forbidden, InvalidMessage, RateLimited, TooLong, Unauthorized, Unavailable
-from .identity import SESSION_COOKIE
+from .identity import SESSION_COOKIE, client_network
 from .protocol import DeskAction, DeskFrame
 from .settings import MAX_NAME_CHARS, Settings
 from .text import clean_name, name_skeletons
@@ -89,19 +88,6 @@ def moderator_key(name: str) -> str:
     """The one form of a moderator's name that the account, its sessions and its login limit are
     keyed on: " alice", "ALICE" and "alice\u3000" are all "alice"."""
     return moderator_name(name).casefold()
-
-
-def client_network(ip: str) -> str:
-    """What per-address limits and bans are keyed on: an IPv4 address (also when written as
-    IPv6-mapped), or an IPv6 address's /64 — one host usually holds a whole /64, and could
-    otherwise take a fresh address for every request."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip  # not an address ("unknown", a test client's name)
-    if address.version == 6 and address.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(getattr(address, "ipv4_mapped", None) or address)
 
 
 def password_hasher(profile: str) -> PasswordHasher:

@@ -23,7 +23,8 @@ from .backends.base import Backend
 from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
 from .content import Article
 from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
-from .moderation import Bans, Moderation, client_network
+from .identity import client_network
+from .moderation import Bans, Moderation
 from .protocol import DeskComment
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .spam import SpamRules, text_fingerprint

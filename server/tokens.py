@@ -41,8 +41,7 @@ from .backends.base import Backend
 from .comments import utc_now_iso
 from .errors import BackchannelError, Forbidden, RateLimited, Unauthorized, Unavailable
 from .guards import ModeratorSessions
-from .identity import client_ip
-from .moderation import client_network
+from .identity import client_ip, client_network
 
 TOKEN_PREFIX = "bc_"
 WEBHOOK_SECRET_PREFIX = "whsec_"

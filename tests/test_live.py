@@ -956,6 +956,25 @@ async def test_live_connections_per_ip_are_capped(start_server) -> None:
             assert (await next_frame(again, "welcome"))["type"] == "welcome"
 
 
+async def test_one_ipv6_network_shares_one_connection_cap(start_server) -> None:
+    """A host holds a whole /64: a fresh address in it for each socket does not get round
+    MAX_CONNECTIONS_PER_IP; another /64 is another network."""
+    server = start_server(MAX_CONNECTIONS_PER_IP="2")  # the test client is the trusted proxy
+
+    def from_address(address: str) -> connect:
+        return ws_connect(live_url(server), additional_headers={"X-Forwarded-For": address})
+
+    async with from_address("2001:db8:5:7::1") as first, from_address("2001:db8:5:7::2") as second:
+        for ws in (first, second):
+            await next_frame(ws, "welcome")
+        async with from_address("2001:db8:5:7:ffff::3") as refused:
+            with pytest.raises(ConnectionClosed) as closed:
+                await refused.recv()
+        assert closed.value.rcvd.code == 4029
+        async with from_address("2001:db8:5:8::1") as neighbour:
+            assert (await next_frame(neighbour, "welcome"))["type"] == "welcome"
+
+
 async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(start_server) -> None:
     """A client cannot dodge the per-IP limit by inventing X-Forwarded-For; a trusted proxy's
     header does name the client."""

@@ -22,12 +22,12 @@ from server.backends import migrations
 from server.backends.local import LocalBackend
 from server.comments import Comment
 from server.errors import RateLimited, Repeat, Unauthorized
+from server.identity import client_network
 from server.moderation import (
     REPORT_FRAME_INTERVAL,
     REPORTS_KEPT,
     SESSION_CHECK_INTERVAL,
     Moderation,
-    client_network,
     password_hasher,
 )
 from server.settings import Settings
