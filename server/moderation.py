@@ -25,7 +25,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,6 @@ import limits
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from .backends.base import Backend
@@ -42,6 +41,7 @@ from .control import DeskUpdate, SessionEnded, encode_control
 from .errors import Banned, Empty, Forbidden, InvalidMessage, RateLimited, TooLong, Unauthorized, Unavailable
 from .identity import SESSION_COOKIE, client_network
 from .protocol import DeskAction, DeskFrame
+from .rate_limits import Check, Limits
 from .settings import MAX_NAME_CHARS, Settings
 from .text import clean_name, name_skeletons
 
@@ -129,8 +129,8 @@ class Moderation:
         self._dummy_hash: str | None = None
         # Exact counts (a moving window): the estimate of a sliding-window counter rounds down
         # and let one attempt more through at a window's edge.
-        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
-        self._limits = {
+        self._limits = Limits(backend.rate_limit_storage)
+        self._limit_items = {
             "login-ip": limits.parse_many(LOGIN_LIMITS_PER_ADDRESS),
             "login-name": limits.parse_many(LOGIN_LIMITS_PER_NAME),
             "report": limits.parse_many(REPORT_LIMITS_PER_READER),
@@ -214,19 +214,18 @@ class Moderation:
     async def _count(self, counted: list[tuple[str, str]], refusal: str) -> None:
         """One more attempt for each (kind, identifier), or RateLimited. hit() checks and counts in
         one atomic step, so attempts made at the same moment cannot all pass."""
+        checks: list[Check] = [(item, kind, ident) for kind, ident in counted for item in self._limit_items[kind]]
         try:
-            for kind, identifier in counted:
-                for item in self._limits[kind]:
-                    if not await self._limiter.hit(item, kind, identifier):
-                        stats = await self._limiter.get_window_stats(item, kind, identifier)
-                        raise RateLimited(refusal, max(1, int(stats.reset_time - time.time()) + 1))
+            retry_after = await self._limits.hit(checks)
         except StorageError as exc:  # the shared counters (Redis) are out of reach
             raise Unavailable("Moderation is unavailable for a moment; please retry.") from exc
+        if retry_after is not None:
+            raise RateLimited(refusal, retry_after)
 
     async def _forget_count(self, kind: str, identifier: str) -> None:
         try:
-            for item in self._limits[kind]:
-                await self._limiter.clear(item, kind, identifier)
+            for item in self._limit_items[kind]:
+                await self._limits.clear(item, kind, identifier)
         except StorageError as exc:
             raise Unavailable("Moderation is unavailable for a moment; please retry.") from exc
 
@@ -312,22 +311,36 @@ class Moderation:
 
     async def check_not_banned(self, reader_id: str, ip: str) -> None:
         """Refuse a banned reader, and any reader from a banned address."""
-        for key in (f"ban:reader:{reader_id}", f"ban:ip:{client_network(ip)}"):
-            if (ban := await self.backend.kv_get(key)) is not None:
+        keys = self.author_check_keys(reader_id, ip, None, None)
+        values, _ = await self.backend.read_records(keys, [])
+        self.check_author_records(values)
+
+    def author_check_keys(self, reader_id: str, ip: str, name: str | None, moderator: str | None) -> list[str]:
+        """The records that say whether this author may post (their bans, and, for a reader, the
+        reserved names theirs looks like), for the post to read with its own in one go."""
+        keys = [f"ban:reader:{reader_id}", f"ban:ip:{client_network(ip)}"]
+        if moderator is None and name is not None:
+            keys += [f"reserved-name:{skeleton}" for skeleton in name_skeletons(name)]
+        return keys
+
+    @staticmethod
+    def check_author_records(values: Sequence[str | None]) -> None:
+        """Refuse a banned author, and a reader using a moderator's display name or one that
+        looks like it — in words that never say whose name it is. `values`: the records named
+        by author_check_keys, in its order."""
+        for ban in values[:2]:
+            if ban is not None:
                 until = json.loads(ban)["until"]
                 raise Banned("You have been banned from commenting" + (f" until {until}." if until else "."))
+        if any(reserved is not None for reserved in values[2:]):
+            raise Forbidden("That name is reserved. Please choose another.")
 
-    async def check_author(self, reader_id: str, ip: str, name: str, moderator: str | None) -> None:
-        """Refuse a banned reader, and a reader using a moderator's display name or one that looks
-        like it — in words that never say whose name it is."""
-        await self.check_not_banned(reader_id, ip)
-        if moderator is None:
-            for skeleton in name_skeletons(name):
-                if await self.backend.kv_get(f"reserved-name:{skeleton}") is not None:
-                    raise Forbidden("That name is reserved. Please choose another.")
+    @staticmethod
+    def premoderation_key(slug: str) -> str:
+        return f"premoderation:{slug}"
 
     async def premoderated(self, slug: str) -> bool:
-        return await self.backend.kv_get(f"premoderation:{slug}") is not None
+        return await self.backend.kv_get(self.premoderation_key(slug)) is not None
 
     async def report(self, slug: str, comment_id: str, reader_id: str, ip: str, reason: str | None) -> bool:
         """Record a reader's report once; returns False when this reader had reported it already."""
@@ -449,9 +462,9 @@ class Moderation:
 
     async def set_premoderation(self, slug: str, enabled: bool) -> None:
         if enabled:
-            await self.backend.kv_set(f"premoderation:{slug}", "1")
+            await self.backend.kv_set(self.premoderation_key(slug), "1")
         else:
-            await self.backend.kv_delete(f"premoderation:{slug}")
+            await self.backend.kv_delete(self.premoderation_key(slug))
 
     async def record(self, moderator: str, action: str, **fields: Any) -> dict[str, Any]:
         """Keep an audit entry and show it on every desk."""

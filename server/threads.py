@@ -6,16 +6,15 @@ to the backend, which stores it and publishes the event. It never knows which ba
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import limits
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from . import metrics
@@ -26,8 +25,9 @@ from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
 from .identity import client_network
 from .moderation import Bans, Moderation
 from .protocol import DeskComment
+from .rate_limits import Check, Limits
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
-from .spam import SpamRules, text_fingerprint
+from .spam import Rules, SpamRules, text_fingerprint
 from .text import clean_body, clean_name, clean_ref, render_body
 
 
@@ -65,10 +65,7 @@ class Threads:
         self.spam = spam
         self.articles = dict(articles)
         self.on_published: Callable[[Comment], None] | None = None  # the webhooks; must not block
-        # A moving window, exact: a sliding-window counter estimates the count (rounded down) and
-        # let a sixth post of "5 per 10 s" through when a burst crossed a window's edge. It keeps a
-        # timestamp per hit, O(limit): 30 at most with the defaults. Shared through Redis if any.
-        self._limiter = MovingWindowRateLimiter(backend.rate_limit_storage)
+        self._limits = Limits(backend.rate_limit_storage)  # exact moving windows, shared through Redis if any
         self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
         self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
 
@@ -122,17 +119,31 @@ class Threads:
         text = clean_body(body, MAX_BODY_CHARS)
         ref = clean_ref(ref)
         ref_key = f"{author.reader_id}:{ref}" if ref else None
+        # Before the post is stored and published, each Redis round trip delays every reader of
+        # it: the records it is checked against are read in one, the limits counted in one.
+        rules = self.spam.current
+        author_keys = self.moderation.author_check_keys(author.reader_id, author.ip, clean_author, author.moderator)
+        history = 0 if author.moderator else max(rules.new_reader_comments, rules.premoderate_first_comments)
+        reading = self.backend.read_records(
+            [*author_keys, self.moderation.premoderation_key(slug)],
+            [(f"published-by:{author.reader_id}", history)] if history else [],
+        )
         # A retry of a post already stored is answered as before, and is not counted again.
-        if ref_key and (earlier := await self.backend.comment_by_ref(slug, ref_key)) is not None:
-            return earlier, False
-        await self.moderation.check_author(author.reader_id, author.ip, clean_author, author.moderator)
+        if ref_key:
+            earlier, (records, lists) = await asyncio.gather(self.backend.comment_by_ref(slug, ref_key), reading)
+            if earlier is not None:
+                return earlier, False
+        else:
+            records, lists = await reading
+        self.moderation.check_author_records(records[: len(author_keys)])
         await self._check_rate(author)
         html = render_body(text)
-        rules = self.spam.current
         if (word := rules.matches(f"{clean_author} {clean_about or ''} {text}", banned=True)) is not None:
             raise Rejected(f"Comments here may not use the word “{word}”.")
         repeat_key = await self._check_repeat(author, text, ref_key) if rules.repeat_window_minutes else None
-        held_for = None if author.moderator else await self._hold_reason(slug, author, text, html)
+        premoderated = records[-1] is not None
+        published = len(lists[0]) if lists else 0
+        held_for = None if author.moderator else self._hold_reason(rules, premoderated, published, text, html)
         comment = Comment(
             id=new_comment_id(slug),
             slug=slug,
@@ -177,15 +188,14 @@ class Threads:
             raise Repeat("You posted this a moment ago.")
         return key
 
-    async def _hold_reason(self, slug: str, author: Author, text: str, html: str) -> str | None:
-        """Why this comment must wait for a moderator, if it must."""
-        rules = self.spam.current
-        if await self.moderation.premoderated(slug):
+    @staticmethod
+    def _hold_reason(rules: Rules, premoderated: bool, published: int, text: str, html: str) -> str | None:
+        """Why this comment must wait for a moderator, if it must (published: how many of the
+        reader's comments were published, counted up to what the rules look at)."""
+        if premoderated:
             return "the article is pre-moderated"
         if (word := rules.matches(text, banned=False)) is not None:
             return f"it uses “{word}”"
-        needed = max(rules.new_reader_comments, rules.premoderate_first_comments)
-        published = len(await self.backend.list_range(f"published-by:{author.reader_id}", needed)) if needed else 0
         if published < rules.premoderate_first_comments:
             return "a reader's first comments are pre-moderated"
         if published < rules.new_reader_comments and html.count("<a ") > rules.max_links_new_reader:
@@ -220,18 +230,14 @@ class Threads:
         return changed
 
     async def _check_rate(self, author: Author) -> None:
-        checks = [(item, "reader", author.reader_id) for item in self._reader_limits]
+        checks: list[Check] = [(item, "reader", author.reader_id) for item in self._reader_limits]
         checks += [(item, "ip", client_network(author.ip)) for item in self._ip_limits]
         try:
-            # hit() checks and counts in one atomic step: one round trip per limit. A post refused
-            # by a later limit has already counted against the earlier ones; it was an attempt.
-            for item, kind, key in checks:
-                if not await self._limiter.hit(item, kind, key):
-                    stats = await self._limiter.get_window_stats(item, kind, key)
-                    retry_after = max(1, int(stats.reset_time - time.time()) + 1)
-                    raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
+            retry_after = await self._limits.hit(checks)  # checks and counts every limit in one step
         except StorageError as exc:  # the shared counters (Redis) are out of reach
             raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
+        if retry_after is not None:
+            raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
 
     async def snapshot(self, slug: str) -> Snapshot:
         self.article(slug)

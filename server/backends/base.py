@@ -170,6 +170,15 @@ class Store(ABC):
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         """list_range(key) of every key, in one read."""
 
+    async def read_records(
+        self, kv_keys: Sequence[str], lists: Sequence[tuple[str, int]]
+    ) -> tuple[list[str | None], list[list[str]]]:
+        """kv_get of each key and list_range(key, count) of each (key, count), together: what a
+        post checks before it is stored (bans, reserved names, the reader's history). A store
+        with round trips to pay (Redis) reads them all in one."""
+        values = [await self.kv_get(key) for key in kv_keys]
+        return values, [await self.list_range(key, count) for key, count in lists]
+
     # --- moving data (server/transfer): bulk reads in a stable order, idempotent writes ---
 
     @abstractmethod
@@ -425,3 +434,8 @@ class Backend:
 
     async def list_ranges(self, keys: Sequence[str]) -> list[list[str]]:
         return await self.store.list_ranges(keys)
+
+    async def read_records(
+        self, kv_keys: Sequence[str], lists: Sequence[tuple[str, int]]
+    ) -> tuple[list[str | None], list[list[str]]]:
+        return await self.store.read_records(kv_keys, lists)

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -384,6 +385,18 @@ class RedisStore(Store):
             lists = await _call(pipe.execute())
         return [[item.decode() for item in items] for items in lists]
 
+    async def read_records(
+        self, kv_keys: Sequence[str], lists: Sequence[tuple[str, int]]
+    ) -> tuple[list[str | None], list[list[str]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for key in kv_keys:
+                pipe.get(f"bc:kv:{key}")
+            for key, count in lists:
+                pipe.lrange(f"bc:list:{key}", 0, count - 1)
+            replies = await _call(pipe.execute())
+        values = [_text(value) if value is not None else None for value in replies[: len(kv_keys)]]
+        return values, [[_text(item) for item in items] for items in replies[len(kv_keys) :]]
+
     # --- moving data (SCAN: one Redis, not a Cluster, whose keys are spread over its nodes) ---
 
     async def thread_slugs(self) -> list[str]:
@@ -466,6 +479,23 @@ class RedisStore(Store):
             await _call(pipe.execute())
 
 
+# KEYS: moving windows in the `limits` library's layout (a list of hit timestamps, newest first)
+# ARGV: now, then each window's limit and expiry — its acquire_moving_window for every key in
+# order, stopping at the first full one. Answers the 1-based index of that one, or 0.
+ACQUIRE_IN_ORDER_SCRIPT = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local oldest = redis.call('LINDEX', key, limit - 1)
+  if oldest and tonumber(oldest) >= now - expiry then return i end
+  redis.call('LPUSH', key, now)
+  redis.call('LTRIM', key, 0, limit - 1)
+  redis.call('EXPIRE', key, expiry)
+end
+return 0
+"""
+
+
 class SharedLimits(RedisStorage):
     """Rate-limit counters in Redis, shared by every instance. While Redis is out of reach each
     instance counts on its own, so an outage loosens the limits instead of refusing every post
@@ -474,6 +504,22 @@ class SharedLimits(RedisStorage):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__("async+" + url, implementation="redispy", wrap_exceptions=True, **options)
         self._local = MemoryStorage()
+        assert isinstance(self.bridge, RedispyBridge), "implementation='redispy' above"
+        self._acquire_in_order = self.bridge.get_connection().register_script(ACQUIRE_IN_ORDER_SCRIPT.encode())
+
+    async def acquire_in_order(self, entries: Sequence[tuple[str, int, int]]) -> int | None:
+        """server.rate_limits.AcquiresInOrder: every limit of an action in one round trip."""
+        try:
+            refused = await self._acquire_in_order(
+                keys=[self.bridge.prefixed_key(key) for key, _limit, _expiry in entries],
+                args=[time.time(), *(n for _key, limit, expiry in entries for n in (limit, expiry))],
+            )
+        except (TimeoutError, RedisError, OSError):
+            for index, (key, limit, expiry) in enumerate(entries):
+                if not await self._local.acquire_entry(key, limit, expiry):
+                    return index
+            return None
+        return int(refused) - 1 if refused else None
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         try:
