@@ -5,7 +5,6 @@ checks). They are counted here, at the socket, so that a new check cannot add it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 from redis.asyncio.connection import AbstractConnection
@@ -24,7 +23,7 @@ MOST_IN_ALL = 7
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every write to a Redis socket (a command, or a whole pipeline): one per round trip,
     leaving out the heartbeats that each instance sends itself every half second."""
     writes: list[bytes] = []
@@ -38,7 +37,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
         await send(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    yield writes
+    return writes
 
 
 def test_a_post_costs_a_few_redis_round_trips(settings: Settings, redis_server: RedisServer, sent: list[bytes]):
