@@ -6,8 +6,8 @@ that records it; a database already newer than the code is refused, since old co
 to a newer schema could corrupt it.
 
 SQLite and PostgreSQL keep separate lists: their DDL differs exactly where it matters
-(integer keys, WITHOUT ROWID, timestamps). Add a migration at the end of both; never edit one
-that has shipped.
+(integer keys, WITHOUT ROWID, timestamps); the queries are written once, in sql.py. Add a
+migration at the end of both; never edit one that has shipped. sql.migrate() runs them.
 """
 
 from __future__ import annotations
