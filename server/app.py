@@ -130,6 +130,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Exception: error_handlers.on_server_error,
         },
     )
-    app.state.settings, app.state.security, app.state.templates = settings, security, pages.create_templates()
+    app.state.settings, app.state.security, app.state.templates = settings, security, pages.create_templates(settings)
     app.state.big_pages = asyncio.Semaphore(1)  # see pages.BIG_THREAD_EVENTS
     return app

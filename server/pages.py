@@ -19,7 +19,7 @@ from .comments import VISIBLE
 from .content import Article
 from .errors import BackchannelError
 from .guards import author, moderator_of, submission
-from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS
+from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .threads import thread_tree, visible_to
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -44,7 +44,7 @@ def ago(iso: str, now: datetime | None = None) -> str:
     return "just now"
 
 
-def create_templates() -> Jinja2Templates:
+def create_templates(settings: Settings) -> Jinja2Templates:
     # Autoescape every template whatever its name: Starlette's default escapes only
     # .html/.htm/.xml, and reader text must never reach a page unescaped.
     env = jinja2.Environment(
@@ -61,6 +61,7 @@ def create_templates() -> Jinja2Templates:
     }
     env.globals["static"] = lambda path: f"/static/{path}?v={versions.get(path, '0')}"
     env.filters["ago"] = ago
+    env.globals["theme_css_url"] = settings.theme_css_url
     return Jinja2Templates(env=env)
 
 

@@ -63,6 +63,15 @@ def _netlocs(origin: str) -> set[str]:
     return {netloc, f"{netloc}:{_DEFAULT_PORTS[scheme]}"}
 
 
+def theme_origin(theme_css_url: str | None) -> list[str]:
+    """The origin a newsroom's stylesheet (THEME_CSS_URL) comes from, for style-src; none when
+    it is unset or a path on this site ('self' covers it)."""
+    parts = urlsplit(theme_css_url or "")
+    if not parts.scheme:
+        return []
+    return [origin_of(f"{parts.scheme}://{parts.netloc}")]
+
+
 class Security:
     def __init__(self, settings: Settings) -> None:
         key = str(settings.secret_key)
@@ -148,9 +157,13 @@ class SecurityMiddleware:
         self.app = app
         self.security = security
         frame_ancestors = " ".join(["'self'", *settings.allowed_origins])
+        # A newsroom's stylesheet, and the web fonts it names from its own origin.
+        theme = theme_origin(settings.theme_css_url)
+        style_src = " ".join(["'self'", *theme])
+        font_src = f"font-src 'self' {theme[0]}; " if theme else ""
         self.headers = {
             "Content-Security-Policy": (
-                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                f"default-src 'self'; script-src 'self'; style-src {style_src}; {font_src}img-src 'self' data:; "
                 "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
                 f"frame-ancestors {frame_ancestors}"
             ),

@@ -6,6 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings, Secret
@@ -70,6 +71,9 @@ class Settings:
     # Tries per delivery; the waits between them double from WEBHOOK_RETRY_SECONDS (1+2+4+8+16 s).
     webhook_attempts: int = 6
     webhook_retry_seconds: float = 1.0
+    # A newsroom's stylesheet, linked after ours on every page (docs/theming.md): an http(s)
+    # URL, whose origin the Content-Security-Policy then allows for styles, or a path here.
+    theme_css_url: str | None = None
 
 
 def _development_key(data_dir: Path) -> str:
@@ -83,6 +87,17 @@ def _development_key(data_dir: Path) -> str:
     path.touch(mode=0o600)
     path.write_text(key)
     return key
+
+
+def _theme_css_url(value: str | None) -> str | None:
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    parts = urlsplit(value)
+    local_path = not parts.scheme and not parts.netloc and value.startswith("/")
+    if not local_path and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise SettingsError(f"THEME_CSS_URL must be an http(s) URL or a path starting with /, not {value!r}")
+    return value
 
 
 def load(env_file: str | Path | None = ".env") -> Settings:
@@ -125,4 +140,5 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         webhook_queue_size=config("WEBHOOK_QUEUE_SIZE", cast=int, default=1000),
         webhook_attempts=config("WEBHOOK_ATTEMPTS", cast=int, default=6),
         webhook_retry_seconds=config("WEBHOOK_RETRY_SECONDS", cast=float, default=1.0),
+        theme_css_url=_theme_css_url(config("THEME_CSS_URL", default=None)),
     )

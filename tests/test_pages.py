@@ -9,6 +9,7 @@ import pytest
 from markupsafe import escape
 
 from server.pages import WEB_DIR, ago, create_templates
+from server.settings import Settings
 
 from .servers import DEMO_SLUG
 
@@ -90,7 +91,7 @@ def test_what_a_reader_writes_is_escaped_everywhere_it_is_shown(client):
 
 def test_every_template_autoescapes_whatever_its_file_name():
     """Starlette's default escapes only .html/.htm/.xml; ours escapes every name, .j2 included."""
-    env = create_templates().env
+    env = create_templates(Settings()).env
     names = [p.name for p in (WEB_DIR / "templates").iterdir()] + ["comment.j2", "fragment.txt"]
     probe = env.overlay(loader=jinja2.DictLoader(dict.fromkeys(names, "{{ value }}")))
     for name in names:

@@ -3,6 +3,7 @@ port served on), never from the Host header a client writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from server.app import create_app
 from server.security import origin_of
-from server.settings import Settings
+from server.settings import Settings, SettingsError, load
 
 from .servers import DEMO_SLUG, ROOT
 from .visitors import PASSWORD, token
@@ -129,3 +130,27 @@ async def test_a_rebound_host_name_reaches_nothing(start_server) -> None:
         ):
             pass
     assert refused.value.response.status_code == 400
+
+
+def test_the_csp_allows_a_newsrooms_stylesheet_origin_only_when_one_is_set(settings: Settings) -> None:
+    with TestClient(create_app(settings), base_url="http://testserver") as plain:
+        csp = plain.get("/").headers["content-security-policy"]
+    assert "style-src 'self';" in csp and "font-src" not in csp
+    themed = dataclasses.replace(settings, theme_css_url="https://static.news.example:8443/css/comments.css")
+    with TestClient(create_app(themed), base_url="http://testserver") as client:
+        page = client.get("/login")
+    csp = page.headers["content-security-policy"]
+    assert "style-src 'self' https://static.news.example:8443;" in csp
+    assert "font-src 'self' https://static.news.example:8443;" in csp
+    assert "script-src 'self';" in csp  # styles only: never scripts from there
+    assert '<link rel="stylesheet" href="https://static.news.example:8443/css/comments.css">' in page.text
+
+
+@pytest.mark.parametrize(
+    "value", ["javascript:alert(1)", "//cdn.example/x.css", "comments.css", "ftp://x.example/a.css"]
+)
+def test_theme_css_url_must_be_an_http_url_or_a_path_here(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("THEME_CSS_URL", value)
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key")
+    with pytest.raises(SettingsError, match="THEME_CSS_URL"):
+        load(env_file=None)
