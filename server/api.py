@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from urllib.parse import urlencode
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .articles import article_summary, decode_cursor, encode_cursor, iso_utc
 from .comments import PENDING, Comment
 from .errors import InvalidMessage
 from .guards import author, check_csrf, check_origin, moderator_of
@@ -16,14 +18,29 @@ from .identity import READER_COOKIE
 from .threads import moderator_view, visible_to
 
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 200  # comments per page of GET /api/articles/{slug}/comments
+ARTICLES_PAGE = 100  # articles per page of GET /api/articles (default and most)
 
 
 async def list_articles(request: Request) -> Response:
+    """GET /api/articles?limit=N&since=T&after=C: published articles newest first, at most N
+    (default and max ARTICLES_PAGE), those published at or after T only. The answer stays the
+    list it always was (old clients read slug, title, comment_count); the following page's
+    URL is in the `Link: <…>; rel="next"` header, and its cursor in `X-Next-Cursor`."""
     threads = request.app.state.threads
-    counts = await threads.comment_counts()
-    return JSONResponse(
-        [{"slug": a.slug, "title": a.title, "comment_count": counts.get(a.slug, 0)} for a in threads.articles.values()]
-    )
+    params = request.query_params
+    limit = _page_size(params.get("limit"), ARTICLES_PAGE, ARTICLES_PAGE)
+    since = iso_utc(params["since"], "since") if params.get("since") else ""
+    page = list(threads.articles.page(limit + 1, before=decode_cursor(params.get("after"), "after")))
+    page = [a for a in page if (a.published_at or "") >= since]
+    shown = page[:limit]
+    counts = await threads.comment_counts([a.slug for a in shown])
+    response = JSONResponse([{**article_summary(a), "comment_count": counts[a.slug]} for a in shown])
+    if len(page) > limit:
+        cursor = encode_cursor(shown[-1])
+        query = urlencode({"limit": limit, **({"since": params["since"]} if since else {}), "after": cursor})
+        response.headers["Link"] = f'</api/articles?{query}>; rel="next"'
+        response.headers["X-Next-Cursor"] = cursor
+    return response
 
 
 async def list_comments(request: Request) -> Response:
@@ -83,12 +100,12 @@ def _cursor(raw: str | None) -> Position | None:
     return (position[0], position[1], position[2], position[3])
 
 
-def _page_size(raw: str | None) -> int:
+def _page_size(raw: str | None, default: int = PAGE_SIZE, most: int = MAX_PAGE_SIZE) -> int:
     if raw is None or raw == "":
-        return PAGE_SIZE
+        return default
     if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise InvalidMessage(f"limit must be a number from 1 to {MAX_PAGE_SIZE}.")
-    return min(int(raw), MAX_PAGE_SIZE)
+        raise InvalidMessage(f"limit must be a number from 1 to {most}.")
+    return min(int(raw), most)
 
 
 async def create_comment(request: Request) -> Response:

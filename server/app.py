@@ -17,9 +17,10 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from . import api, error_handlers, metrics, moderation_routes, newsroom_api, pages
 from . import settings as settings_module
+from .articles import Articles
 from .backends import create_backend
-from .content import load_articles
-from .control import ControlBus, DeskUpdate, RulesChanged, SessionEnded
+from .content_watch import ContentDir
+from .control import ArticleChanged, ControlBus, DeskUpdate, RulesChanged, SessionEnded
 from .errors import BackchannelError
 from .fanout import Hub
 from .live import LiveSessions, desk_live, live
@@ -41,15 +42,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        articles, _errors = load_articles(settings.content_dir)  # a bad file is logged and skipped
         backend = create_backend(settings)
         await backend.start()
         hub = Hub(backend, settings.history_size)
         moderation = Moderation(backend, settings)
         spam = SpamRules(backend)
         await spam.load()
+        articles = Articles(backend)
+        await articles.load()
         threads = Threads(backend, articles, settings, moderation, spam)
-        await threads.start()
+        content = ContentDir(settings.content_dir, articles, Threads._seed_comments)
+        await content.load()  # a bad file is logged and skipped
+        if settings.content_watch:
+            content.watch()
+        app.state.content = content
         tokens = Tokens(backend)
         webhooks = Webhooks(tokens, settings)
         webhooks.start()
@@ -61,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         control.subscribe(SessionEnded, live_sessions.on_session_ended)
         control.subscribe(DeskUpdate, live_sessions.on_desk_update)
         control.subscribe(RulesChanged, spam.on_rules_changed)
+        control.subscribe(ArticleChanged, articles.on_article_changed)
         backend.on_control = control.dispatch
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
@@ -74,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await content.close()
             lag_watch.cancel()
             session_watch.cancel()
             await live_sessions.close()
@@ -106,6 +114,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/readers/{reader_id}/unban", moderation_routes.unban, methods=["POST"]),
         Route("/api/articles/{slug}/premoderation", moderation_routes.premoderation, methods=["POST"]),
         Route("/api/articles", api.list_articles),
+        Route("/api/articles/{slug}", newsroom_api.get_article),
+        Route("/api/articles/{slug}", newsroom_api.put_article, methods=["PUT"]),
+        Route("/api/articles/{slug}", newsroom_api.patch_article, methods=["PATCH"]),
+        Route("/api/articles/{slug}", newsroom_api.delete_article, methods=["DELETE"]),
         Route("/api/articles/{slug}/comments", api.list_comments),
         Route("/api/articles/{slug}/comments", api.create_comment, methods=["POST"]),
         Route("/api/counts", newsroom_api.counts),

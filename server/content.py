@@ -8,6 +8,7 @@ the credit ("Share:", "Leave a Reply", ...) is page chrome from the source site 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import unicodedata
@@ -27,7 +28,7 @@ class SeedComment:
     body: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: every instance holds a summary of each article
 class Article:
     slug: str
     title: str
@@ -40,6 +41,13 @@ class Article:
     source: str
     # When the newsroom published it (ISO-8601 UTC); None for a file article without one.
     published_at: str | None = None
+    url: str | None = None  # the canonical URL of the newsroom's own page, if any
+    section: str | None = None
+    tags: tuple[str, ...] = ()
+    updated_at: str | None = None  # ISO-8601 UTC, set by the store's last write
+    # The SHA-256 of the file it was read from (None: from the API). A file whose hash is the
+    # stored one is not written again, so a restart neither churns nor undoes an API change.
+    file_hash: str | None = None
 
 
 class ArticleError(ValueError):
@@ -125,7 +133,18 @@ def parse_article(text: str, source: str = "<article>") -> Article:
         credit=credit,
         seed_comments=tuple(seeds),
         source=source,
+        file_hash=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+def read_article(path: Path) -> Article:
+    """One article file; ArticleError says what is wrong with it (or that it cannot be read)."""
+    try:
+        return parse_article(path.read_text(encoding="utf-8"), source=str(path))
+    except UnicodeDecodeError as exc:
+        raise ArticleError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ArticleError(str(path), f"cannot be read ({exc.strerror})") from None
 
 
 def load_articles(content_dir: Path) -> tuple[dict[str, Article], list[ArticleError]]:
@@ -134,11 +153,9 @@ def load_articles(content_dir: Path) -> tuple[dict[str, Article], list[ArticleEr
     errors: list[ArticleError] = []
     for path in sorted(Path(content_dir).glob("*.txt")):
         try:
-            article = parse_article(path.read_text(encoding="utf-8"), source=str(path))
+            article = read_article(path)
             if article.slug in articles:
                 raise ArticleError(str(path), f"slug {article.slug!r} already used by {articles[article.slug].source}")
-        except UnicodeDecodeError as exc:
-            errors.append(ArticleError(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
         except ArticleError as exc:
             errors.append(exc)
         else:

@@ -1,5 +1,6 @@
 """The control bus: what every instance must act on that is not a thread event — a moderator's
-session ended, something happened for the moderation desks, the spam rules changed.
+session ended, something happened for the moderation desks, the spam rules changed, an
+article was created, changed or unpublished.
 
 A control message is published through the backend to every instance (this one included),
 decoded once here into its dataclass, and handed to whoever subscribed to its kind. Unknown
@@ -45,8 +46,16 @@ class RulesChanged:
     rules: dict[str, Any]
 
 
-ControlMessage = SessionEnded | DeskUpdate | RulesChanged
-M = TypeVar("M", SessionEnded, DeskUpdate, RulesChanged)
+@dataclass(frozen=True)
+class ArticleChanged:
+    """An article was written to the store: every instance re-reads it (server/articles.py)."""
+
+    kind: ClassVar[str] = "article_changed"
+    slug: str
+
+
+ControlMessage = SessionEnded | DeskUpdate | RulesChanged | ArticleChanged
+M = TypeVar("M", SessionEnded, DeskUpdate, RulesChanged, ArticleChanged)
 
 
 def encode_control(message: ControlMessage) -> str:
@@ -54,6 +63,8 @@ def encode_control(message: ControlMessage) -> str:
         fields: dict[str, Any] = {"frame": payload(message.frame)}
     elif isinstance(message, SessionEnded):
         fields = {"session": message.session}
+    elif isinstance(message, ArticleChanged):
+        fields = {"slug": message.slug}
     else:
         fields = {"rules": message.rules}
     return orjson.dumps({"kind": message.kind, **fields}).decode()
@@ -68,6 +79,8 @@ def decode_control(text: str | bytes) -> ControlMessage | None:
         return SessionEnded(session=str(data["session"]))
     if kind == DeskUpdate.kind:
         return DeskUpdate(frame=desk_frame(data["frame"]))
+    if kind == ArticleChanged.kind:
+        return ArticleChanged(slug=str(data["slug"]))
     if kind == RulesChanged.kind:
         if not isinstance(data["rules"], dict):
             raise TypeError("rules must be an object")

@@ -18,6 +18,7 @@ _TITLES = {
     400: "Bad request",
     403: "Not allowed",
     404: "Not found",
+    410: "This article is no longer published",
     422: "Please check your comment",
     429: "Slow down",
     500: "Server error",

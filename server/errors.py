@@ -9,6 +9,7 @@ BackchannelError
 ├── TooLong          422 too_long         over a documented limit
 │   └── TooLarge     413 too_long         a request body over the size cap
 ├── NotFound         404 not_found        unknown article, or unknown parent comment
+│   └── Gone         410 gone             an article the newsroom unpublished (its comments are kept)
 ├── Unauthorized     401 unauthorized     not logged in as a moderator, or a wrong password
 ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
 │   └── Banned       403 banned           the reader (or their address) is banned
@@ -65,6 +66,10 @@ class TooLarge(TooLong):
 
 class NotFound(BackchannelError):
     code, status = "not_found", 404
+
+
+class Gone(NotFound):
+    code, status = "gone", 410
 
 
 class Forbidden(BackchannelError):

@@ -1,18 +1,20 @@
-"""The routes a newsroom's own pages and systems call: comment counts for article lists
-(any page of an allowed origin, through web/static/counts.js) and the API token's own routes.
-docs/api.md describes each with an example."""
+"""The routes a newsroom's own pages and systems call: its CMS writing articles (a token with
+articles:write), comment counts for article lists (any page of an allowed origin, through
+web/static/counts.js) and the API token's own routes. docs/api.md describes each with an example."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .articles import Articles, article_from_json, article_json, check_slug
 from .errors import InvalidMessage, NotFound
 from .threads import Threads
-from .tokens import require_token
+from .tokens import SCOPE_ARTICLES, require_token, token_of
 
 MAX_COUNT_SLUGS = 100
 # A count a few seconds old is as good as a live one on an index page (it is not the thread,
@@ -22,31 +24,22 @@ COUNTS_TTL = 5.0
 
 
 class CommentCounts:
-    """Visible comments per thread, read from the store at most once per COUNTS_TTL seconds in
-    one round trip, however many slugs are asked for; requests that arrive while it is being
-    read wait for that read instead of starting their own."""
+    """Visible comments per thread, each count kept COUNTS_TTL seconds: the slugs of a request
+    that are not fresh are read in one store round trip, however many. Only articles' slugs are
+    kept (an unknown one counts 0 without a read), so the cache is bounded by the articles."""
 
     def __init__(self, threads: Threads) -> None:
         self.threads = threads
-        self._read_at = float("-inf")
-        self._counts: dict[str, int] = {}
-        self._reading: asyncio.Future[dict[str, int]] | None = None
+        self._counts: dict[str, tuple[int, float]] = {}  # slug -> (count, when it was read)
 
     async def get(self, slugs: list[str]) -> dict[str, int]:
-        if time.monotonic() - self._read_at > COUNTS_TTL:
-            if self._reading is None:
-                self._reading = asyncio.ensure_future(self._read())
-            reading = self._reading
-            await asyncio.shield(reading)
-        return {slug: self._counts.get(slug, 0) for slug in slugs}
-
-    async def _read(self) -> dict[str, int]:
-        try:
-            self._counts = await self.threads.comment_counts()
-            self._read_at = time.monotonic()
-            return self._counts
-        finally:
-            self._reading = None
+        now = time.monotonic()
+        articles = self.threads.articles
+        stale = [s for s in slugs if s in articles and now - self._counts.get(s, (0, -COUNTS_TTL))[1] >= COUNTS_TTL]
+        if stale:
+            for slug, count in (await self.threads.comment_counts(stale)).items():
+                self._counts[slug] = (count, now)
+        return {slug: self._counts[slug][0] if slug in self._counts else 0 for slug in slugs}
 
 
 async def counts(request: Request) -> Response:
@@ -79,3 +72,73 @@ async def send_test_webhook(request: Request) -> Response:
         raise NotFound("This token has no webhook (create-token --webhook URL).")
     request.app.state.webhooks.notify("webhook.test", {"token": token.name}, token=token)
     return JSONResponse({"queued": True, "webhook_url": token.webhook_url}, status_code=202)
+
+
+# --- articles (token with articles:write; no cookie, no CSRF: a Bearer request has no session) ---
+
+
+async def _article_request(request: Request) -> tuple[Articles, str, Any]:
+    """The checks every write shares, in this order: the token, the slug, then the body."""
+    require_token(request, SCOPE_ARTICLES)
+    slug = check_slug(request.path_params["slug"])
+    if request.method == "DELETE":
+        return request.app.state.threads.articles, slug, None
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise InvalidMessage("Send the article as application/json.")
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidMessage("The request body is not valid JSON.") from None
+    return request.app.state.threads.articles, slug, data
+
+
+def _notify(request: Request, event_type: str, data: dict[str, Any]) -> None:
+    request.app.state.webhooks.notify(event_type, data)
+
+
+async def put_article(request: Request) -> Response:
+    """PUT /api/articles/{slug}: create (201) or replace (200) the article, and publish it
+    (again, if it was unpublished: its comments come back with it)."""
+    articles, slug, data = await _article_request(request)
+    found = await articles.stored(slug)
+    article = article_from_json(slug, data, earlier=found[0] if found else None)
+    stored, created = await articles.put(article)
+    body = article_json(stored)
+    _notify(request, "article.published", {"slug": slug, "title": stored.title, "url": stored.url})
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+async def patch_article(request: Request) -> Response:
+    """PATCH /api/articles/{slug}: change the fields sent, keep the others (published or not)."""
+    articles, slug, data = await _article_request(request)
+    found = await articles.stored(slug)
+    if found is None:
+        raise NotFound("No such article: create it with PUT.")
+    earlier, published = found
+    article = article_from_json(slug, data, earlier=earlier, partial=True)
+    stored, _created = await articles.put(article, published=published)
+    return JSONResponse(article_json(stored, published))
+
+
+async def delete_article(request: Request) -> Response:
+    """DELETE /api/articles/{slug}: unpublish. The article and its comments are kept; its page
+    answers 410 until a PUT publishes it again."""
+    articles, slug, _data = await _article_request(request)
+    if not await articles.unpublish(slug):
+        raise NotFound("No such article.")
+    _notify(request, "article.unpublished", {"slug": slug})
+    return Response(status_code=204)
+
+
+async def get_article(request: Request) -> Response:
+    """GET /api/articles/{slug}: the published article; a token with articles:write also gets
+    an unpublished one (with "published": false), others 410."""
+    articles: Articles = request.app.state.threads.articles
+    slug = check_slug(request.path_params["slug"])
+    token = token_of(request)
+    if token is not None and SCOPE_ARTICLES in token.scopes:
+        found = await articles.stored(slug)
+        if found is None:
+            raise NotFound("No such article.")
+        return JSONResponse(article_json(*found))
+    return JSONResponse(article_json(await articles.article(slug)))  # NotFound, or Gone (410)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from .articles import cursor_of, decode_cursor, encode_cursor
 from .comments import VISIBLE
 from .content import Article
 from .errors import BackchannelError
@@ -29,6 +30,7 @@ LIMITS = {"body": MAX_BODY_CHARS, "name": MAX_NAME_CHARS, "about": MAX_ABOUT_CHA
 # instance (app.state.big_pages): each one more at once would only make the loop wait longer
 # for the GIL, and hold another whole thread in memory.
 BIG_THREAD_EVENTS = 500
+INDEX_PAGE = 30  # articles per page of the front page
 
 
 def ago(iso: str, now: datetime | None = None) -> str:
@@ -42,6 +44,11 @@ def ago(iso: str, now: datetime | None = None) -> str:
             n = seconds // size
             return f"{n} {unit}{'s' if n != 1 else ''} ago"
     return "just now"
+
+
+def day(iso: str) -> str:
+    """'30 Nov 2026': an article's publication day, as the index shows it."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%-d %b %Y")
 
 
 def create_templates(settings: Settings) -> Jinja2Templates:
@@ -62,6 +69,7 @@ def create_templates(settings: Settings) -> Jinja2Templates:
     env.globals["static"] = lambda path: f"/static/{path}?v={versions.get(path, '0')}"
     env.filters["ago"] = ago
     env.globals["theme_css_url"] = settings.theme_css_url
+    env.filters["day"] = day
     return Jinja2Templates(env=env)
 
 
@@ -94,26 +102,46 @@ async def render(
 
 
 async def index(request: Request) -> Response:
+    """The front page: published articles newest first, INDEX_PAGE at a time, with plain links
+    to older and newer pages (?before= / ?after= the cursor of the page's last / first). Read
+    from memory (server/articles.py), and the page's comment counts in one store read."""
     threads = request.app.state.threads
-    counts = await threads.comment_counts()
-    articles = [
+    articles = threads.articles
+    params = request.query_params
+    after = decode_cursor(params.get("after"), "after")
+    page = articles.page(INDEX_PAGE, before=decode_cursor(params.get("before"), "before"), after=after)
+    if after is not None and len(page) < INDEX_PAGE:  # the newest page is always a whole one
+        page = articles.page(INDEX_PAGE)
+    counts = await threads.comment_counts([a.slug for a in page])
+    rows = [
         {
             "slug": a.slug,
             "title": a.title,
             "byline_name": a.byline_name,
             "byline_role": a.byline_role,
             "dateline": a.dateline,
-            "comment_count": counts.get(a.slug, 0),
+            "published_at": a.published_at,
+            "section": a.section,
+            "comment_count": counts[a.slug],
         }
-        for a in threads.articles.values()
+        for a in page
     ]
-    return await render(request, "index.html", {"articles": articles})
+    first, last = (page[0], page[-1]) if page else (None, None)
+    return await render(
+        request,
+        "index.html",
+        {
+            "articles": rows,
+            "older": encode_cursor(last) if last and articles.has_older(cursor_of(last)) else None,
+            "newer": encode_cursor(first) if first and articles.has_newer(cursor_of(first)) else None,
+        },
+    )
 
 
 async def article_page(request: Request, form: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     threads = request.app.state.threads
     slug = request.path_params["slug"]
-    article = threads.article(slug)
+    article = await threads.articles.article(slug)  # NotFound, or Gone: the 410 page
     big = (await threads.backend.head(slug)).seq > BIG_THREAD_EVENTS
     async with request.app.state.big_pages if big else contextlib.nullcontext():
         return await _article_page(request, article, big, form, status_code)

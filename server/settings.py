@@ -41,6 +41,8 @@ class Settings:
     slow_query_ms: float = 100.0
     data_dir: Path = Path("./data")
     content_dir: Path = Path("./content")
+    # Watch CONTENT_DIR and publish a new or changed file without a restart (server/content_watch.py).
+    content_watch: bool = True
     secret_key: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(32)))
     allowed_origins: tuple[str, ...] = ()
     # The site's own origins (PUBLIC_URL). Unset: the loopback origins of the port served on.
@@ -123,6 +125,7 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         slow_query_ms=config("SLOW_QUERY_MS", cast=float, default=100.0),
         data_dir=Path(config("DATA_DIR", default="./data")),
         content_dir=Path(config("CONTENT_DIR", default="./content")),
+        content_watch=config("CONTENT_WATCH", cast=bool, default=True),
         secret_key=secret,
         allowed_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
         public_url=tuple(o.strip() for o in config("PUBLIC_URL", cast=CommaSeparatedStrings, default="") if o.strip()),

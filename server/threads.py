@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import limits
 from limits.errors import StorageError
 
 from . import metrics
+from .articles import Articles
 from .backends.base import Backend
 from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
 from .content import Article
@@ -55,7 +56,7 @@ class Threads:
     def __init__(
         self,
         backend: Backend,
-        articles: Mapping[str, Article],
+        articles: Articles,
         settings: Settings,
         moderation: Moderation,
         spam: SpamRules,
@@ -63,15 +64,11 @@ class Threads:
         self.backend = backend
         self.moderation = moderation
         self.spam = spam
-        self.articles = dict(articles)
+        self.articles = articles
         self.on_published: Callable[[Comment], None] | None = None  # the webhooks; must not block
         self._limits = Limits(backend.rate_limit_storage)  # exact moving windows, shared through Redis if any
         self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
         self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
-
-    async def start(self) -> None:
-        for article in self.articles.values():
-            await self.backend.ensure_thread(article.slug, self._seed_comments(article))
 
     @staticmethod
     def _seed_comments(article: Article) -> list[Comment]:
@@ -96,10 +93,9 @@ class Threads:
         return seeds
 
     def article(self, slug: str) -> Article:
-        try:
-            return self.articles[slug]
-        except KeyError:
-            raise NotFound("No such article.") from None
+        """The published article's summary (no paragraphs: `articles.article` reads them);
+        NotFound, or Gone (410) when the newsroom unpublished it."""
+        return self.articles.summary(slug)
 
     async def post(
         self,
@@ -211,7 +207,7 @@ class Threads:
 
     def find_thread(self, comment_id: str) -> list[str]:
         """The threads a comment id may belong to (its tag names one, rarely a few)."""
-        return [slug for slug in self.articles if comment_id.startswith(thread_tag(slug))]
+        return [slug for slug in self.articles.every_slug() if comment_id.startswith(thread_tag(slug))]
 
     async def find(self, comment_id: str) -> Comment:
         for slug in self.find_thread(comment_id):
@@ -243,8 +239,10 @@ class Threads:
         self.article(slug)
         return await self.backend.snapshot(slug)
 
-    async def comment_counts(self) -> dict[str, int]:
-        return await self.backend.comment_counts()
+    async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
+        """Visible comments of each of these threads, in one store read."""
+        counts = await self.backend.comment_counts(slugs)
+        return {slug: counts.get(slug, 0) for slug in slugs}
 
 
 def visible_to(comments: list[Comment], reader_id: str, moderator: bool) -> list[Comment]:

@@ -45,9 +45,10 @@ from .identity import client_ip, client_network
 
 TOKEN_PREFIX = "bc_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
-# What a token may be given. articles:write is for the articles API (issue 13's next part);
-# today it guards POST /api/webhooks/test. A token with no scope proves who it is, no more.
-SCOPES = frozenset({"articles:write"})
+# What a token may be given. articles:write: PUT/PATCH/DELETE /api/articles/{slug}, and
+# POST /api/webhooks/test. A token with no scope proves who it is, no more.
+SCOPE_ARTICLES = "articles:write"
+SCOPES = frozenset({SCOPE_ARTICLES})
 TOKEN = "token"  # the scope every valid token grants
 FAILED_TOKEN_LIMITS_PER_ADDRESS = "10/minute;100/hour"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -240,6 +241,11 @@ def on_token_refused(conn: HTTPConnection, exc: AuthenticationError) -> Response
     if (retry_after := getattr(error, "retry_after", None)) is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def token_of(conn: HTTPConnection) -> ApiToken | None:
+    """The request's valid token, if it came with one."""
+    return conn.user.token if isinstance(conn.user, TokenClient) else None
 
 
 def require_token(conn: HTTPConnection, scope: str | None = None) -> ApiToken:

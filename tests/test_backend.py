@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 from server.backends import migrations
-from server.backends.base import Backend
+from server.backends.base import Backend, StoredArticle
 from server.backends.local import LocalBackend, MemoryBus, SqliteStore
 from server.backends.migrations import SchemaTooNew
 from server.backends.postgres import PostgresStore
@@ -232,7 +233,7 @@ async def test_remove_restore_and_approve_are_sequenced_events(backend: Backend)
     assert (restored.status, restored.seq, event.type, event.seq) == ("visible", 1, "restored", 3)
     assert event.data["comment"]["body"] == "rude"
     assert [e.type for e in await backend.events_since(SLUG, 0)] == ["comment", "removed", "restored"]
-    assert (await backend.comment_counts())[SLUG] == 1
+    assert (await backend.comment_counts([SLUG]))[SLUG] == 1
     with pytest.raises(NotFound):
         await backend.set_status(SLUG, "no-such-id", "removed", "alice", "2026-11-26T12:00:00.000Z")
 
@@ -242,7 +243,7 @@ async def test_a_pending_comment_is_no_event_until_approved(backend: Backend):
 
     pending, _ = await backend.post(replace(make_comment(body="wait"), status="pending"), None)
     assert pending.seq is None and (await backend.head(SLUG)).seq == 0
-    assert (await backend.comment_counts()).get(SLUG, 0) == 0
+    assert (await backend.comment_counts([SLUG])).get(SLUG, 0) == 0
     approved, event = await backend.set_status(SLUG, pending.id, "visible", "alice", "2026-11-26T12:00:00.000Z")
     assert (approved.seq, event.type, event.seq) == (1, "comment", 1)
     rejected, _ = await backend.post(replace(make_comment(body="spam"), status="pending"), None)
@@ -405,3 +406,73 @@ async def test_an_event_committed_but_never_published_reaches_readers_within_5_s
         await hub.close()
         for instance in (writer, server):
             await instance.close()
+
+
+# --- articles: create and replace, unpublish and republish, paging newest first ---
+
+
+def stored_article(slug: str, at: str, title: str = "A title", published: bool = True) -> StoredArticle:
+    return StoredArticle(
+        slug=slug,
+        published_at=at,
+        published=published,
+        meta=orjson.dumps({"title": title}).decode(),
+        paragraphs=orjson.dumps([f"The text of {slug}."]).decode(),
+    )
+
+
+def at(minute: int) -> str:
+    return f"2026-11-30T08:{minute:02d}:00.000Z"
+
+
+async def test_an_article_is_created_then_replaced(backend: Backend):
+    assert await backend.get_article("story") is None
+    assert await backend.put_article(stored_article("story", at(1), "First")) is True
+    assert await backend.put_article(stored_article("story", at(1), "Second")) is False
+    stored = await backend.get_article("story")
+    assert stored == stored_article("story", at(1), "Second")
+
+
+async def test_unpublished_is_kept_with_its_text_and_put_republishes_it(backend: Backend):
+    await backend.put_article(stored_article("story", at(1)))
+    new_meta = orjson.dumps({"title": "A title", "updated_at": "later"}).decode()
+    assert await backend.set_article_published("story", False, new_meta) is True
+    stored = await backend.get_article("story")
+    assert stored is not None and not stored.published and stored.meta == new_meta
+    assert stored.paragraphs == stored_article("story", at(1)).paragraphs
+    assert await backend.set_article_published("no-such-story", False, new_meta) is False
+    [summary] = await backend.article_summaries(None, 10)
+    assert (summary.slug, summary.published) == ("story", False)  # listed, flagged
+    await backend.put_article(stored_article("story", at(1)))
+    assert (await backend.get_article("story")).published
+
+
+async def test_summaries_page_newest_first_and_each_article_once(backend: Backend):
+    # Two share a time: the slug orders them (descending), the same way on every store.
+    for slug, minute in [("b-story", 5), ("a-story", 5), ("c-story", 1), ("d-2", 9), ("e", 3)]:
+        await backend.put_article(stored_article(slug, at(minute)))
+    first = await backend.article_summaries(None, 2)
+    assert [s.slug for s in first] == ["d-2", "b-story"]
+    assert all(s.paragraphs is None for s in first)  # summaries only
+    await backend.put_article(stored_article("newer", at(30)))  # arrives between two pages: not in the next ones
+    rest = await backend.article_summaries((first[-1].published_at, first[-1].slug), 10)
+    assert [s.slug for s in rest] == ["a-story", "e", "c-story"]
+    assert await backend.article_summaries((rest[-1].published_at, rest[-1].slug), 10) == []
+
+
+async def test_a_new_publication_time_moves_the_article(backend: Backend):
+    await backend.put_article(stored_article("moves", at(1)))
+    await backend.put_article(stored_article("stays", at(2)))
+    await backend.put_article(stored_article("moves", at(3)))
+    assert [(s.slug, s.published_at) for s in await backend.article_summaries(None, 10)] == [
+        ("moves", at(3)),
+        ("stays", at(2)),
+    ]
+
+
+async def test_comment_counts_of_the_threads_asked(backend: Backend):
+    await backend.post(make_comment(SLUG), None)
+    await backend.post(make_comment(OTHER), None)
+    await backend.post(make_comment(OTHER), None)
+    assert await backend.comment_counts([OTHER]) == {OTHER: 2}
+    assert (await backend.comment_counts([SLUG, OTHER, "no-thread"])).get(SLUG) == 1

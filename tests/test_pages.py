@@ -25,13 +25,13 @@ def test_the_index_lists_the_demo_article_with_its_comment_count(client):
     assert page.status_code == 200
     assert f'href="/articles/{DEMO_SLUG}"' in page.text
     assert "Moscow Warns Western Troops" in page.text
-    assert client.get("/api/articles").json() == [
-        {
-            "slug": DEMO_SLUG,
-            "title": "Moscow Warns Western Troops in Ukraine Would Be 'Legitimate Targets'",
-            "comment_count": 4,
-        }
-    ]
+    # The fields old clients read, as they always were (the newsroom API added more beside them).
+    [listed] = client.get("/api/articles").json()
+    assert {key: listed[key] for key in ("slug", "title", "comment_count")} == {
+        "slug": DEMO_SLUG,
+        "title": "Moscow Warns Western Troops in Ukraine Would Be 'Legitimate Targets'",
+        "comment_count": 4,
+    }
 
 
 def test_the_article_page_renders_the_article_and_its_thread(client):

@@ -73,6 +73,18 @@ class Record:
     expires_at: float | None = None
 
 
+@dataclass(frozen=True)
+class StoredArticle:
+    """An article as the stores keep it. What its fields mean is written once, in
+    server/articles.py; a store only keeps them, and orders articles by (published_at, slug)."""
+
+    slug: str
+    published_at: str  # ISO-8601 UTC, fixed width (utc_now_iso's form), so text order is time order
+    published: bool  # False: unpublished, kept (its page answers 410 until it is put again)
+    meta: str  # JSON: every field but the paragraphs
+    paragraphs: str | None = None  # JSON list of str; None where only summaries were read
+
+
 class Store(ABC):
     # True when the store's own write already published the event on the bus (the Redis store
     # does, inside the script that assigns the seq), so the Backend must not publish it again.
@@ -135,8 +147,30 @@ class Store(ABC):
         return {slug: (await self.head(slug)).seq for slug in slugs}
 
     @abstractmethod
-    async def comment_counts(self) -> dict[str, int]:
-        """Visible comments per thread."""
+    async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
+        """Visible comments of each of these threads, in one read (those without any may be left out)."""
+
+    # --- articles (server/articles.py gives them their meaning) ---
+
+    @abstractmethod
+    async def put_article(self, article: StoredArticle) -> bool:
+        """Create or replace the article, paragraphs included, published or not as given.
+        Returns True when it is new."""
+
+    @abstractmethod
+    async def get_article(self, slug: str) -> StoredArticle | None:
+        """The article with its paragraphs, published or not."""
+
+    @abstractmethod
+    async def set_article_published(self, slug: str, published: bool, meta: str) -> bool:
+        """Flag the article published or not (its paragraphs kept) and store its new meta;
+        False when there is no such article."""
+
+    @abstractmethod
+    async def article_summaries(self, before: tuple[str, str] | None, limit: int) -> list[StoredArticle]:
+        """At most `limit` articles, published or not, without their paragraphs, newest first:
+        by (published_at, slug) descending, starting after `before` (the published_at and slug
+        of the last one of the previous page). Stable while articles are added."""
 
     @abstractmethod
     async def kv_get(self, key: str) -> str | None: ...
@@ -355,8 +389,22 @@ class Backend:
         metrics.store_reads.labels("events_since").inc()
         return await self.store.events_since(slug, since)
 
-    async def comment_counts(self) -> dict[str, int]:
-        return await self.store.comment_counts()
+    async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
+        return await self.store.comment_counts(slugs)
+
+    # --- articles, in the store (ArticleChanged on the control bus tells the other instances) ---
+
+    async def put_article(self, article: StoredArticle) -> bool:
+        return await self.store.put_article(article)
+
+    async def get_article(self, slug: str) -> StoredArticle | None:
+        return await self.store.get_article(slug)
+
+    async def set_article_published(self, slug: str, published: bool, meta: str) -> bool:
+        return await self.store.set_article_published(slug, published, meta)
+
+    async def article_summaries(self, before: tuple[str, str] | None, limit: int) -> list[StoredArticle]:
+        return await self.store.article_summaries(before, limit)
 
     # --- the bus ---
 

@@ -54,6 +54,16 @@ SQLITE: list[list[str]] = [
     [  # 2: a comment posted from a moderator's session carries the staff badge
         "ALTER TABLE comments ADD COLUMN staff INTEGER NOT NULL DEFAULT 0",
     ],
+    [  # 3: articles live in the store (the newsroom's API and CONTENT_DIR), so every instance serves them
+        """CREATE TABLE articles (
+            slug         TEXT PRIMARY KEY,
+            published_at TEXT NOT NULL,             -- fixed-width ISO-8601 UTC: text order is time order
+            published    INTEGER NOT NULL,          -- 0: unpublished, kept (its page answers 410)
+            meta         TEXT NOT NULL,             -- JSON: every field but the paragraphs
+            paragraphs   TEXT NOT NULL              -- JSON list
+        )""",
+        "CREATE INDEX articles_newest ON articles (published_at, slug)",
+    ],
 ]
 
 POSTGRES: list[list[str]] = [
@@ -96,6 +106,18 @@ POSTGRES: list[list[str]] = [
     ],
     [  # 2
         "ALTER TABLE comments ADD COLUMN staff boolean NOT NULL DEFAULT false",
+    ],
+    [  # 3
+        # COLLATE "C": ordered by code point, as SQLite and Redis order them (a locale's collation
+        # skips hyphens, and would page slugs in another order than the other stores).
+        """CREATE TABLE articles (
+            slug         text COLLATE "C" PRIMARY KEY,
+            published_at text COLLATE "C" NOT NULL,
+            published    boolean NOT NULL,
+            meta         text NOT NULL,
+            paragraphs   text NOT NULL
+        )""",
+        "CREATE INDEX articles_newest ON articles (published_at, slug)",
     ],
 ]
 

@@ -13,6 +13,15 @@ Cluster keeps a thread on one shard):
     bc:events:SLUG      channel "<epoch> <event JSON>" published for every event
     bc:hb:INSTANCE      channel this instance's heartbeat, through its own subscription
 
+The articles share one hash tag of their own (not {bc:…}, so no scan takes them for a thread):
+
+    {bc-articles}:order        sorted set  "<published_at> <slug>", all scores 0: newest first by
+                                           ZREVRANGEBYLEX (published_at is fixed-width ISO-8601)
+    {bc-articles}:at           hash        slug -> published_at (to find its member in :order)
+    {bc-articles}:meta         hash        slug -> every field but the paragraphs, as JSON
+    {bc-articles}:paragraphs   hash        slug -> the paragraphs, as a JSON list
+    {bc-articles}:unpublished  set         the slugs unpublished (kept, answered 410)
+
 With the Redis store, one event is one Lua script: assign the seq, store the comment, append
 to the log, publish on the bus's channel. Redis runs a script atomically, so seqs are
 contiguous and the publishes leave in seq order.
@@ -45,7 +54,7 @@ from redis.exceptions import RedisError, WatchError
 from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
 from ..errors import NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
-from .base import Backend, Bus, Record, Store, ThreadDump, Written
+from .base import Backend, Bus, Record, Store, StoredArticle, ThreadDump, Written
 
 log = logging.getLogger("backchannel.redis")
 T = TypeVar("T")
@@ -155,6 +164,28 @@ async def _call(awaitable: Awaitable[T]) -> T:
         raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
 
 
+ARTICLE_KEYS = [f"{{bc-articles}}:{name}" for name in ("order", "at", "meta", "paragraphs", "unpublished")]
+# KEYS: ARTICLE_KEYS   ARGV: slug, published_at, meta, paragraphs, published ("1"/"0"). Returns 1 if new.
+PUT_ARTICLE_SCRIPT = """
+local earlier = redis.call('HGET', KEYS[2], ARGV[1])
+if earlier then redis.call('ZREM', KEYS[1], earlier .. ' ' .. ARGV[1]) end
+redis.call('ZADD', KEYS[1], 0, ARGV[2] .. ' ' .. ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+if ARGV[5] == '1' then redis.call('SREM', KEYS[5], ARGV[1]) else redis.call('SADD', KEYS[5], ARGV[1]) end
+if earlier then return 0 end
+return 1
+"""
+# KEYS: ARTICLE_KEYS   ARGV: slug, published ("1"/"0"), meta. Returns 0 when there is no such article.
+PUBLISH_ARTICLE_SCRIPT = """
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+if ARGV[2] == '1' then redis.call('SREM', KEYS[5], ARGV[1]) else redis.call('SADD', KEYS[5], ARGV[1]) end
+return 1
+"""
+
+
 class RedisStore(Store):
     publishes = True  # the post script and the status transaction publish on RedisBus's channel
 
@@ -164,6 +195,8 @@ class RedisStore(Store):
         self.redis = _client(url, pool_size)
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
+        self._put_article_script = self.redis.register_script(PUT_ARTICLE_SCRIPT)
+        self._publish_article_script = self.redis.register_script(PUBLISH_ARTICLE_SCRIPT)
         self._seeds: dict[str, Sequence[Comment]] = {}
 
     async def start(self) -> None:
@@ -337,13 +370,59 @@ class RedisStore(Store):
             return None
         return [decode_event(fields[b"e"]) for _id, fields in entries]
 
-    async def comment_counts(self) -> dict[str, int]:
-        slugs = list(self._seeds)
-        async with self.redis.pipeline(transaction=False) as pipe:
+    async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             for slug in slugs:
                 pipe.hget(_keys(slug)["meta"], "visible")
             counts = await _call(pipe.execute())
         return {slug: int(count or 0) for slug, count in zip(slugs, counts, strict=True)}
+
+    # --- articles ---
+
+    async def put_article(self, article: StoredArticle) -> bool:
+        args: list[str | int] = [
+            article.slug,
+            article.published_at,
+            article.meta,
+            article.paragraphs or "[]",
+            int(article.published),
+        ]
+        return bool(await _call(self._put_article_script(keys=ARTICLE_KEYS, args=args)))
+
+    async def get_article(self, slug: str) -> StoredArticle | None:
+        _order, at, meta, paragraphs, unpublished = ARTICLE_KEYS
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(at, slug)
+            pipe.hget(meta, slug)
+            pipe.hget(paragraphs, slug)
+            pipe.sismember(unpublished, slug)
+            published_at, meta_json, paragraphs_json, is_unpublished = await _call(pipe.execute())
+        if published_at is None or meta_json is None:
+            return None
+        return StoredArticle(
+            slug, _text(published_at), not is_unpublished, _text(meta_json), _text(paragraphs_json or b"[]")
+        )
+
+    async def set_article_published(self, slug: str, published: bool, meta: str) -> bool:
+        return bool(await _call(self._publish_article_script(keys=ARTICLE_KEYS, args=[slug, int(published), meta])))
+
+    async def article_summaries(self, before: tuple[str, str] | None, limit: int) -> list[StoredArticle]:
+        order, _at, meta, _paragraphs, unpublished = ARTICLE_KEYS
+        start = f"({before[0]} {before[1]}" if before else "+"
+        members = await _call(self.redis.zrevrangebylex(order, start, "-", start=0, num=limit))
+        keys = [_text(member).split(" ", 1) for member in members]
+        if not keys:
+            return []
+        slugs = [slug for _at, slug in keys]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(meta, slugs)
+            pipe.smismember(unpublished, slugs)
+            metas, flags = await _call(pipe.execute())
+        return [
+            StoredArticle(slug, published_at, not flag, _text(meta_json))
+            for (published_at, slug), meta_json, flag in zip(keys, metas, flags, strict=True)
+            if meta_json is not None  # put between the two reads: the next page has it
+        ]
 
     # --- moderation records ---
 

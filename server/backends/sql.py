@@ -32,7 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
 from ..errors import NotFound
 from ..protocol import Event, decode_event, encode
-from .base import Record, Store, ThreadDump, Written
+from .base import Record, Store, StoredArticle, ThreadDump, Written
 from .migrations import SchemaTooNew
 
 P = ParamSpec("P")
@@ -109,7 +109,10 @@ class Queries:
         self.comment_by_ref = f"SELECT {columns} FROM comments WHERE ref_key = $1"
         self.set_status = "UPDATE comments SET status = $1, removed_by = $2, removed_at = $3, seq = $4 WHERE id = $5"
         self.thread_comments = f"SELECT {columns} FROM comments WHERE slug = $1 ORDER BY seq IS NULL, seq, created_at"
-        self.visible_counts = "SELECT slug, COUNT(*) AS n FROM comments WHERE status = $1 GROUP BY slug"
+        self.visible_counts = (
+            "SELECT slug, COUNT(*) AS n FROM comments "
+            f"WHERE status = $1 AND slug {d.any_text.format('$2')} GROUP BY slug"
+        )
         self.dump_comments = (
             f"SELECT {stored} FROM comments WHERE slug = $1 "
             f"ORDER BY seq IS NULL, seq, created_at COLLATE {d.bytewise}, id COLLATE {d.bytewise}"
@@ -117,6 +120,23 @@ class Queries:
         self.load_comment = (
             f"INSERT INTO comments ({stored}) VALUES ({_numbered(len(_STORED_COLUMNS))}) ON CONFLICT (id) DO UPDATE "
             f"SET {', '.join(f'{c} = excluded.{c}' for c in _STORED_COLUMNS[1:])}"
+        )
+
+        # articles, ordered by (published_at, slug): fixed-width UTC text, compared bytewise (the
+        # columns' collation), so every store pages them in the same order
+        article_columns = "slug, published_at, published, meta"
+        self.article_exists = "SELECT true FROM articles WHERE slug = $1"
+        self.put_article = (
+            "INSERT INTO articles (slug, published_at, published, meta, paragraphs) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (slug) DO UPDATE SET published_at = excluded.published_at, published = excluded.published, "
+            "meta = excluded.meta, paragraphs = excluded.paragraphs"
+        )
+        self.article = f"SELECT {article_columns}, paragraphs FROM articles WHERE slug = $1"
+        self.set_article_published = "UPDATE articles SET published = $1, meta = $2 WHERE slug = $3 RETURNING true"
+        newest_first = "ORDER BY published_at DESC, slug DESC"
+        self.newest_articles = f"SELECT {article_columns} FROM articles {newest_first} LIMIT $1"
+        self.articles_before = (
+            f"SELECT {article_columns} FROM articles WHERE (published_at, slug) < ($1, $2) {newest_first} LIMIT $3"
         )
 
         # the event log, trimmed to the newest history_size events of each thread
@@ -239,6 +259,11 @@ def _comment(row: Row) -> Comment:
     record = dict(row)
     record.pop("ref_key", None)  # read along by dump_thread
     return Comment(**{**record, "staff": bool(record["staff"])})  # SQLite keeps booleans as 0 / 1
+
+
+def _article(row: Row) -> StoredArticle:
+    record = dict(row)
+    return StoredArticle(**{**record, "published": bool(record["published"])})  # SQLite: 0 / 1
 
 
 class SqlStore(Store, ABC):
@@ -378,8 +403,43 @@ class SqlStore(Store, ABC):
         return [decode_event(r["payload"]) for r in rows]
 
     @operation
-    async def comment_counts(self, db: Session) -> dict[str, int]:
-        return {row["slug"]: row["n"] for row in await db.fetch(db.queries.visible_counts, VISIBLE)}
+    async def comment_counts(self, db: Session, slugs: Sequence[str]) -> dict[str, int]:
+        return {row["slug"]: row["n"] for row in await db.fetch(db.queries.visible_counts, VISIBLE, list(slugs))}
+
+    # --- articles ---
+
+    @operation
+    async def put_article(self, db: Session, article: StoredArticle) -> bool:
+        q = db.queries
+        async with db.transaction():
+            # Two first PUTs of one slug at once may both answer "created"; the article is one.
+            new = not await db.fetchval(q.article_exists, article.slug)
+            await db.execute(
+                q.put_article,
+                article.slug,
+                article.published_at,
+                article.published,
+                article.meta,
+                article.paragraphs or "[]",
+            )
+        return new
+
+    @operation
+    async def get_article(self, db: Session, slug: str) -> StoredArticle | None:
+        row = await db.fetchrow(db.queries.article, slug)
+        return _article(row) if row is not None else None
+
+    @operation
+    async def set_article_published(self, db: Session, slug: str, published: bool, meta: str) -> bool:
+        return bool(await db.fetchval(db.queries.set_article_published, published, meta, slug))
+
+    @operation
+    async def article_summaries(self, db: Session, before: tuple[str, str] | None, limit: int) -> list[StoredArticle]:
+        if before is None:
+            rows = await db.fetch(db.queries.newest_articles, limit)
+        else:
+            rows = await db.fetch(db.queries.articles_before, *before, limit)
+        return [_article(row) for row in rows]
 
     # --- moderation records (accounts, bans, reports, audit, sessions): they last, so they are here ---
 
