@@ -1,7 +1,12 @@
-"""How many comments can the article page render, server side, in under 100 ms?
+"""How many comments can the article page render, server side, in under 100 ms? And how fast
+are the index and an article page with 10,000 articles in the store?
 
 Fills a thread on the embedded backend with N comments (a third of them replies), then times
 GET /articles/{slug} in-process: snapshot from SQLite + tree + Jinja2 render, no network.
+Then stores 10,000 articles (as the API does) and times GET / on pages all through the list
+(the newest, and random older ones by their cursor) and one article's page: median and p99
+of the server's time in-process, the HTML's size, and the memory the articles' summaries take
+in each instance.
 Run: make bench-page
 """
 
@@ -13,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from starlette.testclient import TestClient
@@ -21,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.app import create_app  # noqa: E402
+from server.articles import Articles, encode_cursor, to_stored  # noqa: E402
 from server.backends.local import LocalBackend  # noqa: E402
 from server.comments import Comment, utc_now_iso  # noqa: E402
+from server.content import Article  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.text import render_body  # noqa: E402
 from server.threads import new_comment_id  # noqa: E402
@@ -72,6 +80,90 @@ def time_page(count: int, runs: int = 15) -> float:
     return statistics.median(samples) * 1000
 
 
+ARTICLES = 10_000
+PARAGRAPH = (
+    "The council met late into the evening and heard from residents on both sides of the river, "
+    "who described years of detours, a ferry that rarely ran on time, and the cost of both."
+)
+
+
+def newsroom_article(n: int) -> Article:
+    day, minute = divmod(n, 24 * 60)
+    return Article(
+        slug=f"story-number-{n:05d}",
+        title=f"Council votes on the bridge, part {n}: what it means for the east bank",
+        byline_name="Ann Writer",
+        byline_role="City desk",
+        dateline="RIVERTON, Nov 30 – " + PARAGRAPH[:150],
+        paragraphs=tuple(f"{PARAGRAPH} ({p})" for p in range(12)),
+        credit="Reporting by Ann Writer; editing by Bo Editor",
+        seed_comments=(),
+        source="api",
+        published_at=f"2026-{1 + day // 28:02d}-{1 + day % 28:02d}T{minute // 60:02d}:{minute % 60:02d}:00.000Z",
+        updated_at=utc_now_iso(),
+        url=f"https://news.example/city/{n}",
+        section="City",
+        tags=("council", "bridge"),
+    )
+
+
+async def fill_articles(data_dir: Path, count: int) -> float:
+    """Store `count` articles; returns the MiB their summaries take in one instance's memory."""
+    backend = LocalBackend(data_dir / "backchannel.sqlite3")
+    await backend.start()
+    for n in range(count):
+        await backend.put_article(to_stored(newsroom_article(n), published=True))
+    await backend.ensure_thread(newsroom_article(count // 2).slug, [])
+    tracemalloc.start()
+    articles = Articles(backend)
+    await articles.load()
+    mib = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    await backend.close()
+    return mib
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return statistics.median(samples) * 1000, statistics.quantiles(samples, n=100)[98] * 1000
+
+
+def time_articles(count: int = ARTICLES, runs: int = 200) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        summaries_mib = asyncio.run(fill_articles(data_dir, count))
+        print(
+            f"\n{count} articles stored in {time.perf_counter() - started:.1f} s; their summaries take "
+            f"{summaries_mib:.1f} MiB in each instance (bodies are read on demand, at most 256 kept)"
+        )
+        settings = Settings(
+            data_dir=data_dir, content_dir=Path(tmp) / "no-content", secret_key="bench", content_watch=False
+        )
+        rng = random.Random(2)
+        cursors = [encode_cursor(newsroom_article(n)) for n in range(count)]
+        targets = {
+            "index, newest page": lambda: "/",
+            "index, a random older page": lambda: f"/?before={rng.choice(cursors)}",
+            "an article's page (12 paragraphs)": lambda: f"/articles/{newsroom_article(count // 2).slug}",
+        }
+        started = time.perf_counter()
+        with TestClient(create_app(settings)) as client:
+            print(f"an instance starts with {count} articles in {time.perf_counter() - started:.1f} s")
+            print(f"{'page':<36} {'median ms':>10} {'p99 ms':>8} {'HTML KiB':>9}")
+            for name, path in targets.items():
+                client.get(path())  # warm the template cache
+                samples, sizes = [], []
+                for _ in range(runs):
+                    url = path()
+                    start = time.perf_counter()
+                    response = client.get(url)
+                    samples.append(time.perf_counter() - start)
+                    assert response.status_code == 200, url
+                    sizes.append(len(response.content))
+                median, p99 = percentiles(samples)
+                print(f"{name:<36} {median:>10.2f} {p99:>8.2f} {statistics.median(sizes) / 1024:>9.1f}")
+
+
 def main() -> None:
     print(f"{'comments':>9} {'median ms':>10} {'ms per 100':>11}")
     under = 0
@@ -81,6 +173,7 @@ def main() -> None:
         if ms < 100:
             under = count
     print(f"largest thread measured that renders in under 100 ms: {under} comments")
+    time_articles()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""CONTENT_DIR watched (issue 13, point 3): a file added or changed is published without a
+restart, a broken one is logged and skipped (the article stays as it was), a deleted one
+unpublishes its article. Each step waits for the watcher's batch, never a blind sleep."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+
+WAIT = 15.0  # seconds, generous: the watcher publishes within about a second
+
+
+def story(title: str, text: str = "The text.") -> str:
+    return f"{title}\n\nBy Ann Writer | Reporter\n\nTOWN, Nov 30 – {text}\n\nMore of it.\n\n(Reporting by Ann)\n"
+
+
+@pytest.fixture
+def content(tmp_path: Path) -> Path:
+    directory = tmp_path / "content"
+    directory.mkdir()
+    (directory / "first.txt").write_text(story("First story"))
+    return directory
+
+
+@pytest.fixture
+def watched(settings: Settings, content: Path) -> Iterator[tuple[TestClient, Callable[..., float]]]:
+    settings = dataclasses.replace(settings, content_dir=content, content_watch=True)
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        batches = threading.Semaphore(0)
+        client.app.state.content.on_batch = batches.release
+
+        def change(write: Callable[[], None], done: Callable[[], bool]) -> float:
+            """Make the change, then wait for the watcher's batches until `done()` says it is
+            served. The watcher starts a moment after the app: a change it did not see within a
+            second is made again."""
+            started = time.monotonic()
+            write()
+            while True:
+                if not batches.acquire(timeout=1.0):
+                    write()
+                elif done():
+                    return time.monotonic() - started
+                assert time.monotonic() - started < WAIT, "the watcher never published the change"
+
+        yield client, change
+
+
+def test_a_file_added_changed_broken_and_deleted(watched, content: Path, caplog: pytest.LogCaptureFixture):
+    client, change = watched
+    assert client.get("/articles/first-story").status_code == 200
+
+    def served(slug: str, text: str) -> Callable[[], bool]:
+        return lambda: text in client.get(f"/articles/{slug}").text
+
+    took = change(
+        lambda: (content / "second.txt").write_text(story("Second story", "Fresh news.")),
+        served("second-story", "Fresh news."),
+    )
+    print(f"\na new file was published {took:.2f} s after it was written")
+    assert "Second story" in client.get("/").text
+
+    change(
+        lambda: (content / "second.txt").write_text(story("Second story", "Corrected news.")),
+        served("second-story", "Corrected news."),
+    )
+
+    def logged() -> bool:
+        return any("second.txt" in r.getMessage() and "byline" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.ERROR, logger="backchannel.content"):
+        change(lambda: (content / "second.txt").write_text("Second story\n\nno byline here\n"), logged)
+    assert "Corrected news." in client.get("/articles/second-story").text  # as it was
+    assert client.get("/healthz").status_code == 200
+
+    change(
+        lambda: (content / "first.txt").unlink(missing_ok=True),
+        lambda: client.get("/articles/first-story").status_code == 410,
+    )
+    assert "First story" not in client.get("/").text
+
+
+def test_an_unchanged_file_is_not_written_again_at_a_restart(settings: Settings, content: Path):
+    settings = dataclasses.replace(settings, content_dir=content, content_watch=False)
+    with TestClient(create_app(settings)) as first:
+        before = first.get("/api/articles").json()[0]["updated_at"]
+    with TestClient(create_app(settings)) as again:
+        assert again.get("/api/articles").json()[0]["updated_at"] == before
