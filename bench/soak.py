@@ -100,7 +100,7 @@ async def soak() -> list[str]:
         deadline = time.monotonic() + 30
         while True:  # the instances clean up on their own time; ask until they have
             states = [await metrics(client, s) for s in servers]
-            subscribers = redis.client().pubsub_numsub(f"bc:events:{DEMO_SLUG}")[0][1]
+            subscribers = redis.client().pubsub_numsub("{bc:" + DEMO_SLUG + "}:events")[0][1]
             if subscribers == 0 and all(m["backchannel_live_connections"] == 0 for m in states):
                 print("after the readers left: no live connection, no subscription left")
                 break

@@ -20,6 +20,7 @@ from server.app import create_app
 from server.settings import Settings
 
 from .postgres_server import PostgresServer
+from .redis_cluster import RedisClusterServers
 from .redis_server import RedisServer
 from .servers import ROOT, ServerProcess
 from .visitors import PASSWORD, Visitor, login
@@ -44,6 +45,15 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterServers]:
+    """One 6-node Redis Cluster (3 primaries, 3 replicas) for the tests that only need one; the
+    fault tests that kill a node start their own."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

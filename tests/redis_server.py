@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -23,14 +23,17 @@ class RedisServer:
         appendfsync: str | None = "always",
         max_clients: int | None = None,
         spawn: Callable[[list[str]], subprocess.Popen] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """appendfsync=None: no append-only file at all, for a run that never restarts Redis.
-        spawn(args) -> the process, for a caller that starts its processes its own way (the bench)."""
+        spawn(args) -> the process, for a caller that starts its processes its own way (the bench).
+        extra_args: more redis-server options (a cluster node's)."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.max_clients = max_clients
         self.spawn = spawn
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -61,7 +64,7 @@ class RedisServer:
             args += ["--appendonly", "no"]
         if self.max_clients:
             args += ["--maxclients", str(self.max_clients)]
-        return args
+        return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)

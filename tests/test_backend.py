@@ -53,7 +53,7 @@ def make_comment(slug: str = SLUG, body: str = "hello", parent: str | None = Non
 BackendFactory = Callable[..., Backend]
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres+redis", "postgres"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster", "postgres+redis", "postgres"])
 def backend_factory(request, tmp_path: Path) -> BackendFactory:
     """Makes backends that share one store, so a test can reopen it (or run two instances)."""
     if request.param == "sqlite":
@@ -61,6 +61,10 @@ def backend_factory(request, tmp_path: Path) -> BackendFactory:
     if request.param == "postgres":
         url = request.getfixturevalue("database_url")
         return lambda history_size=1000: Backend(PostgresStore(url, history_size), MemoryBus())
+    if request.param == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return lambda history_size=1000: RedisBackend(cluster.url, history_size=history_size)
     redis_server = request.getfixturevalue("redis_server")
     redis_server.client().flushall()
     if request.param == "redis":

@@ -16,7 +16,7 @@ from server.threads import new_comment_id
 SLUGS = ("a-thread", "another-thread")
 
 
-@pytest.fixture(params=["local", "redis", "postgres"])
+@pytest.fixture(params=["local", "redis", "redis-cluster", "postgres"])
 async def backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
     redis_url = database_url = None
     if request.param == "postgres":
@@ -25,6 +25,10 @@ async def backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
         redis_server = request.getfixturevalue("redis_server")
         redis_server.client().flushall()
         redis_url = redis_server.url
+    if request.param == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        redis_url = cluster.url
     backend = create_backend(Settings(data_dir=tmp_path, redis_url=redis_url, database_url=database_url))
     await backend.start()
     for slug in SLUGS:

@@ -71,7 +71,7 @@ async def eventually(check, timeout: float = 20.0) -> None:
 async def test_a_thousand_connections_dropped_abruptly_leave_nothing_behind(start_server, redis_server):
     server = start_server(REDIS_URL=redis_server.url, MAX_CONNECTIONS_PER_IP="5000")
     redis = redis_server.client()
-    channel = f"bc:events:{DEMO_SLUG}"
+    channel = "{bc:" + DEMO_SLUG + "}:events"
     baseline = await metrics(server)
     # The first thousand raises the allocator's high-water mark (measured: about 37 MB, kept by
     # the allocator, not by live objects); a leak shows as growth on every round after it.

@@ -1,6 +1,8 @@
 """The Redis store and the Redis bus. Paired on one Redis (REDIS_URL alone), Redis is the system
 of record and pub/sub carries events between instances; with DATABASE_URL, PostgreSQL is the
-store and only the bus is here.
+store and only the bus is here. REDIS_URL=redis+cluster://host:port[,host:port…] runs both on a
+Redis Cluster, with sharded pub/sub (SSUBSCRIBE/SPUBLISH: a classic PUBLISH is copied to every
+node of a cluster).
 
 Data model, per thread (every key of a thread shares the hash tag {bc:SLUG}, so that a Redis
 Cluster keeps a thread on one shard):
@@ -10,8 +12,13 @@ Cluster keeps a thread on one shard):
     {bc:SLUG}:refs      hash    reader:ref idempotency key -> comment id
     {bc:SLUG}:log       stream  entry id "<seq>-0", field e = the event as it goes on the wire
     {bc:SLUG}:presence  hash    instance id -> "<readers> <unix time>"
-    bc:events:SLUG      channel "<epoch> <event JSON>" published for every event
-    bc:hb:INSTANCE      channel this instance's heartbeat, through its own subscription
+    {bc:SLUG}:events    channel "<epoch> <event JSON>" published for every event
+    {bc}:control        channel moderation desk events and ended sessions, for every instance
+    {bc:hb:INSTANCE:N}  channel this instance's heartbeat through one subscription connection
+                                (N picks a slot that connection's node serves)
+
+Moderation records (bc:kv:*, bc:set:*, bc:list:*) and rate-limit counters are one key each,
+so that no command crosses slots; reads of several go in one pipeline (per node, in a cluster).
 
 The articles share one hash tag of their own (not {bc:…}, so no scan takes them for a thread):
 
@@ -23,12 +30,15 @@ The articles share one hash tag of their own (not {bc:…}, so no scan takes the
     {bc-articles}:unpublished  set         the slugs unpublished (kept, answered 410)
 
 With the Redis store, one event is one Lua script: assign the seq, store the comment, append
-to the log, publish on the bus's channel. Redis runs a script atomically, so seqs are
-contiguous and the publishes leave in seq order.
+to the log, publish on the thread's channel. Redis runs a script atomically, so seqs are
+contiguous and the publishes leave in seq order. The script refuses to store a comment id
+twice: redis-py re-runs a script whose connection closed mid-command (in a cluster, up to 9
+times for one call), and a post carries its id.
 Pub/sub is still at-most-once (a subscriber that reconnects, or falls 32 MiB behind, loses
 what was published meanwhile, silently), so the subscription only says "something happened":
-the Hub fills every gap from the log, and after any doubt about the subscription (a lost
-heartbeat, a reconnect) every subscribed thread is re-read from the log.
+the Hub fills every gap from the log, and after any doubt about a subscription connection (a
+lost heartbeat, a reconnect, a slot moved to another node) every thread it carried is re-read
+from the log.
 """
 
 from __future__ import annotations
@@ -39,15 +49,17 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
@@ -61,16 +73,24 @@ T = TypeVar("T")
 
 HEARTBEAT_INTERVAL = 0.5  # seconds between heartbeats through this instance's own subscription
 HEARTBEAT_TIMEOUT = 3.0  # no heartbeat for this long: the subscription is dead, rebuild it
+REMAP_INTERVAL = 0.5  # a cluster's slot map is read again this often while a shard is down
 PRESENCE_TTL = 6.0  # an instance that has not refreshed its counts for this long is gone
 PRESENCE_REFRESH = 2.0
 REDIS_TIMEOUT = 2.0  # every command: a silent link raises instead of hanging
-CONTROL_CHANNEL = "bc:control"  # moderation desk events and ended sessions, for every instance
+CONTROL_CHANNEL = "{bc}:control"  # moderation desk events and ended sessions, for every instance
+CLUSTER_SCHEME = "redis+cluster://"
 
 # KEYS: meta, comments, refs, log   ARGV: id, record (JSON object without seq, from after its "{"),
 # the comment's moderator view as JSON, ref key or "", parent or "", history size, visible flag
-# ("1"/"0"), channel, pending flag ("1": store it, but it is no event until approved)
+# ("1"/"0"), channel, pending flag ("1": store it, but it is no event until approved), the
+# publish command (PUBLISH, or SPUBLISH in a cluster).
+# A comment id stored already is this same post run again (ids are random): it answers as the
+# first run did. The log entry is written before the seq is taken, so that no seq is ever burnt
+# without its event (a script that fails half-way is not rolled back).
 POST_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nothread'} end
+local again = redis.call('HGET', KEYS[2], ARGV[1])
+if again then return {'ok', again} end
 if ARGV[4] ~= '' then
   local earlier = redis.call('HGET', KEYS[3], ARGV[4])
   if earlier then return {'duplicate', redis.call('HGET', KEYS[2], earlier)} end
@@ -82,15 +102,16 @@ if ARGV[9] == '1' then
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
   return {'ok', pending}
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) + 1
+local event = '{"type":"comment","seq":' .. seq .. ',"comment":' .. ARGV[3] .. '}'
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[6], seq .. '-0', 'e', event)
+redis.call('HSET', KEYS[1], 'seq', seq)
 if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'visible', 1) end
 local record = '{"seq":' .. seq .. ',' .. ARGV[2]
 redis.call('HSET', KEYS[2], ARGV[1], record)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
-local event = '{"type":"comment","seq":' .. seq .. ',"comment":' .. ARGV[3] .. '}'
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[6], seq .. '-0', 'e', event)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. event)
+redis.call(ARGV[10], ARGV[8], epoch .. ' ' .. event)
 return {'ok', record}
 """
 
@@ -109,7 +130,38 @@ def _keys(slug: str) -> dict[str, str]:
 
 
 def _channel(slug: str) -> str:
-    return f"bc:events:{slug}"
+    """The thread's channel: with its keys' hash tag, so that in a cluster the post script
+    publishes it on the node that holds the thread (elsewhere SPUBLISH fails in a script, or
+    works until the slot moves)."""
+    return "{bc:" + slug + "}:events"
+
+
+def _thread_of(channel: str) -> str | None:
+    """The slug whose channel this is, if it is a thread's."""
+    if channel.startswith("{bc:") and channel.endswith("}:events"):
+        return channel[len("{bc:") : -len("}:events")]
+    return None
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def _publish_command(url: str) -> str:
+    """Sharded pub/sub in a cluster: SPUBLISH reaches only the nodes of the channel's shard."""
+    return "SPUBLISH" if is_cluster_url(url) else "PUBLISH"
+
+
+def cluster_nodes(url: str) -> list[ClusterNode]:
+    """The startup nodes of redis+cluster://host:port[,host:port…] (any one is enough to find
+    the rest; several let an instance start while one is down)."""
+    nodes = []
+    for address in url.removeprefix(CLUSTER_SCHEME).split("/", 1)[0].split(","):
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"REDIS_URL: {address!r} is not host:port (redis+cluster://host:port[,host:port…])")
+        nodes.append(ClusterNode(host, int(port)))
+    return nodes
 
 
 def _record_without_seq(comment: Comment) -> dict[str, Any]:
@@ -138,7 +190,20 @@ def retry_once_on_a_fresh_connection() -> Retry:
 def _client(url: str, pool_size: int) -> aioredis.Redis:
     """A command client (retrying once on a fresh connection) whose pool holds at most
     pool_size connections; a command finding them all busy waits for one (up to
-    REDIS_TIMEOUT, then Unavailable) rather than failing at once."""
+    REDIS_TIMEOUT, then Unavailable) rather than failing at once.
+
+    On a cluster, a RedisCluster: it routes each command (whose keys share one slot) to the
+    primary of that slot, follows MOVED and refreshes its slot map itself, and pools
+    pool_size connections per node. It takes the same commands, so one code path serves
+    both (typed as Redis for that)."""
+    if is_cluster_url(url):
+        cluster = RedisCluster(
+            startup_nodes=cluster_nodes(url),
+            max_connections=pool_size,
+            require_full_coverage=False,  # a shard failing over stops only its own threads
+            **_options(),
+        )
+        return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=REDIS_TIMEOUT, retry=retry_once_on_a_fresh_connection(), **_options()
     )
@@ -193,6 +258,7 @@ class RedisStore(Store):
         self.url = url
         self.history_size = history_size
         self.redis = _client(url, pool_size)
+        self.publish_command = _publish_command(url)
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
         self._put_article_script = self.redis.register_script(PUT_ARTICLE_SCRIPT)
@@ -253,6 +319,7 @@ class RedisStore(Store):
                     "1" if comment.status == VISIBLE else "0",
                     _channel(comment.slug),
                     "1" if comment.status == PENDING else "0",
+                    self.publish_command,
                 ],
             )
         )
@@ -296,7 +363,7 @@ class RedisStore(Store):
                         pipe.xadd(
                             keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size, approximate=False
                         )
-                        pipe.publish(_channel(slug), f"{_text(epoch)} {wire}")
+                        pipe.execute_command(self.publish_command, _channel(slug), f"{_text(epoch)} {wire}")
                     visible_change = (changed.status == VISIBLE) - (before.status == VISIBLE)
                     if visible_change:
                         pipe.hincrby(keys["meta"], "visible", visible_change)
@@ -476,7 +543,7 @@ class RedisStore(Store):
         values = [_text(value) if value is not None else None for value in replies[: len(kv_keys)]]
         return values, [[_text(item) for item in items] for items in replies[len(kv_keys) :]]
 
-    # --- moving data (SCAN: one Redis, not a Cluster, whose keys are spread over its nodes) ---
+    # --- moving data (on a cluster, redis-py's SCAN goes over every primary) ---
 
     async def thread_slugs(self) -> list[str]:
         metas = [key.decode() async for key in self.redis.scan_iter(match="{bc:*}:meta", count=1000)]
@@ -543,7 +610,8 @@ class RedisStore(Store):
         return [r for r in records if r.value]
 
     async def load_records(self, records: Sequence[Record]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # One MULTI on one Redis; a cluster cannot run one over many slots (loading is idempotent).
+        async with self.redis.pipeline(transaction=not is_cluster_url(self.url)) as pipe:
             for record in records:
                 key = f"bc:{record.kind}:{record.key}"
                 if isinstance(record.value, str):  # kv
@@ -587,18 +655,31 @@ class SharedLimits(RedisStorage):
         self._acquire_in_order = self.bridge.get_connection().register_script(ACQUIRE_IN_ORDER_SCRIPT.encode())
 
     async def acquire_in_order(self, entries: Sequence[tuple[str, int, int]]) -> int | None:
-        """server.rate_limits.AcquiresInOrder: every limit of an action in one round trip."""
+        """server.rate_limits.AcquiresInOrder: every limit of an action in one round trip (in a
+        cluster, one per run of keys in one slot)."""
+        keys = [self.bridge.prefixed_key(key) for key, _limit, _expiry in entries]
+        now = time.time()
+        start = 0
         try:
-            refused = await self._acquire_in_order(
-                keys=[self.bridge.prefixed_key(key) for key, _limit, _expiry in entries],
-                args=[time.time(), *(n for _key, limit, expiry in entries for n in (limit, expiry))],
-            )
+            while start < len(entries):
+                end = start + 1
+                while end < len(entries) and self._same_slot(keys[start], keys[end]):
+                    end += 1
+                refused = await self._acquire_in_order(
+                    keys=keys[start:end],
+                    args=[now, *(n for _key, limit, expiry in entries[start:end] for n in (limit, expiry))],
+                )
+                if refused:
+                    return start + int(refused) - 1
+                start = end
         except (TimeoutError, RedisError, OSError):
-            for index, (key, limit, expiry) in enumerate(entries):
+            for index, (key, limit, expiry) in enumerate(entries[start:], start):
                 if not await self._local.acquire_entry(key, limit, expiry):
                     return index
-            return None
-        return int(refused) - 1 if refused else None
+        return None
+
+    def _same_slot(self, key: str, other: str) -> bool:
+        return True  # one Redis: one script can touch any keys
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         try:
@@ -619,135 +700,247 @@ class SharedLimits(RedisStorage):
             await self._local.clear(key)
 
 
+class SharedClusterLimits(SharedLimits, RedisClusterStorage):
+    """The same counters on a Redis Cluster, each key on the node of its slot."""
+
+    def _same_slot(self, key: str, other: str) -> bool:
+        return key_slot(key.encode()) == key_slot(other.encode())
+
+
+def shared_limits(url: str, **options: Any) -> SharedLimits:
+    return (SharedClusterLimits if is_cluster_url(url) else SharedLimits)(url, **options)
+
+
+class _Shard:
+    """One subscription connection, to the one Redis or to one primary of a cluster, read by its
+    own task: the channels whose slots that node serves, their pending confirmations, and the
+    heartbeat this instance sends itself through it."""
+
+    def __init__(self, name: str, client: aioredis.Redis) -> None:
+        self.name = name  # "host:port" of a cluster primary; "redis" for the one Redis
+        self.client = client  # never retries: the reader recovers itself, then has its threads re-read
+        self.channels: set[str] = set()
+        self.confirmations: dict[str, asyncio.Future[None]] = {}
+        self.resync_on_confirm: set[str] = set()  # moved here: re-read once the subscription holds
+        self.pubsub: aioredis.client.PubSub | None = None
+        self.up = asyncio.Event()
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+        self.heartbeat_channel = ""
+        self.heartbeat_sent = 0
+        self.heartbeat_seen = 0
+        self.last_heartbeat = 0.0
+
+
 class RedisBus(Bus):
+    """Pub/sub between instances. One subscription connection per Redis node that holds a
+    channel this instance listens to (on one Redis, one), each with its own reader task and
+    heartbeat: a stall of any is noticed within HEARTBEAT_TIMEOUT and its threads re-read.
+
+    In a cluster, redis-py's sharded subscriber does not follow the cluster by itself (after a
+    failover it retries the dead node forever; a slot move unsubscribes it silently — see
+    ../shared/FACTS.md), so this bus does: on a lost connection, a missed heartbeat or a
+    `sunsubscribe` it did not ask for, it refreshes the slot map, moves each channel to the
+    node that serves its slot now, and has the thread re-read once the new subscription holds."""
+
     shared = True
 
     def __init__(self, url: str, pool_size: int = 50) -> None:
         super().__init__()
         self.url = url
+        self.cluster = is_cluster_url(url)
+        self.publish_command = _publish_command(url)
         self.instance = secrets.token_hex(6)
         self.redis = _client(url, pool_size)
-        # The subscription recovers by itself (resubscribe, then re-read every thread): a silent
-        # reconnect inside redis-py would skip the re-read, so it has a client that never retries.
-        self._subscriber_redis = aioredis.Redis.from_url(url, **_options())
-        self.rate_limit_storage = SharedLimits(url, retry=retry_once_on_a_fresh_connection(), **_options())
+        self.rate_limit_storage = shared_limits(url, retry=retry_once_on_a_fresh_connection(), **_options())
         self._subscribed: set[str] = set()
-        self._confirmations: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: aioredis.client.PubSub | None = None
-        self._subscriber_up = asyncio.Event()
+        self._shards: dict[str, _Shard] = {}
+        self._placing = asyncio.Lock()  # channels move between shards under it
+        self._remap_wanted = asyncio.Event()
         self._local_readers: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # redis-py can turn a cancellation into a TimeoutError inside its own timeouts, so the
         # background loops also stop on this flag rather than trusting cancel() alone.
         self._running = False
-        self._heartbeat_sent = 0
-        self._heartbeat_seen = 0
-        self._last_heartbeat = 0.0
 
     # --- lifecycle ---
 
     async def start(self) -> None:
-        await _call(self.redis.ping())
+        await _call(self.redis.ping())  # (a cluster client reads the slot map here)
         self._running = True
+        async with self._placing:
+            control = self._place(CONTROL_CHANNEL)
         self._tasks = [
-            asyncio.create_task(self._listen(), name="redis-listener"),
             asyncio.create_task(self._heartbeat(), name="redis-heartbeat"),
             asyncio.create_task(self._refresh_presence(), name="redis-presence"),
         ]
-        await _call(asyncio.wait_for(self._subscriber_up.wait(), 2 * REDIS_TIMEOUT))
+        if self.cluster:
+            self._tasks.append(asyncio.create_task(self._follow_the_cluster(), name="redis-cluster-map"))
+        await _call(asyncio.wait_for(control.up.wait(), 2 * REDIS_TIMEOUT))
 
     async def close(self) -> None:
         self._running = False
-        for task in self._tasks:
+        shards = list(self._shards.values())
+        tasks = self._tasks + [shard.task for shard in shards if shard.task is not None]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=REDIS_TIMEOUT + 1)
+        if tasks:
+            await asyncio.wait(tasks, timeout=REDIS_TIMEOUT + 1)
         with contextlib.suppress(Exception):
             for slug in list(self._local_readers):
                 await self.redis.hdel(_keys(slug)["presence"], self.instance)
-        if self._pubsub is not None:
+        for shard in shards:
+            await self._drop(shard)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                await shard.client.aclose()
         await self.redis.aclose()
-        await self._subscriber_redis.aclose()
+
+    def _publish(self, channel: str, message: str | int) -> Awaitable[Any]:
+        return self.redis.execute_command(self.publish_command, channel, message)  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
     async def publish(self, slug: str, event: Event, epoch: str) -> None:
-        await _call(self.redis.publish(_channel(slug), f"{epoch} {encode(event)}"))
+        await _call(self._publish(_channel(slug), f"{epoch} {encode(event)}"))
+
+    async def publish_control(self, message: str) -> None:
+        await _call(self._publish(CONTROL_CHANNEL, message))
 
     # --- subscription ---
 
     async def subscribe(self, slug: str) -> None:
-        self._subscribed.add(slug)
+        channel = _channel(slug)
+        async with self._placing:
+            self._subscribed.add(slug)
+            shard = self._place(channel)
         try:
-            await asyncio.wait_for(self._subscriber_up.wait(), REDIS_TIMEOUT)
-        except TimeoutError:
-            self._subscribed.discard(slug)
-            raise Unavailable("Live updates are reconnecting; please retry.") from None
-        assert self._pubsub is not None
-        confirmed = asyncio.get_running_loop().create_future()
-        self._confirmations[_channel(slug)] = confirmed
-        try:
-            await _call(self._pubsub.subscribe(_channel(slug)))
-            # Only once Redis confirms is every later publish sure to reach us: the caller reads
-            # the head after this, and anything published before is in that head.
-            await _call(asyncio.wait_for(confirmed, REDIS_TIMEOUT))
+            try:
+                await asyncio.wait_for(shard.up.wait(), REDIS_TIMEOUT)
+            except TimeoutError:
+                raise Unavailable("Live updates are reconnecting; please retry.") from None
+            assert shard.pubsub is not None
+            confirmed = asyncio.get_running_loop().create_future()
+            shard.confirmations[channel] = confirmed
+            try:
+                await _call(self._subscribe_to(shard.pubsub, channel))
+                # Only once Redis confirms is every later publish sure to reach us: the caller reads
+                # the head after this, and anything published before is in that head.
+                await _call(asyncio.wait_for(confirmed, REDIS_TIMEOUT))
+            finally:
+                shard.confirmations.pop(channel, None)
         except BaseException:
             self._subscribed.discard(slug)
+            shard.channels.discard(channel)
             raise
-        finally:
-            self._confirmations.pop(_channel(slug), None)
 
     async def unsubscribe(self, slug: str) -> None:
         self._subscribed.discard(slug)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                await self._pubsub.unsubscribe(_channel(slug))
+        channel = _channel(slug)
+        for shard in list(self._shards.values()):
+            if channel in shard.channels:
+                shard.channels.discard(channel)  # first: the unsubscribe Redis confirms is then ours
+                if shard.pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                        await self._unsubscribe_from(shard.pubsub, channel)
 
-    async def _connect_subscriber(self) -> aioredis.client.PubSub:
-        pubsub = self._subscriber_redis.pubsub()
-        channels = [f"bc:hb:{self.instance}", CONTROL_CHANNEL, *(_channel(slug) for slug in self._subscribed)]
-        await pubsub.subscribe(*channels)
-        confirmed = 0
-        deadline = time.monotonic() + REDIS_TIMEOUT
-        while confirmed < len(channels):
-            if time.monotonic() > deadline:
-                raise TimeoutError("Redis did not confirm the subscriptions")
-            message = await pubsub.get_message(timeout=REDIS_TIMEOUT)
-            if message and message["type"] == "subscribe":
-                confirmed += 1
-        return pubsub
+    def _subscribe_to(self, pubsub: aioredis.client.PubSub, *channels: str) -> Awaitable[Any]:
+        return pubsub.ssubscribe(*channels) if self.cluster else pubsub.subscribe(*channels)
 
-    async def _listen(self) -> None:
-        """One task per instance reads the one subscription connection. It survives every error:
-        re-raises cancellation, logs, backs off, resubscribes, then has every thread re-read."""
+    def _unsubscribe_from(self, pubsub: aioredis.client.PubSub, channel: str) -> Awaitable[Any]:
+        return pubsub.sunsubscribe(channel) if self.cluster else pubsub.unsubscribe(channel)
+
+    def _owner(self, channel: str) -> str:
+        """The node that serves the channel's slot, as this instance's slot map has it."""
+        if not self.cluster:
+            return "redis"
+        node = cast(RedisCluster, self.redis).nodes_manager.get_node_from_slot(key_slot(channel.encode()))
+        return str(node.name)
+
+    def _place(self, channel: str) -> _Shard:
+        """Put the channel on the shard of the node that serves it (under self._placing),
+        starting that shard's connection if this instance had none to the node."""
+        name = self._owner(channel)
+        shard = self._shards.get(name)
+        if shard is None:
+            if self.cluster:
+                node = cast(RedisCluster, self.redis).nodes_manager.get_node(node_name=name)
+                assert node is not None, "the node came from the slot map"
+                client = aioredis.Redis(host=node.host, port=int(node.port), **_options())
+            else:
+                client = aioredis.Redis.from_url(self.url, **_options())
+            shard = self._shards[name] = _Shard(name, client)
+            shard.task = asyncio.create_task(self._listen(shard), name=f"redis-subscriber {name}")
+        shard.channels.add(channel)
+        return shard
+
+    def _heartbeat_channel(self, shard: _Shard) -> str:
+        """A channel of this instance's own whose slot the shard's node serves."""
+        for n in range(100_000):
+            channel = "{bc:hb:" + self.instance + ":" + str(n) + "}"
+            if self._owner(channel) == shard.name:
+                return channel
+        raise ConnectionError(f"{shard.name} serves no slot")
+
+    async def _connect(self, shard: _Shard) -> None:
+        shard.heartbeat_channel = self._heartbeat_channel(shard)
+        pubsub = shard.client.pubsub()
+        try:
+            channels = [shard.heartbeat_channel, *shard.channels]
+            if self.cluster:  # one SSUBSCRIBE names channels of one slot only
+                for channel in channels:
+                    await self._subscribe_to(pubsub, channel)
+            else:
+                await self._subscribe_to(pubsub, *channels)
+            confirmed = 0
+            deadline = time.monotonic() + REDIS_TIMEOUT
+            while confirmed < len(channels):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("Redis did not confirm the subscriptions")
+                message = await pubsub.get_message(timeout=REDIS_TIMEOUT)
+                if message and message["type"] in ("subscribe", "ssubscribe"):
+                    confirmed += 1
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            raise
+        shard.pubsub = pubsub
+        shard.up.set()
+        shard.last_heartbeat = time.monotonic()
+        shard.heartbeat_seen = 0
+        shard.resync_on_confirm.clear()
+        log.info(
+            "subscribed to %d thread(s) on %s", len(shard.channels) - (CONTROL_CHANNEL in shard.channels), shard.name
+        )
+        self._resync(shard)
+
+    async def _listen(self, shard: _Shard) -> None:
+        """The shard's reader. It survives every error: re-raises cancellation, logs, backs off,
+        resubscribes (and in a cluster has the slot map refreshed), then has its threads re-read."""
         backoff = 0.1
-        while self._running:
+        while self._running and not shard.stopping:
             try:
-                if self._pubsub is None:
-                    self._pubsub = await self._connect_subscriber()
-                    self._subscriber_up.set()
-                    self._last_heartbeat = time.monotonic()
-                    self._heartbeat_seen = 0
-                    log.info("subscribed to %d thread(s)", len(self._subscribed))
+                if shard.pubsub is None:
+                    await self._connect(shard)
                     backoff = 0.1
-                    self._resync_all()
-                message = await self._pubsub.get_message(timeout=HEARTBEAT_INTERVAL)
+                assert shard.pubsub is not None
+                message = await shard.pubsub.get_message(timeout=HEARTBEAT_INTERVAL)
                 if message is not None:
-                    self._handle(message)
-                if time.monotonic() - self._last_heartbeat > HEARTBEAT_TIMEOUT:
+                    self._handle(shard, message)
+                if time.monotonic() - shard.last_heartbeat > HEARTBEAT_TIMEOUT:
                     raise ConnectionError(f"no heartbeat through the subscription for {HEARTBEAT_TIMEOUT} s")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("Redis subscription lost (%s); reconnecting in %.1f s", exc, backoff)
-                await self._drop_subscriber()
+                if shard.stopping:
+                    break
+                log.warning("Redis subscription on %s lost (%s); reconnecting in %.1f s", shard.name, exc, backoff)
+                await self._drop(shard)
+                self._remap_wanted.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _drop_subscriber(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        self._subscriber_up.clear()
-        for future in self._confirmations.values():
+    async def _drop(self, shard: _Shard) -> None:
+        pubsub, shard.pubsub = shard.pubsub, None
+        shard.up.clear()
+        for future in shard.confirmations.values():
             if not future.done():
                 future.set_exception(ConnectionError("the subscription was lost"))
         if pubsub is not None:
@@ -757,28 +950,40 @@ class RedisBus(Bus):
                     await pubsub.connection.disconnect(nowait=True)
                 await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
-    def _handle(self, message: dict[str, Any]) -> None:  # a pubsub message, as redis-py gives it
+    def _handle(self, shard: _Shard, message: dict[str, Any]) -> None:  # a pubsub message, as redis-py gives it
+        kind = message["type"]
         channel = message["channel"].decode()
-        if message["type"] == "subscribe":
-            future = self._confirmations.get(channel)
+        if kind in ("subscribe", "ssubscribe"):
+            future = shard.confirmations.get(channel)
             if future is not None and not future.done():
                 future.set_result(None)
+            if channel in shard.resync_on_confirm:
+                shard.resync_on_confirm.discard(channel)
+                if (slug := _thread_of(channel)) is not None:
+                    self.on_resync(slug)
             return
-        if message["type"] != "message":
+        if kind == "sunsubscribe" and channel in shard.channels:
+            # Not asked for (ours leave shard.channels first): the slot moved to another node.
+            log.info("%s moved away from %s; following it", channel, shard.name)
+            self._remap_wanted.set()
+            return
+        if kind not in ("message", "smessage"):
             return
         if channel == CONTROL_CHANNEL:
             self.on_control(message["data"].decode())
             return
-        if channel.startswith("bc:hb:"):
+        if channel == shard.heartbeat_channel:
             number = int(message["data"])
-            if self._heartbeat_seen and number != self._heartbeat_seen + 1:
+            if shard.heartbeat_seen and number != shard.heartbeat_seen + 1:
                 # A heartbeat went missing, so other messages may have too.
-                log.warning("a heartbeat was lost on the subscription; re-reading every thread")
-                self._resync_all()
-            self._heartbeat_seen = number
-            self._last_heartbeat = time.monotonic()
+                log.warning("a heartbeat was lost on the subscription to %s; re-reading its threads", shard.name)
+                self._resync(shard)
+            shard.heartbeat_seen = number
+            shard.last_heartbeat = time.monotonic()
             return
-        slug = channel.removeprefix("bc:events:")
+        slug = _thread_of(channel)
+        if slug is None:
+            return
         data: bytes = message["data"]
         if data.startswith(b"presence "):
             self.on_presence(slug, int(data.split(b" ", 1)[1]))
@@ -787,17 +992,69 @@ class RedisBus(Bus):
         event = decode_event(wire)
         self.on_event(slug, Event(event.type, event.seq, event.data, wire=wire.decode()), epoch.decode())
 
-    def _resync_all(self) -> None:
-        for slug in list(self._subscribed):
-            self.on_resync(slug)
+    def _resync(self, shard: _Shard) -> None:
+        for channel in list(shard.channels):
+            if (slug := _thread_of(channel)) is not None and slug in self._subscribed:
+                self.on_resync(slug)
+
+    # --- following the cluster ---
+
+    async def _follow_the_cluster(self) -> None:
+        """Refresh the slot map when a shard asks (lost connection, moved slot), and every
+        REMAP_INTERVAL while any shard is down (a failover takes seconds to elect a primary)."""
+        while self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._remap_wanted.wait(), REMAP_INTERVAL)
+            if not self._remap_wanted.is_set() and all(shard.up.is_set() for shard in self._shards.values()):
+                continue
+            self._remap_wanted.clear()
+            try:
+                await self._remap()
+            except Exception as exc:  # the cluster is in the middle of a change: look again soon
+                log.info("could not refresh the cluster's slot map (%s)", exc)
+
+    async def _remap(self) -> None:
+        await cast(RedisCluster, self.redis).nodes_manager.initialize()
+        async with self._placing:
+            moved: list[tuple[_Shard, _Shard, str]] = []
+            for shard in list(self._shards.values()):
+                for channel in list(shard.channels):
+                    if self._owner(channel) != shard.name:
+                        shard.channels.discard(channel)
+                        moved.append((shard, self._place(channel), channel))
+            for old, new, channel in moved:
+                log.info("%s: subscribing on %s instead of %s", channel, new.name, old.name)
+                if old.pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._unsubscribe_from(old.pubsub, channel)
+                if new.pubsub is not None:  # else its connection subscribes it, then re-reads
+                    new.resync_on_confirm.add(channel)
+                    with contextlib.suppress(Exception):  # a failure drops that shard: it reconnects
+                        await self._subscribe_to(new.pubsub, channel)
+            for name, shard in list(self._shards.items()):
+                if not shard.channels:  # a node that serves none of ours any more
+                    del self._shards[name]
+                    await self._stop(shard)
+
+    async def _stop(self, shard: _Shard) -> None:
+        shard.stopping = True
+        if shard.task is not None:
+            shard.task.cancel()
+            await asyncio.wait([shard.task], timeout=REDIS_TIMEOUT + 1)
+        await self._drop(shard)
+        with contextlib.suppress(Exception):
+            await shard.client.aclose()
 
     async def _heartbeat(self) -> None:
-        channel = f"bc:hb:{self.instance}"
         while self._running:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
-            self._heartbeat_sent += 1
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                await self.redis.publish(channel, self._heartbeat_sent)
+            # All shards at once: a node out of reach must not delay the others' heartbeats.
+            await asyncio.gather(*(self._beat(shard) for shard in list(self._shards.values()) if shard.up.is_set()))
+
+    async def _beat(self, shard: _Shard) -> None:
+        shard.heartbeat_sent += 1
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await self._publish(shard.heartbeat_channel, shard.heartbeat_sent)
 
     # --- presence: each instance's count per thread, summed; dead instances age out ---
 
@@ -808,7 +1065,7 @@ class RedisBus(Bus):
             self._local_readers.pop(slug, None)
         try:
             total = await self._report_presence(slug, local_readers)
-            await self.redis.publish(_channel(slug), f"presence {total}")
+            await self._publish(_channel(slug), f"presence {total}")
         except (TimeoutError, RedisError, OSError):
             return local_readers  # the best we know while Redis is away
         return total
@@ -848,6 +1105,3 @@ class RedisBus(Bus):
                 if totals.get(slug) != total:
                     totals[slug] = total
                     self.on_presence(slug, total)
-
-    async def publish_control(self, message: str) -> None:
-        await _call(self.redis.publish(CONTROL_CHANNEL, message))
