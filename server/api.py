@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from .articles import article_summary, decode_cursor, encode_cursor, iso_utc
 from .comments import PENDING, Comment
 from .errors import InvalidMessage
-from .guards import author, check_csrf, check_origin, moderator_of
+from .guards import author, check_csrf, check_origin, json_body, moderator_of
 from .identity import READER_COOKIE
 from .threads import moderator_view, visible_to
 
@@ -117,12 +117,7 @@ async def create_comment(request: Request) -> Response:
     # a script without cookies has no session to abuse.
     if READER_COOKIE in request.cookies:
         check_csrf(request, request.headers.get("x-csrf-token"))
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise InvalidMessage("Send the comment as application/json.")
-    try:
-        data = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidMessage("The request body is not valid JSON.") from None
+    data = await json_body(request, "comment")
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), (str, type(None))) for k in ("name", "about", "body", "parent", "ref")
     ):

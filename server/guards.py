@@ -104,6 +104,16 @@ class Submission:
     from_form: bool  # a plain form (no JavaScript): answered with a redirect, not JSON
 
 
+async def json_body(request: Request, what: str) -> Any:
+    """The request's JSON body, which must be sent as application/json (`what` names it in the error)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise InvalidMessage(f"Send the {what} as application/json.")
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidMessage("The request body is not valid JSON.") from None
+
+
 async def submission(request: Request) -> Submission:
     """JSON (token in the X-CSRF-Token header) or a plain form (its csrf_token field)."""
     check_origin(request)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .articles import Articles, article_from_json, article_json, check_slug
 from .errors import InvalidMessage, NotFound
+from .guards import json_body
 from .threads import Threads
 from .tokens import SCOPE_ARTICLES, require_token, token_of
 
@@ -83,13 +83,7 @@ async def _article_request(request: Request) -> tuple[Articles, str, Any]:
     slug = check_slug(request.path_params["slug"])
     if request.method == "DELETE":
         return request.app.state.threads.articles, slug, None
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise InvalidMessage("Send the article as application/json.")
-    try:
-        data = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidMessage("The request body is not valid JSON.") from None
-    return request.app.state.threads.articles, slug, data
+    return request.app.state.threads.articles, slug, await json_body(request, "article")
 
 
 def _notify(request: Request, event_type: str, data: dict[str, Any]) -> None:
