@@ -151,8 +151,8 @@ async def live(websocket: WebSocket) -> None:
         return
     try:
         state.threads.article(slug)
-    except NotFound:
-        await websocket.send_denial_response(PlainTextResponse("No such article.", status_code=404))
+    except NotFound as exc:  # or Gone (410): the article was unpublished
+        await websocket.send_denial_response(PlainTextResponse(exc.message, status_code=exc.status))
         return
     ip = client_ip(websocket.scope)
     # Counted per network, as the other per-address limits are: an IPv6 host holds a whole /64

@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 
 import httpx2 as httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from .servers import ServerProcess
 
@@ -56,6 +59,9 @@ def test_every_change_is_served_by_the_other_instance_within_a_second(start_serv
     assert httpx.delete(f"{a.url}/api/articles/bridge-opens", headers=cms).status_code == 204
     seen_within("unpublished", lambda: httpx.get(url_b).status_code == 410)
     assert httpx.get(url_a).status_code == 410
+    with pytest.raises(InvalidStatus) as refused:  # its live socket too
+        connect(f"{b.ws_url}/articles/bridge-opens/live", origin=b.url).close()
+    assert refused.value.response.status_code == 410
 
     assert httpx.put(f"{b.url}/api/articles/bridge-opens", json=ARTICLE, headers=cms).status_code == 200
     seen_within("republished", lambda: httpx.get(url_a).status_code == 200)
