@@ -1,6 +1,11 @@
 """The comment record, its views, the thread snapshot, and the thread events built from them.
 Shared by the service and every backend.
 
+A thread is open, closed (read-only: nothing new is written, everything stays readable) or
+hidden (taken off the page: readers see none of it; moderators still do, and still act on it).
+Every change of state is a sequenced event of its thread, like a comment: `opened`, `closed`,
+`hidden`.
+
 A comment has three views: the record (everything, as stored), the moderator view (all but
 the author's IP), and the public view readers get, in which a removed comment keeps its place
 but not its text. Events are stored in the log in the moderator view; each instance derives
@@ -16,6 +21,11 @@ from typing import Any
 from .protocol import Event
 
 VISIBLE, REMOVED, PENDING = "visible", "removed", "pending"
+OPEN, CLOSED, HIDDEN = "open", "closed", "hidden"
+THREAD_STATES = (OPEN, CLOSED, HIDDEN)
+# The event each state is entered with; a reader's page changes on it.
+STATE_EVENTS = {OPEN: "opened", CLOSED: "closed", HIDDEN: "hidden"}
+STATE_OF_EVENT = {kind: state for state, kind in STATE_EVENTS.items()}
 
 
 def utc_now_iso() -> str:
@@ -131,7 +141,40 @@ def public_event(event: Event) -> Event:
         return Event(event.type, event.seq, {**event.data, "comment": public_view(event.data["comment"])})
     if event.type == "removed":
         return Event(event.type, event.seq, {"id": event.data["id"]})
+    if event.type in STATE_OF_EVENT:
+        return Event(event.type, event.seq, {"at": event.data.get("at")})
     return event
+
+
+# --- the thread's state ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThreadState:
+    """Open, closed or hidden, and who (a moderator, `api:TOKEN`, `auto-close`) set it when.
+    A thread never changed is open, by nobody."""
+
+    name: str = OPEN
+    by: str | None = None
+    at: str | None = None  # ISO-8601 UTC
+
+    @property
+    def open(self) -> bool:
+        return self.name == OPEN
+
+
+def state_change(before: ThreadState, state: str, by: str, at: str, expect: ThreadState | None) -> ThreadState | None:
+    """The thread's state after asking for `state`, or None when nothing changes: it is in that
+    state already, or (with `expect`) it is no longer in the state the caller decided on."""
+    if state not in THREAD_STATES:
+        raise ValueError(f"a thread cannot be {state!r}")
+    if (expect is not None and expect != before) or before.name == state:
+        return None
+    return ThreadState(state, by, at)
+
+
+def state_event(seq: int, state: ThreadState) -> Event:
+    return Event(STATE_EVENTS[state.name], seq, {"by": state.by, "at": state.at})
 
 
 @dataclass(frozen=True)
@@ -140,6 +183,7 @@ class Head:
 
     seq: int
     epoch: str
+    state: ThreadState = ThreadState()
 
 
 @dataclass(frozen=True)
@@ -147,3 +191,4 @@ class Snapshot:
     seq: int
     epoch: str
     comments: list[Comment]  # published ones in seq order, then pending ones
+    state: ThreadState = ThreadState()  # as of seq

@@ -12,7 +12,8 @@ BackchannelError
 │   └── Gone         410 gone             an article the newsroom unpublished (its comments are kept)
 ├── Unauthorized     401 unauthorized     not logged in as a moderator, or a wrong password
 ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
-│   └── Banned       403 banned           the reader (or their address) is banned
+│   ├── Banned       403 banned           the reader (or their address) is banned
+│   └── Closed       403 closed           the thread is closed (or hidden): it takes no new comments
 ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
 ├── HttpError        4xx http_error       what Starlette refused itself (a method not allowed, ...)
 ├── Internal         500 internal         a bug: logged, and answered without details
@@ -82,6 +83,17 @@ class Unauthorized(BackchannelError):
 
 class Banned(Forbidden):
     code = "banned"
+
+
+class Closed(Forbidden):
+    code = "closed"
+
+    @classmethod
+    def because(cls, state: str) -> Closed:
+        """The refusal of a post to a thread in this state (closed or hidden)."""
+        if state == "hidden":
+            return cls("Comments on this article are hidden: it takes no new comments.")
+        return cls("Comments on this article are closed: it takes no new comments.")
 
 
 class HttpError(BackchannelError):

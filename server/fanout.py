@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 from . import metrics
 from .backends.base import Backend
-from .comments import Head, public_event
-from .protocol import Event, Presence, Reset, encode
+from .comments import HIDDEN, OPEN, STATE_OF_EVENT, Head, ThreadState, public_event
+from .protocol import CLOSE_THREAD_HIDDEN, Event, Presence, Reset, encode
 from .wire import text_frame
 
 log = logging.getLogger("backchannel.fanout")
@@ -51,6 +51,9 @@ class Subscriber(Protocol):
     def reset(self, seq: int, frame: bytes) -> None:
         """Send a reset frame; events up to seq are covered by the snapshot it points to."""
 
+    def end(self, code: int, reason: str) -> None:
+        """Close the connection now (what was sent before still goes first)."""
+
 
 @dataclass(eq=False)
 class Channel:
@@ -58,6 +61,7 @@ class Channel:
     subscribers: set[Subscriber] = field(default_factory=set)
     last_seq: int = 0
     epoch: str = ""
+    state: str = OPEN  # the thread's state as of last_seq
     pending: list[Event] = field(default_factory=list)  # held while the log is being read
     recovering: bool = False
     resync_requested: bool = False
@@ -101,7 +105,7 @@ class Hub:
                 del self._channels[slug]
                 channel.ready.set()
                 raise
-            channel.last_seq, channel.epoch = head.seq, head.epoch
+            channel.last_seq, channel.epoch, channel.state = head.seq, head.epoch, head.state.name
             channel.tail_from = head.seq
             channel.ready.set()
         await channel.ready.wait()
@@ -170,6 +174,14 @@ class Hub:
         for subscriber in list(channel.subscribers):
             subscriber.send(event.seq, moderator_frame if subscriber.moderator else public_frame)
         metrics.events_delivered.inc(len(channel.subscribers))
+        if event.type in STATE_OF_EVENT:
+            channel.state = STATE_OF_EVENT[event.type]
+            if channel.state == HIDDEN:
+                # Readers are told, then let go: what moderators do on a hidden thread (restore a
+                # comment, say) is not for them. A reader reconnecting is turned away (live.py).
+                for subscriber in list(channel.subscribers):
+                    if not subscriber.moderator:
+                        subscriber.end(CLOSE_THREAD_HIDDEN, "the thread is hidden")
 
     def _recover(self, channel: Channel, event: Event | None = None) -> None:
         if event is not None:
@@ -198,7 +210,7 @@ class Hub:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 if missed is None:
-                    self._reset(channel, head.seq, head.epoch)
+                    self._reset(channel, head)
                     missed = []
                 queued, channel.pending = channel.pending, []
                 for event in sorted([*missed, *queued], key=lambda e: e.seq):
@@ -211,8 +223,9 @@ class Hub:
         finally:
             channel.recovering = False
 
-    def _reset(self, channel: Channel, seq: int, epoch: str) -> None:
+    def _reset(self, channel: Channel, head: Head) -> None:
         """The log cannot fill the gap (trimmed, or a new epoch): every local reader reloads."""
+        seq, epoch = head.seq, head.epoch
         log.warning(
             "thread %s: resetting %d reader(s) to seq %d of epoch %s",
             channel.slug,
@@ -220,7 +233,7 @@ class Hub:
             seq,
             epoch,
         )
-        channel.last_seq, channel.epoch = seq, epoch
+        channel.last_seq, channel.epoch, channel.state = seq, epoch, head.state.name
         channel.tail.clear()
         channel.tail_from, channel.tail_filled = seq, False
         frame = text_frame(encode(Reset(seq=seq, epoch=epoch)))
@@ -250,7 +263,7 @@ class Hub:
             (seq, moderator_frame if moderator else public_frame)
             for seq, public_frame, moderator_frame in islice(channel.tail, since - channel.tail_from, None)
         ]
-        return Head(channel.last_seq, channel.epoch), frames
+        return Head(channel.last_seq, channel.epoch, ThreadState(channel.state)), frames
 
     async def _fill_tail(self, channel: Channel) -> None:
         """Read back from the store the events before the tail, up to HISTORY_SIZE in all. A

@@ -22,7 +22,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from . import metrics
-from .comments import PENDING, public_event
+from .comments import HIDDEN, PENDING, Head, public_event
 from .control import DeskUpdate, SessionEnded
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
 from .guards import MODERATOR, author, moderator_of
@@ -30,6 +30,7 @@ from .identity import client_ip, client_network
 from .protocol import (
     CLOSE_POLICY,
     CLOSE_SESSION_ENDED,
+    CLOSE_THREAD_HIDDEN,
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
@@ -371,6 +372,17 @@ def _parse_since(websocket: WebSocket) -> tuple[int | None, str | None, bool]:
     return int(raw), epoch, True
 
 
+def _welcome(connection: Connection, head: Head, readers: int) -> bool:
+    """Write the welcome frame; False when the connection ends there: a reader of a hidden
+    thread has nothing to catch up on (its comments are not theirs to see)."""
+    welcome = Welcome(seq=head.seq, readers=readers, epoch=head.epoch, state=head.state.name)
+    connection.write_now(None, text_frame(encode(welcome)))
+    if head.state.name == HIDDEN and not connection.moderator:
+        connection.end(CLOSE_THREAD_HIDDEN, "the thread is hidden")
+        return False
+    return True
+
+
 async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> None:
     """welcome, then every event after `since` from the log (or reset). The connection is
     already receiving live events, held until this is written; go_live() drops the doubles."""
@@ -381,9 +393,8 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
     replayed = None if since is None else await state.hub.replay(slug, since, epoch, connection.moderator)
     if since is not None and replayed is not None:
         head, frames = replayed
-        connection.write_now(
-            None, text_frame(encode(Welcome(seq=head.seq, readers=state.hub.readers(slug), epoch=head.epoch)))
-        )
+        if not _welcome(connection, head, state.hub.readers(slug)):
+            return
         connection.last_seq = since
         for seq, frame in frames:
             connection.write_now(seq, frame)
@@ -392,8 +403,8 @@ async def _catch_up(websocket: WebSocket, connection: Connection, slug: str) -> 
         connection.go_live()
         return
     head = await state.backend.head(slug)
-    readers = state.hub.readers(slug)
-    connection.write_now(None, text_frame(encode(Welcome(seq=head.seq, readers=readers, epoch=head.epoch))))
+    if not _welcome(connection, head, state.hub.readers(slug)):
+        return
     missed = None
     if since is not None and since <= head.seq and (epoch is None or epoch == head.epoch):
         missed = await state.backend.events_since(slug, since)

@@ -2,8 +2,9 @@
 
 Every frame the server sends is one of the dataclasses below, turned into one JSON object
 with a "type" by `encode` and nowhere else. Sequenced thread events (`comment`, `removed`,
-`restored`, ...) are `Event`s: they are stored in the thread's log exactly as they go on the
-wire, so a replay from the log and a live delivery are the same bytes. The moderation desk's
+`restored`, `closed`, `opened`, `hidden`, ...) are `Event`s: they are stored in the thread's
+log exactly as they go on the wire, so a replay from the log and a live delivery are the same
+bytes. The moderation desk's
 socket has frames of its own (`desk_*`).
 """
 
@@ -19,6 +20,7 @@ from .errors import InvalidMessage
 # Application close codes (4000-4999 are ours; the rest are RFC 6455's, sent by uvicorn).
 CLOSE_TOO_SLOW = 4000  # the reader's send queue overflowed: reconnect with since=<last seq>
 CLOSE_SESSION_ENDED = 4003  # the moderator's session ended (logout): reconnect as a reader
+CLOSE_THREAD_HIDDEN = 4010  # the thread is hidden from readers: nothing to stay connected for
 CLOSE_TOO_MANY_CONNECTIONS = 4029  # this network holds MAX_CONNECTIONS_PER_IP sockets: retry later
 CLOSE_POLICY = 1008  # Origin refused (answered as HTTP 403), or a flood of invalid frames
 CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES (sent by uvicorn)
@@ -83,6 +85,7 @@ class Welcome:
     seq: int
     readers: int
     epoch: str
+    state: str = "open"  # the thread's state as of seq: open, closed or hidden
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,23 @@ from limits.errors import StorageError
 from . import metrics
 from .articles import Articles
 from .backends.base import Backend
-from .comments import PENDING, VISIBLE, Comment, Snapshot, utc_now_iso
+from .comments import CLOSED, HIDDEN, OPEN, PENDING, VISIBLE, Comment, Snapshot, ThreadState, utc_now_iso
 from .content import Article
-from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
+from .errors import Closed, NotFound, RateLimited, Rejected, Repeat, Unavailable
 from .identity import client_network
 from .moderation import Bans, Moderation
-from .protocol import DeskComment
+from .protocol import DeskComment, Event
 from .rate_limits import Check, Limits
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .spam import Rules, SpamRules, text_fingerprint
 from .text import clean_body, clean_name, clean_ref, render_body
+
+# What the audit log (and so the webhooks: moderation.close, ...) calls each change of state.
+STATE_ACTIONS = {OPEN: "open", CLOSED: "close", HIDDEN: "hide"}
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,8 @@ class Threads:
         ref = clean_ref(ref)
         ref_key = f"{author.reader_id}:{ref}" if ref else None
         # Before the post is stored and published, each Redis round trip delays every reader of
-        # it: the records it is checked against are read in one, the limits counted in one.
+        # it: the records it is checked against are read in one, the limits counted in one, and
+        # the thread's state (open, closed, hidden) at the same time as those.
         rules = self.spam.current
         author_keys = self.moderation.author_check_keys(author.reader_id, author.ip, clean_author, author.moderator)
         history = 0 if author.moderator else max(rules.new_reader_comments, rules.premoderate_first_comments)
@@ -124,13 +132,16 @@ class Threads:
             [*author_keys, self.moderation.premoderation_key(slug)],
             [(f"published-by:{author.reader_id}", history)] if history else [],
         )
-        # A retry of a post already stored is answered as before, and is not counted again.
-        if ref_key:
-            earlier, (records, lists) = await asyncio.gather(self.backend.comment_by_ref(slug, ref_key), reading)
-            if earlier is not None:
-                return earlier, False
-        else:
-            records, lists = await reading
+        # A retry of a post already stored is answered as before, and is not counted again
+        # (also when the thread has closed since: that post made it).
+        earlier, (records, lists), head = await asyncio.gather(
+            self.backend.comment_by_ref(slug, ref_key) if ref_key else _nothing(), reading, self.backend.head(slug)
+        )
+        if earlier is not None:
+            return earlier, False
+        # The store checks again as it writes, so no post lands after a close however they race.
+        if not head.state.open:
+            raise Closed.because(head.state.name)
         self.moderation.check_author_records(records[: len(author_keys)])
         await self._check_rate(author)
         html = render_body(text)
@@ -224,6 +235,26 @@ class Threads:
         if comment.status == PENDING and changed.status == VISIBLE and self.on_published:
             self.on_published(changed)
         return changed
+
+    async def set_state(
+        self,
+        slug: str,
+        state: str,
+        by: str,
+        *,
+        expect: ThreadState | None = None,
+        at: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> tuple[ThreadState, Event | None]:
+        """Open, close or hide a thread: (its state now, the event when this call changed it).
+        The backend tells every reader; the audit log, and so the webhooks, keep who did it: a
+        moderator's name, `api:TOKEN`, or `auto-close`. See Store.set_thread_state for expect."""
+        self.article(slug)
+        after, event = await self.backend.set_thread_state(slug, state, by, at or utc_now_iso(), expect)
+        if event is not None:
+            await self.moderation.record(by, STATE_ACTIONS[state], slug=slug, reason=reason, detail=detail)
+        return after, event
 
     async def _check_rate(self, author: Author) -> None:
         checks: list[Check] = [(item, "reader", author.reader_id) for item in self._reader_limits]

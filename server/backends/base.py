@@ -21,13 +21,13 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from limits.aio.storage import Storage
 
 from .. import metrics
-from ..comments import Comment, Head, Snapshot
+from ..comments import Comment, Head, Snapshot, ThreadState
 from ..errors import Unavailable
 from ..protocol import Event
 
@@ -49,6 +49,16 @@ class Written:
 
 
 @dataclass(frozen=True)
+class StateWritten:
+    """What a store committed for a change of a thread's state: the state now, and the event
+    to publish when it changed (with the thread's epoch, as for Written)."""
+
+    state: ThreadState
+    event: Event | None
+    epoch: str
+
+
+@dataclass(frozen=True)
 class ThreadDump:
     """One thread as `python -m server export` moves it between stores: its head, every comment
     record with its idempotency key, and its event log as stored (seqs kept, so a reader's
@@ -60,6 +70,7 @@ class ThreadDump:
     seeded: bool
     comments: list[dict[str, Any]]  # Comment.record() plus "ref_key": published in seq order, then pending
     events: list[tuple[int, str]]  # (seq, the event exactly as stored)
+    state: ThreadState = field(default_factory=ThreadState)
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,19 @@ class Store(ABC):
     async def post(self, comment: Comment, ref_key: str | None) -> Written:
         """Atomically assign the next seq, store the comment, append its event to the log.
         A ref_key seen before returns the comment stored then, with created=False and no event:
-        retries never double-post. Raises NotFound when comment.parent is not a comment of the
-        same thread, or the thread does not exist."""
+        retries never double-post. Raises Closed when the thread is not open (checked in the
+        same transaction, so no post lands after a close), NotFound when comment.parent is not
+        a comment of the same thread, or the thread does not exist."""
+
+    @abstractmethod
+    async def set_thread_state(
+        self, slug: str, state: str, by: str, at: str, expect: ThreadState | None = None
+    ) -> StateWritten:
+        """Atomically change the thread's state and append its event (`opened`, `closed`,
+        `hidden`, made by comments.state_event). Nothing changes, and no event is made, when
+        the thread is in that state already, or when `expect` is given and the thread's state
+        is no longer exactly it (so that of several instances deciding at once, one acts).
+        Raises NotFound."""
 
     @abstractmethod
     async def set_status(self, slug: str, comment_id: str, status: str, moderator: str | None, at: str) -> Written:
@@ -136,7 +158,8 @@ class Store(ABC):
         """Every comment of the thread, consistent with the seq it is taken at."""
 
     @abstractmethod
-    async def head(self, slug: str) -> Head: ...
+    async def head(self, slug: str) -> Head:
+        """The thread's latest seq, its epoch and its state."""
 
     @abstractmethod
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
@@ -342,27 +365,32 @@ class Backend:
 
     async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
         written = await self.store.post(comment, ref_key)
-        await self._publish(written)
+        await self._publish(comment.slug, written.event, written.epoch)
         return written.comment, written.created
 
     async def set_status(
         self, slug: str, comment_id: str, status: str, moderator: str | None, at: str
     ) -> tuple[Comment, Event | None]:
         written = await self.store.set_status(slug, comment_id, status, moderator, at)
-        await self._publish(written)
+        await self._publish(slug, written.event, written.epoch)
         return written.comment, written.event
 
-    async def _publish(self, written: Written) -> None:
-        if written.event is None or self.store.publishes:
+    async def set_thread_state(
+        self, slug: str, state: str, by: str, at: str, expect: ThreadState | None = None
+    ) -> tuple[ThreadState, Event | None]:
+        written = await self.store.set_thread_state(slug, state, by, at, expect)
+        await self._publish(slug, written.event, written.epoch)
+        return written.state, written.event
+
+    async def _publish(self, slug: str, event: Event | None, epoch: str) -> None:
+        if event is None or self.store.publishes:
             return
         try:
-            await self.bus.publish(written.comment.slug, written.event, written.epoch)
+            await self.bus.publish(slug, event, epoch)
         except Unavailable:
             # The write is committed, so it is acknowledged: readers get the event from the
             # log when the bus is back (the bus resyncs every thread after it reconnects).
-            log.warning(
-                "thread %s: seq %d is stored but could not be published now", written.comment.slug, written.event.seq
-            )
+            log.warning("thread %s: seq %d is stored but could not be published now", slug, event.seq)
 
     async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
         await self.store.ensure_thread(slug, seeds)

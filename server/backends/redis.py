@@ -7,7 +7,8 @@ node of a cluster).
 Data model, per thread (every key of a thread shares the hash tag {bc:SLUG}, so that a Redis
 Cluster keeps a thread on one shard):
 
-    {bc:SLUG}:meta      hash    seq (latest event), epoch, seeded, visible (comment count)
+    {bc:SLUG}:meta      hash    seq (latest event), epoch, seeded, visible (comment count),
+                                state, state_by, state_at (absent: open, never changed)
     {bc:SLUG}:comments  hash    comment id -> the comment record as JSON (with its seq)
     {bc:SLUG}:refs      hash    reader:ref idempotency key -> comment id
     {bc:SLUG}:log       stream  entry id "<seq>-0", field e = the event as it goes on the wire
@@ -63,10 +64,22 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
-from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
-from ..errors import NotFound, Unavailable
+from ..comments import (
+    PENDING,
+    VISIBLE,
+    Comment,
+    Head,
+    Snapshot,
+    ThreadState,
+    comment_event,
+    state_change,
+    state_event,
+    status_change,
+    status_event,
+)
+from ..errors import Closed, NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
-from .base import Backend, Bus, Record, Store, StoredArticle, ThreadDump, Written
+from .base import Backend, Bus, Record, StateWritten, Store, StoredArticle, ThreadDump, Written
 
 log = logging.getLogger("backchannel.redis")
 T = TypeVar("T")
@@ -95,6 +108,8 @@ if ARGV[4] ~= '' then
   local earlier = redis.call('HGET', KEYS[3], ARGV[4])
   if earlier then return {'duplicate', redis.call('HGET', KEYS[2], earlier)} end
 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'open' then return {'closed', state} end
 if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then return {'noparent'} end
 if ARGV[9] == '1' then
   local pending = '{"seq":null,' .. ARGV[2]
@@ -172,6 +187,20 @@ def _record_without_seq(comment: Comment) -> dict[str, Any]:
 
 def _comment(record: bytes | str) -> Comment:
     return Comment(**orjson.loads(record))
+
+
+_STATE_FIELDS = ("state", "state_by", "state_at")
+
+
+def _state(name: bytes | str | None, by: bytes | str | None, at: bytes | str | None) -> ThreadState:
+    """A thread's state from its meta fields (none of them: open, never changed)."""
+    if name is None:
+        return ThreadState()
+    return ThreadState(_text(name), _text(by or b"") or None, _text(at or b"") or None)
+
+
+def _state_fields(state: ThreadState) -> dict[str, str]:
+    return {"state": state.name, "state_by": state.by or "", "state_at": state.at or ""}
 
 
 def _options() -> dict[str, Any]:
@@ -326,6 +355,8 @@ class RedisStore(Store):
         outcome = reply[0].decode()
         if outcome == "nothread":
             return None
+        if outcome == "closed":
+            raise Closed.because(reply[1].decode())
         if outcome == "noparent":
             raise NotFound("The comment you are replying to does not exist.")
         return _comment(reply[1]), outcome == "ok"
@@ -373,6 +404,43 @@ class RedisStore(Store):
                 except WatchError:
                     continue
 
+    async def set_thread_state(
+        self, slug: str, state: str, by: str, at: str, expect: ThreadState | None = None
+    ) -> StateWritten:
+        return await _call(self._set_thread_state(slug, state, by, at, expect))
+
+    async def _set_thread_state(
+        self, slug: str, state: str, by: str, at: str, expect: ThreadState | None
+    ) -> StateWritten:
+        # As _set_status: read under WATCH, decide with the SQL stores' state_change, write in MULTI.
+        keys = _keys(slug)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(keys["meta"])
+                    seq, epoch, *fields = await pipe.hmget(keys["meta"], "seq", "epoch", *_STATE_FIELDS)
+                    if epoch is None:
+                        raise NotFound("No such article.")
+                    assert seq is not None, "ENSURE_SCRIPT sets a thread's seq with its epoch"
+                    before = _state(*fields)
+                    after = state_change(before, state, by, at, expect)
+                    if after is None:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                        return StateWritten(before, None, _text(epoch))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    event = state_event(int(seq) + 1, after)
+                    wire = encode(event)
+                    meta = {"seq": str(event.seq), **_state_fields(after)}
+                    pipe.hset(keys["meta"], mapping=meta)  # type: ignore[arg-type]  # str values are fine
+                    pipe.xadd(
+                        keys["log"], {"e": wire}, id=f"{event.seq}-0", maxlen=self.history_size, approximate=False
+                    )
+                    pipe.publish(_channel(slug), f"{_text(epoch)} {wire}")
+                    await pipe.execute()
+                    return StateWritten(after, event, _text(epoch))
+                except WatchError:
+                    continue
+
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
         record = await _call(self.redis.hget(_keys(slug)["comments"], comment_id))
         return _comment(record) if record is not None else None
@@ -393,11 +461,11 @@ class RedisStore(Store):
         return _comment(record) if record is not None else None
 
     async def _read_head(self, slug: str) -> Head | None:
-        seq, epoch = await _call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch"))
+        seq, epoch, *state = await _call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch", *_STATE_FIELDS))
         if epoch is None:
             return None
         assert seq is not None, "ENSURE_SCRIPT sets a thread's seq with its epoch"
-        return Head(seq=int(seq), epoch=_text(epoch))
+        return Head(seq=int(seq), epoch=_text(epoch), state=_state(*state))
 
     async def head(self, slug: str) -> Head:
         head = await self._read_head(slug)
@@ -413,13 +481,13 @@ class RedisStore(Store):
         keys = _keys(slug)
         await self.head(slug)  # recreates a flushed thread
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys["meta"], "seq", "epoch")
+            pipe.hmget(keys["meta"], "seq", "epoch", *_STATE_FIELDS)
             pipe.hgetall(keys["comments"])
-            (seq, epoch), records = await _call(pipe.execute())
+            (seq, epoch, *state), records = await _call(pipe.execute())
         comments = sorted(
             (_comment(r) for r in records.values()), key=lambda c: (c.seq is None, c.seq or 0, c.created_at)
         )  # pending ones last
-        return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments)
+        return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments, state=_state(*state))
 
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
         keys = _keys(slug)
@@ -552,11 +620,11 @@ class RedisStore(Store):
     async def dump_thread(self, slug: str) -> ThreadDump:
         keys = _keys(slug)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(keys["meta"], "seq", "epoch", "seeded")
+            pipe.hmget(keys["meta"], "seq", "epoch", "seeded", *_STATE_FIELDS)
             pipe.hgetall(keys["comments"])
             pipe.hgetall(keys["refs"])
             pipe.xrange(keys["log"], "-", "+")
-            (seq, epoch, seeded), records, refs, entries = await _call(pipe.execute())
+            (seq, epoch, seeded, *state), records, refs, entries = await _call(pipe.execute())
         if seq is None:
             raise NotFound("No such article.")
         ref_of = {comment_id.decode(): ref.decode() for ref, comment_id in refs.items()}
@@ -570,6 +638,7 @@ class RedisStore(Store):
             seeded == b"1",
             [{**c.record(), "ref_key": ref_of.get(c.id)} for c in comments],
             [(int(entry_id.split(b"-")[0]), fields[b"e"].decode()) for entry_id, fields in entries],
+            _state(*state),
         )
 
     async def load_thread(self, thread: ThreadDump) -> None:
@@ -579,6 +648,9 @@ class RedisStore(Store):
             pipe.delete(keys["log"])  # a stream entry cannot be overwritten: the log is rebuilt whole
             visible = sum(c["status"] == VISIBLE for c in comments.values())
             meta = {"seq": thread.seq, "epoch": thread.epoch, "seeded": int(thread.seeded), "visible": visible}
+            pipe.hdel(keys["meta"], *_STATE_FIELDS)  # a thread never changed keeps none of them
+            if thread.state != ThreadState():
+                meta.update(_state_fields(thread.state))
             pipe.hset(keys["meta"], mapping=meta)  # type: ignore[arg-type]
             if comments:
                 pipe.hset(keys["comments"], mapping={i: orjson.dumps(c) for i, c in comments.items()})

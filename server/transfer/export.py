@@ -1,6 +1,7 @@
 """Every lasting record of a store as JSON lines, and back.
 
-The file: a header line (format and version), then per thread (sorted by slug) its head, its
+The file: a header line (format and version), then per thread (sorted by slug) its head (with
+its state: open, closed or hidden, who set it and when; absent in older files: open), its
 comments (published in seq order, then pending ones) and its event log as stored, then the
 moderation records (kv, sets, lists, sorted by key), then an end line with the count of each
 kind. Every line is one JSON object with a `kind`, keys sorted, so the same data always gives
@@ -32,6 +33,7 @@ import orjson
 from tqdm import tqdm
 
 from ..backends.base import Record, Store, ThreadDump
+from ..comments import OPEN, THREAD_STATES, ThreadState
 
 FORMAT = "backchannel-export"
 VERSION = 1
@@ -68,7 +70,19 @@ async def export(store: Store, out: IO[bytes], progress: bool = True) -> Counter
     slugs = await store.thread_slugs()
     for slug in tqdm(slugs, desc="export", unit="thread", disable=not progress, file=sys.stderr):
         thread = await store.dump_thread(slug)
-        out.write(_line("thread", slug=slug, seq=thread.seq, epoch=thread.epoch, seeded=thread.seeded))
+        state = thread.state
+        out.write(
+            _line(
+                "thread",
+                slug=slug,
+                seq=thread.seq,
+                epoch=thread.epoch,
+                seeded=thread.seeded,
+                state=state.name,
+                state_by=state.by,
+                state_at=state.at,
+            )
+        )
         for comment in thread.comments:
             out.write(_line("comment", **comment))
         for seq, payload in thread.events:
@@ -139,7 +153,10 @@ async def import_file(store: Store, source: IO[bytes], progress: bool = True) ->
             raise ImportFailed("records after the end line")
         if kind == "thread":
             await flush_thread()
-            thread = ThreadDump(item["slug"], item["seq"], item["epoch"], item["seeded"], [], [])
+            state = ThreadState(item.get("state", OPEN), item.get("state_by"), item.get("state_at"))
+            if state.name not in THREAD_STATES:
+                raise ImportFailed(f"thread {item['slug']!r}: unknown state {state.name!r}")
+            thread = ThreadDump(item["slug"], item["seq"], item["epoch"], item["seeded"], [], [], state)
             expected.comments[thread.slug], expected.events[thread.slug] = set(), set()
         elif kind in ("comment", "event"):
             if thread is None or item["slug"] != thread.slug:
