@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .articles import article_summary, decode_cursor, encode_cursor, iso_utc
-from .comments import PENDING, Comment
+from .comments import HIDDEN, PENDING, Comment
 from .errors import InvalidMessage
 from .guards import author, check_csrf, check_origin, json_body, moderator_of
 from .identity import READER_COOKIE
@@ -51,7 +51,8 @@ async def list_comments(request: Request) -> Response:
     after = _cursor(request.query_params.get("after"))
     snapshot = await request.app.state.threads.snapshot(request.path_params["slug"])
     moderator = moderator_of(request) is not None
-    comments = visible_to(snapshot.comments, request.state.reader_id, moderator)
+    hidden = snapshot.state.name == HIDDEN and not moderator  # readers see none of a hidden thread
+    comments = [] if hidden else visible_to(snapshot.comments, request.state.reader_id, moderator)
     if after is not None:
         comments = [c for c in comments if _position(c) > after]
     comments.sort(key=_position)  # already in this order but for ties among held ones: cheap
@@ -61,6 +62,7 @@ async def list_comments(request: Request) -> Response:
         {
             "seq": snapshot.seq,
             "epoch": snapshot.epoch,
+            "state": snapshot.state.name,
             "comments": [moderator_view(c, bans) if moderator else c.public() for c in page],
             "next": _encode_cursor(page[-1]) if len(comments) > limit else None,
         }

@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from . import api, error_handlers, metrics, moderation_routes, newsroom_api, pages
+from . import api, error_handlers, lifecycle, metrics, moderation_routes, newsroom_api, pages
 from . import settings as settings_module
 from .articles import Articles
 from .backends import create_backend
@@ -75,6 +75,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metrics.bind(app.state)
         lag_watch = asyncio.create_task(live_sessions.watch_lag())
         session_watch = asyncio.create_task(moderation.watch_sessions(lambda: live_sessions.by_session))
+        background = [lag_watch, session_watch]
+        if settings.auto_close_days:
+            background.append(asyncio.create_task(lifecycle.AutoClose(threads, settings.auto_close_days).run()))
         # What start-up allocated lives as long as the process: keep it out of every collection.
         gc.freeze()
         log.info("serving %d article(s) on %r", len(articles), backend)
@@ -82,8 +85,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await content.close()
-            lag_watch.cancel()
-            session_watch.cancel()
+            for task in background:
+                task.cancel()
             await live_sessions.close()
             await moderation.close()
             await webhooks.close()
@@ -113,6 +116,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/readers/{reader_id}/ban", moderation_routes.ban, methods=["POST"]),
         Route("/api/readers/{reader_id}/unban", moderation_routes.unban, methods=["POST"]),
         Route("/api/articles/{slug}/premoderation", moderation_routes.premoderation, methods=["POST"]),
+        Route("/api/articles/{slug}/close", lifecycle.close_thread, methods=["POST"]),
+        Route("/api/articles/{slug}/open", lifecycle.open_thread, methods=["POST"]),
+        Route("/api/articles/{slug}/hide", lifecycle.hide_thread, methods=["POST"]),
         Route("/api/articles", api.list_articles),
         Route("/api/articles/{slug}", newsroom_api.get_article),
         Route("/api/articles/{slug}", newsroom_api.put_article, methods=["PUT"]),

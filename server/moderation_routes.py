@@ -129,11 +129,12 @@ async def audit_export(request: Request) -> Response:
 
 
 async def _queue(request: Request) -> dict[str, Any]:
-    """Recent comments of the newest articles, the open reports, and the audit log's newest entries."""
+    """Recent comments of the newest articles, the open reports, the audit log's newest entries,
+    and the threads they are on with their state."""
     threads, moderation = request.app.state.threads, request.app.state.moderation
     # The newest articles only: a newsroom has thousands, and the desk's live feed brings every
     # new comment anyway; old articles' comments reach the desk as they come.
-    newest = itertools.islice(threads.articles, QUEUE_ARTICLES)
+    newest = list(itertools.islice(threads.articles, QUEUE_ARTICLES))
     snapshots = await asyncio.gather(*(threads.snapshot(slug) for slug in newest))
     recent = sorted((c for s in snapshots for c in s.comments), key=lambda c: c.created_at, reverse=True)[:QUEUE_SIZE]
     reported = await threads.backend.get_comments(await moderation.open_reports())
@@ -144,10 +145,17 @@ async def _queue(request: Request) -> dict[str, Any]:
         key=lambda r: r["last_reported_at"],
         reverse=True,
     )
+    # The threads the queue is about, with their state (open, closed, hidden) to change it from
+    # here: read with the snapshots, or (an older article's report) on its own.
+    state_of = {slug: snapshot.state.name for slug, snapshot in zip(newest, snapshots, strict=True)}
+    slugs = dict.fromkeys([*(r["comment"]["slug"] for r in reports), *(c.slug for c in recent)])
+    for slug in slugs.keys() - state_of.keys():
+        state_of[slug] = (await threads.backend.head(slug)).state.name
     return {
         "comments": [threads.desk_view(c, bans) for c in recent],
         "reports": reports,
         "audit": await moderation.audit_log(QUEUE_SIZE),
+        "threads": [{"slug": s, "title": threads.articles[s].title, "state": state_of[s]} for s in slugs],
     }
 
 

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from .articles import cursor_of, decode_cursor, encode_cursor
-from .comments import VISIBLE
+from .comments import HIDDEN, VISIBLE
 from .content import Article
 from .errors import BackchannelError
 from .guards import author, moderator_of, submission
@@ -166,11 +166,13 @@ async def _article_page(
             comment_id: len(reports) for comment_id, reports in (await threads.moderation.reports_of(reported)).items()
         }
 
+    hidden = snapshot.state.name == HIDDEN and not moderator  # readers see none of a hidden thread
+
     def thread() -> dict[str, Any]:  # linear in the thread's size
-        comments = visible_to(snapshot.comments, reader_id, moderator)
+        comments = [] if hidden else visible_to(snapshot.comments, reader_id, moderator)
         return {
             "thread": thread_tree(comments, moderator, report_counts, bans),
-            "comment_count": sum(1 for c in snapshot.comments if c.status == VISIBLE),
+            "comment_count": sum(1 for c in comments if c.status == VISIBLE),
         }
 
     context = {
@@ -178,6 +180,7 @@ async def _article_page(
         "premoderated": await threads.moderation.premoderated(slug),
         "seq": snapshot.seq,
         "epoch": snapshot.epoch,
+        "thread_state": snapshot.state.name,
         # ?reply=ID / ?report=ID: the no-JavaScript way to that comment's form (see _comment.html)
         "form": form
         or {

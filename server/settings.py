@@ -76,6 +76,8 @@ class Settings:
     # A newsroom's stylesheet, linked after ours on every page (docs/theming.md): an http(s)
     # URL, whose origin the Content-Security-Policy then allows for styles, or a path here.
     theme_css_url: str | None = None
+    # Threads close this many days after their article's published_at; None: never by themselves.
+    auto_close_days: float | None = None
 
 
 def _development_key(data_dir: Path) -> str:
@@ -144,4 +146,17 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         webhook_attempts=config("WEBHOOK_ATTEMPTS", cast=int, default=6),
         webhook_retry_seconds=config("WEBHOOK_RETRY_SECONDS", cast=float, default=1.0),
         theme_css_url=_theme_css_url(config("THEME_CSS_URL", default=None)),
+        auto_close_days=_auto_close_days(config("AUTO_CLOSE_DAYS", default="")),
     )
+
+
+def _auto_close_days(raw: str) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise SettingsError(f"AUTO_CLOSE_DAYS must be a number of days above 0 (or unset), not {raw!r}")
+    return days
