@@ -21,7 +21,7 @@ import { local, plural, say, toInt } from "./lib/util.js";
 import { setTime } from "./lib/times.js";
 import { cloneFrom } from "./lib/clone.js";
 import { ReconnectingSocket } from "./lib/socket.js";
-import { actionError, sendAction, setActionBusy, setReader, showBanned, showResult as showIn } from "./lib/actions.js";
+import { actionError, sendAction, setActionBusy, setReader, showBanned, showResult as showIn, showThreadState } from "./lib/actions.js";
 
 const CLOSE_SESSION_ENDED = 4003; // the moderator logged out (here or elsewhere)
 const AUDIT_MAX = 200;
@@ -32,6 +32,7 @@ const ACTION_TEXT = {
   remove: "removed a comment", restore: "restored a comment", approve: "approved a comment",
   dismiss: "dismissed the reports on a comment", ban: "banned", unban: "lifted the ban on",
   premoderation: "changed pre-moderation", rules: "changed the spam rules", login: "logged in", logout: "logged out",
+  close: "closed the comments", open: "reopened the comments", hide: "hid the comments",
 };
 const HANDLED_TEXT = { remove: "Removed", restore: "Restored", approve: "Approved", dismiss: "Reports dismissed" };
 const DONE_TEXT = { remove: "Removed.", restore: "Restored.", approve: "Approved.", dismiss: "Reports dismissed." };
@@ -336,9 +337,24 @@ function applyAction(a) {
       (a.reader_id ? readerCards(a.reader_id) : cards).forEach((card) => setBanned(card, verb === "ban", a));
       if (verb === "unban") liftedInAudit(a.reader_id);
       break;
+    case "open":
+    case "close":
+    case "hide":
+      showThreadState(threadRow(a.slug), THREAD_STATE_OF[verb]);
+      break;
     default: break;
   }
   updateCounts();
+}
+
+// --- threads: open, closed, hidden ------------------------------------------------------------
+
+const THREAD_STATE_OF = { open: "open", close: "closed", hide: "hidden" };
+
+function threadRow(slug) {
+  if (!slug) return null;
+  const row = Array.from(desk.querySelectorAll(".desk-thread")).find((li) => li.dataset.slug === slug);
+  return row ? row.querySelector("[data-state-forms]") : null;
 }
 
 function reportCount(card) {
@@ -520,6 +536,7 @@ async function onSubmit(event) {
   if (form.dataset.busy === "1") return;
   const card = form.closest(".desk-card");
   const auditItem = form.closest(".audit-item");
+  const threadItem = form.closest(".desk-thread");
   const action = form.dataset.actionForm;
   showResult(card, "");
   setActionBusy(form, true);
@@ -528,11 +545,15 @@ async function onSubmit(event) {
   if (!outcome.ok) {
     if (card) showResult(card, actionError(outcome), true);
     else if (auditItem) showAuditError(auditItem, actionError(outcome));
+    else if (threadItem) showIn(threadItem.querySelector('[data-field="action-result"]'), actionError(outcome), true);
     return;
   }
   const id = card ? card.dataset.id : "";
   // The server's desk_action follows and says the same; applying it now answers at once.
-  if (action === "ban") {
+  if (threadItem) {
+    showThreadState(threadItem.querySelector("[data-state-forms]"), outcome.data.state);
+    showIn(threadItem.querySelector('[data-field="action-result"]'), "Comments are " + outcome.data.state + ".");
+  } else if (action === "ban") {
     const duration = form.elements.namedItem("duration");
     const label = duration && duration.selectedOptions[0] ? duration.selectedOptions[0].textContent.trim().toLowerCase() : "";
     applyAction({ action: "ban", moderator: me, reader_id: card && card.dataset.readerId, comment_id: id,

@@ -6,6 +6,7 @@
  *   live/thread.js    comments built from the template, updated, counted, "Read more"
  *   live/composer.js  posting, drafts, the length counter, Ctrl/Cmd+Enter and Escape
  *   live/actions.js   Report and the moderator's tools, sent with fetch
+ * The thread's state (open, closed, hidden) comes in the welcome and as sequenced events.
  * and here the wire: events arrive over /articles/{slug}/live and are applied in seq order,
  * each once; a gap means reconnect with since=<last seq>, a reset means reload the page.
  */
@@ -13,13 +14,14 @@
 import { state, initState } from "./live/state.js";
 import { session, toInt } from "./lib/util.js";
 import { ReconnectingSocket } from "./lib/socket.js";
-import { applyEvent, onPending, recheckUnseen, startThread, updateTimes } from "./live/thread.js";
+import { applyEvent, onPending, recheckUnseen, setThreadState, startThread, updateTimes } from "./live/thread.js";
 import { onAck, onPostError, onSocketLost, saveAllDrafts, startComposer } from "./live/composer.js";
 import { startActions } from "./live/actions.js";
 
 const CLOSE_SERVICE_RESTART = 1012;
 const CLOSE_TOO_SLOW = 4000;
 const CLOSE_SESSION_ENDED = 4003; // a moderator's session ended: this page is a reader's again
+const CLOSE_THREAD_HIDDEN = 4010; // the thread is hidden from readers: nothing to wait for
 
 // --- the connection line ("● Live", "Offline — retrying in 5s", a refusal's reason) -------
 
@@ -111,6 +113,8 @@ function onWelcome(msg) {
   if (typeof msg.seq === "number" && msg.seq < state.lastSeq) { resetThread(); return; }
   if (msg.epoch) { state.epoch = msg.epoch; state.root.dataset.epoch = state.epoch; }
   if (typeof msg.readers === "number") state.readers = msg.readers;
+  // The state as of msg.seq; events replayed after the welcome lead to it too.
+  if (msg.state) setThreadState(msg.state);
   state.socket.markWelcomed();
 }
 
@@ -127,6 +131,11 @@ function onError(msg) {
 function onClose(event) {
   onSocketLost();
   if (state.isMod && event.code === CLOSE_SESSION_ENDED) { resetThread(); return "stop"; } // reload as a reader
+  if (event.code === CLOSE_THREAD_HIDDEN) {
+    setThreadState("hidden");
+    showConn("stopped");
+    return "stop";
+  }
   if (event.code === CLOSE_SERVICE_RESTART || event.code === CLOSE_TOO_SLOW) return "quick";
   return undefined;
 }
@@ -170,6 +179,9 @@ if (initState()) {
     if (event.persisted) state.socket.reconnectNow({ fresh: true });
   });
 
-  showConn("connecting");
-  if (state.liveUrl) state.socket.connect();
+  // A reader's page of a hidden thread has nothing to follow: the server would turn it away.
+  if (state.liveUrl && (state.threadState !== "hidden" || state.isMod)) {
+    showConn("connecting");
+    state.socket.connect();
+  }
 }

@@ -100,3 +100,15 @@ export function banLength(form) {
     ? duration.selectedOptions[0].textContent.trim().toLowerCase() : "";
   return !label || label === "for good" ? "for good" : "for " + label;
 }
+
+/* A thread's state (open, closed, hidden) on the moderator's buttons of one article: the name
+   shown, and every button but the one for the current state. Used by the article page and the desk. */
+export function showThreadState(group, threadState) {
+  if (!group) return;
+  group.dataset.threadState = threadState;
+  const name = group.querySelector('[data-field="state-name"]');
+  if (name) name.textContent = threadState;
+  group.querySelectorAll("form[data-to-state]").forEach((form) => {
+    form.hidden = form.dataset.toState === threadState;
+  });
+}

@@ -1,11 +1,17 @@
 /* The article page's small action forms, sent with fetch and answered in place: a reader's
-   Report; on a moderator's page Remove, Restore, Approve, Ban author, Lift ban and the
-   pre-moderation switch. */
+   Report; on a moderator's page Remove, Restore, Approve, Ban author, Lift ban, the
+   pre-moderation switch, and closing, reopening or hiding the thread. */
 
 import { state } from "./state.js";
 import { field } from "../lib/util.js";
 import { actionError, banLength, sendAction, setActionBusy, showResult } from "../lib/actions.js";
-import { cardOf, changeStatus, placeComment, setReaderBanned } from "./thread.js";
+import { cardOf, changeStatus, placeComment, setReaderBanned, setThreadState } from "./thread.js";
+
+const THREAD_STATE_DONE = {
+  open: "Comments are open.",
+  closed: "Comments are closed: every reader's page has lost its composer.",
+  hidden: "Comments are hidden from readers.",
+};
 
 // The clone's forms were rendered for id "": point them at this comment.
 export function wireActionForms(li, id) {
@@ -71,6 +77,13 @@ function onActionDone(action, form, li, data, resultEl) {
       showResult(resultEl, on ? "Pre-moderation is on." : "Pre-moderation is off.");
       return;
     }
+    case "thread-open":
+    case "thread-close":
+    case "thread-hide":
+      // The event reaches this page too; applying the answer now spares the wait.
+      setThreadState(data.state);
+      showResult(resultEl, THREAD_STATE_DONE[data.state] || "Done.");
+      return;
     default:
       showResult(resultEl, "Done.");
   }

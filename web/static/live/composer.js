@@ -7,7 +7,9 @@
  *     counter near the limit, and a comment over it is refused here, clearly, before sending;
  *     an error about what the reader typed goes away once they change it;
  *   - drafts survive a reload (sessionStorage), name and "about" are remembered (localStorage);
- *   - Ctrl/Cmd+Enter posts, Escape closes a reply form.
+ *   - Ctrl/Cmd+Enter posts, Escape closes a reply form;
+ *   - when the thread closes (or is hidden), a form holding text stays with its text and says
+ *     it was not posted; the others go (style.css), and come back when it reopens.
  */
 
 import { state } from "./state.js";
@@ -21,6 +23,7 @@ const COUNTER_FROM = 0.9; // the counter shows from 90 % of the limit
 const KEY_NAME = "backchannel.name";
 const KEY_ABOUT = "backchannel.about";
 const draftsKey = () => "backchannel.drafts." + state.slug;
+const CLOSED_TEXT = "Comments on this article are closed, so this was not posted. Your text is kept here so you can copy it.";
 
 const number = (n) => n.toLocaleString("en-GB");
 
@@ -206,6 +209,10 @@ function onSubmit(event) {
   if (!(form instanceof HTMLFormElement) || !form.matches("[data-comment-form]")) return;
   event.preventDefault();
   if (form.dataset.busy === "1") return;
+  if (state.threadState !== "open") { // Ctrl+Enter in a form kept after the thread closed
+    showFormNote(form, CLOSED_TEXT);
+    return;
+  }
   const payload = readForm(form);
   const bodyEl = field(form, "body");
   const nameEl = field(form, "name");
@@ -380,6 +387,7 @@ function friendlyError(err) {
         : "You are posting quickly. Please wait a moment and try again.";
     }
     case "banned": return "You can no longer post comments here.";
+    case "closed": return CLOSED_TEXT;
     // The server says which: a reserved name, an expired form, …
     case "forbidden": return message || "Your session has expired. Please reload the page and try again.";
     case "unavailable": return "Comments are briefly unavailable. Your text is kept; please try again in a moment.";
@@ -387,6 +395,28 @@ function friendlyError(err) {
     case "unreachable": return "Could not reach the server, so your comment was not posted. Your text is kept here; please try again in a moment.";
     default: return message || "Something went wrong. Please try again.";
   }
+}
+
+// --- the thread closing and reopening ---------------------------------------------------------
+
+/* Every form holding what the reader wrote stays on the page (data-kept on its composer or
+   reply box) while the thread is not open, saying so; reopened, the forms are as before. */
+export function keepWrittenForms(threadState) {
+  state.root.querySelectorAll("form[data-comment-form]").forEach((form) => {
+    const holder = form.closest(".composer, details.reply");
+    if (!holder) return;
+    if (threadState === "open") {
+      holder.removeAttribute("data-kept");
+      if (form.dataset.closedNote === "1") showFormError(form, "");
+      form.dataset.closedNote = "";
+      return;
+    }
+    const body = field(form, "body");
+    if (!body || !body.value.trim()) return;
+    holder.setAttribute("data-kept", "");
+    showFormNote(form, CLOSED_TEXT);
+    form.dataset.closedNote = "1";
+  });
 }
 
 // --- keyboard ------------------------------------------------------------------------------
@@ -445,4 +475,5 @@ export function startComposer() {
   prefillIdentity(root);
   restoreDrafts();
   root.querySelectorAll("form[data-comment-form]").forEach(updateLength);
+  if (state.threadState !== "open") keepWrittenForms(state.threadState); // a draft kept from before
 }

@@ -14,6 +14,7 @@ export const state = {
   epoch: "",
   count: 0,
   isMod: false,        // a moderator's page: removed text stays, moderation tools show
+  threadState: "open", // open, closed (no composer, no Reply) or hidden (readers see none of it)
   me: "",              // the moderator's name
   socket: null,        // the ReconnectingSocket
   connState: "connecting",
@@ -39,6 +40,7 @@ export function initState() {
     epoch: root.dataset.epoch || "",
     count: toInt(root.dataset.count, thread.querySelectorAll('.comment[data-status="visible"]').length),
     isMod: root.dataset.moderator === "1",
+    threadState: root.dataset.threadState || "open",
     me: root.dataset.moderatorName || "",
   });
   return true;

@@ -10,8 +10,8 @@ import { state } from "./state.js";
 import { plural, toInt, say } from "../lib/util.js";
 import { setTime } from "../lib/times.js";
 import { cloneFrom, fixIds } from "../lib/clone.js";
-import { setReader, showBanned } from "../lib/actions.js";
-import { prepareReplyForm } from "./composer.js";
+import { setReader, showBanned, showThreadState } from "../lib/actions.js";
+import { keepWrittenForms, prepareReplyForm } from "./composer.js";
 import { wireActionForms } from "./actions.js";
 
 const TOMBSTONE = "This comment was removed by a moderator.";
@@ -480,12 +480,39 @@ function onRestored(c) {
   placeComment(c);
 }
 
+// --- the thread's state: open, closed, hidden ------------------------------------------------
+
+const STATE_OF_EVENT = { opened: "open", closed: "closed", hidden: "hidden" };
+const STATE_SAID = {
+  open: "Comments are open again.",
+  closed: "Comments are closed.",
+  hidden: "Comments on this article are hidden.",
+};
+
+/* The page follows the thread's state: the CSS takes the composer, Reply and Post away while it
+   is not open (data-thread-state), the note says why, and a form holding what the reader wrote
+   stays where it is, text and all. Reopened, everything comes back as it was. */
+export function setThreadState(next) {
+  if (!STATE_SAID[next] || next === state.threadState) return;
+  state.threadState = next;
+  state.root.dataset.threadState = next;
+  const note = state.root.querySelector("[data-thread-note]");
+  if (note) {
+    note.hidden = next === "open";
+    if (next !== "open") note.textContent = next === "hidden" ? note.dataset.textHidden : note.dataset.textClosed;
+  }
+  keepWrittenForms(next);
+  showThreadState(state.root.querySelector("[data-state-forms]"), next);
+  say(document.getElementById("live-announcer"), STATE_SAID[next]);
+}
+
 // A sequenced event, in order.
 export function applyEvent(msg) {
   switch (msg.type) {
     case "comment": onComment(msg.comment); break;
     case "removed": onRemoved(msg); break;
     case "restored": onRestored(msg.comment); break;
+    case "closed": case "opened": case "hidden": setThreadState(STATE_OF_EVENT[msg.type]); break;
     default: break; // a sequenced event this client does not know: it still advances seq
   }
 }
