@@ -9,7 +9,7 @@ import { cardOf, changeStatus, placeComment, setReaderBanned, setThreadState } f
 
 const THREAD_STATE_DONE = {
   open: "Comments are open.",
-  closed: "Comments are closed: every reader's page has lost its composer.",
+  closed: "Comments are closed: readers can no longer post or reply.",
   hidden: "Comments are hidden from readers.",
 };
 

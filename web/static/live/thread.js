@@ -502,7 +502,12 @@ export function setThreadState(next) {
     if (next !== "open") note.textContent = next === "hidden" ? note.dataset.textHidden : note.dataset.textClosed;
   }
   keepWrittenForms(next);
-  showThreadState(state.root.querySelector("[data-state-forms]"), next);
+  const forms = state.root.querySelector("[data-state-forms]");
+  showThreadState(forms, next);
+  // A result said about the state before (by this moderator) is out of date now.
+  const bar = forms && forms.closest(".mod-bar");
+  const said = bar && bar.querySelector('[data-field="action-result"]');
+  if (said) said.textContent = "";
   say(document.getElementById("live-announcer"), STATE_SAID[next]);
 }
 
