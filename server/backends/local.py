@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from limits.aio.storage import MemoryStorage
 
-from ..errors import NotFound
+from ..comments import Head
 from ..protocol import Event
 from . import migrations, sql
 from .base import Backend, Bus
@@ -94,12 +94,9 @@ class SqliteSession(sql.Session):
         self.db.execute("COMMIT")
 
     @contextlib.asynccontextmanager
-    async def writing(self, slug: str) -> AsyncIterator[str]:
+    async def writing(self, slug: str) -> AsyncIterator[Head]:
         async with self.transaction():
-            epoch = await self.fetchval(self.queries.epoch, slug)
-            if epoch is None:
-                raise NotFound("No such article.")
-            yield epoch
+            yield sql.head_of(await self.fetchrow(self.queries.head, slug))
 
     def consistent_read(self) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()

@@ -64,6 +64,11 @@ SQLITE: list[list[str]] = [
         )""",
         "CREATE INDEX articles_newest ON articles (published_at, slug)",
     ],
+    [  # 4: a thread is open, closed or hidden, set by someone at some time (none: open, never changed)
+        "ALTER TABLE threads ADD COLUMN state TEXT NOT NULL DEFAULT 'open'",
+        "ALTER TABLE threads ADD COLUMN state_by TEXT",
+        "ALTER TABLE threads ADD COLUMN state_at TEXT",
+    ],
 ]
 
 POSTGRES: list[list[str]] = [
@@ -118,6 +123,11 @@ POSTGRES: list[list[str]] = [
             paragraphs   text NOT NULL
         )""",
         "CREATE INDEX articles_newest ON articles (published_at, slug)",
+    ],
+    [  # 4
+        "ALTER TABLE threads ADD COLUMN state text NOT NULL DEFAULT 'open'",
+        "ALTER TABLE threads ADD COLUMN state_by text",
+        "ALTER TABLE threads ADD COLUMN state_at text",
     ],
 ]
 

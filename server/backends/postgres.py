@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ..comments import Comment
-from ..errors import NotFound, Unavailable
+from ..comments import Comment, Head
+from ..errors import Unavailable
 from . import migrations, sql
 from .base import Written
 
@@ -87,13 +87,10 @@ class PostgresSession(sql.Session):
         return transaction
 
     @contextlib.asynccontextmanager
-    async def writing(self, slug: str) -> AsyncIterator[str]:
+    async def writing(self, slug: str) -> AsyncIterator[Head]:
         async with self.connection.transaction():
             # The thread's row lock, held until this transaction ends: every writer of the thread waits here.
-            epoch: str | None = await self.connection.fetchval(f"{self.queries.epoch} FOR UPDATE", slug)
-            if epoch is None:
-                raise NotFound("No such article.")
-            yield epoch
+            yield sql.head_of(await self.connection.fetchrow(f"{self.queries.head} FOR UPDATE", slug))
 
     def consistent_read(self) -> contextlib.AbstractAsyncContextManager[None]:
         transaction: contextlib.AbstractAsyncContextManager[None] = self.connection.transaction(

@@ -29,10 +29,22 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
-from ..comments import PENDING, VISIBLE, Comment, Head, Snapshot, comment_event, status_change, status_event
-from ..errors import NotFound
+from ..comments import (
+    PENDING,
+    VISIBLE,
+    Comment,
+    Head,
+    Snapshot,
+    ThreadState,
+    comment_event,
+    state_change,
+    state_event,
+    status_change,
+    status_event,
+)
+from ..errors import Closed, NotFound
 from ..protocol import Event, decode_event, encode
-from .base import Record, Store, StoredArticle, ThreadDump, Written
+from .base import Record, StateWritten, Store, StoredArticle, ThreadDump, Written
 from .migrations import SchemaTooNew
 
 P = ParamSpec("P")
@@ -86,19 +98,22 @@ class Queries:
         columns = ", ".join(COMMENT_COLUMNS)
         stored = ", ".join(_STORED_COLUMNS)
 
-        # threads: the head (latest seq, epoch) and the seq assignment
+        # threads: the head (latest seq, epoch, state), the seq assignment, the state's changes
         self.create_thread = "INSERT INTO threads (slug, epoch) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         self.thread_seeded = "SELECT seeded FROM threads WHERE slug = $1"
         self.mark_seeded = "UPDATE threads SET seeded = true WHERE slug = $1"
-        self.head = "SELECT seq, epoch FROM threads WHERE slug = $1"
-        self.epoch = "SELECT epoch FROM threads WHERE slug = $1"  # Session.writing() locks the thread with it
+        # Session.writing() locks the thread with it.
+        self.head = "SELECT seq, epoch, state, state_by, state_at FROM threads WHERE slug = $1"
+        self.set_state = "UPDATE threads SET state = $1, state_by = $2, state_at = $3 WHERE slug = $4"
         self.heads = f"SELECT slug, seq FROM threads WHERE slug {d.any_text.format('$1')}"
         self.next_seq = "UPDATE threads SET seq = seq + 1 WHERE slug = $1 RETURNING seq"
         self.thread_slugs = "SELECT slug FROM threads ORDER BY slug"
-        self.dump_head = "SELECT seq, epoch, seeded FROM threads WHERE slug = $1"
+        self.dump_head = "SELECT seq, epoch, seeded, state, state_by, state_at FROM threads WHERE slug = $1"
         self.load_head = (
-            "INSERT INTO threads (slug, seq, epoch, seeded) VALUES ($1, $2, $3, $4) ON CONFLICT (slug) DO UPDATE "
-            "SET seq = excluded.seq, epoch = excluded.epoch, seeded = excluded.seeded"
+            "INSERT INTO threads (slug, seq, epoch, seeded, state, state_by, state_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (slug) DO UPDATE SET seq = excluded.seq, "
+            "epoch = excluded.epoch, seeded = excluded.seeded, state = excluded.state, "
+            "state_by = excluded.state_by, state_at = excluded.state_at"
         )
 
         # comments
@@ -216,10 +231,11 @@ class Session(ABC):
         """A write transaction: committed when the block ends, rolled back if it raises."""
 
     @abstractmethod
-    def writing(self, slug: str) -> contextlib.AbstractAsyncContextManager[str]:
+    def writing(self, slug: str) -> contextlib.AbstractAsyncContextManager[Head]:
         """A write transaction in which the writers of this thread, from every instance, take
-        turns (so its seq is assigned without races); yields the thread's epoch. Raises
-        NotFound when there is no such thread."""
+        turns (so its seq is assigned without races); yields the thread's head (read with
+        queries.head, and head_of) as the transaction found it. Raises NotFound when there is
+        no such thread."""
 
     @abstractmethod
     def consistent_read(self) -> contextlib.AbstractAsyncContextManager[None]:
@@ -253,6 +269,17 @@ def operation(
         return await self.run(lambda db: body(self, db, *args, **kwargs))
 
     return run
+
+
+def head_of(row: Row | None) -> Head:
+    """A thread's head from a queries.head row (None: NotFound)."""
+    if row is None:
+        raise NotFound("No such article.")
+    return Head(row["seq"], row["epoch"], _state(row))
+
+
+def _state(row: Row) -> ThreadState:
+    return ThreadState(row["state"], row["state_by"], row["state_at"])
 
 
 def _comment(row: Row) -> Comment:
@@ -297,9 +324,12 @@ class SqlStore(Store, ABC):
     @operation
     async def post(self, db: Session, comment: Comment, ref_key: str | None) -> Written:
         q = db.queries
-        async with db.writing(comment.slug) as epoch:
+        async with db.writing(comment.slug) as head:
+            epoch = head.epoch
             if ref_key is not None and (earlier := await self._by_ref(db, ref_key)) is not None:
                 return Written(earlier, None, epoch, created=False)
+            if not head.state.open:
+                raise Closed.because(head.state.name)
             if comment.parent is not None and not await db.fetchval(q.comment_exists, comment.parent, comment.slug):
                 raise NotFound("The comment you are replying to does not exist.")
             event = None
@@ -317,7 +347,8 @@ class SqlStore(Store, ABC):
         self, db: Session, slug: str, comment_id: str, status: str, moderator: str | None, at: str
     ) -> Written:
         q = db.queries
-        async with db.writing(slug) as epoch:
+        async with db.writing(slug) as head:
+            epoch = head.epoch
             row = await db.fetchrow(q.comment, comment_id, slug)
             if row is None:
                 raise NotFound("No such comment.")
@@ -336,6 +367,19 @@ class SqlStore(Store, ABC):
                 q.set_status, changed.status, changed.removed_by, changed.removed_at, changed.seq, comment_id
             )
         return Written(changed, event, epoch)
+
+    @operation
+    async def set_thread_state(
+        self, db: Session, slug: str, state: str, by: str, at: str, expect: ThreadState | None = None
+    ) -> StateWritten:
+        async with db.writing(slug) as head:
+            after = state_change(head.state, state, by, at, expect)
+            if after is None:
+                return StateWritten(head.state, None, head.epoch)
+            event = state_event(await db.fetchval(db.queries.next_seq, slug), after)
+            await self._append(db, slug, event)
+            await db.execute(db.queries.set_state, after.name, after.by, after.at, slug)
+        return StateWritten(after, event, head.epoch)
 
     async def _append(self, db: Session, slug: str, event: Event) -> None:
         await db.execute(db.queries.append_event, slug, event.seq, encode(event))
@@ -368,10 +412,7 @@ class SqlStore(Store, ABC):
         return _comment(row) if row is not None else None
 
     async def _head(self, db: Session, slug: str) -> Head:
-        row = await db.fetchrow(db.queries.head, slug)
-        if row is None:
-            raise NotFound("No such article.")
-        return Head(seq=row["seq"], epoch=row["epoch"])
+        return head_of(await db.fetchrow(db.queries.head, slug))
 
     @operation
     async def head(self, db: Session, slug: str) -> Head:
@@ -386,7 +427,7 @@ class SqlStore(Store, ABC):
         async with db.consistent_read():
             head = await self._head(db, slug)
             rows = await db.fetch(db.queries.thread_comments, slug)
-        return Snapshot(seq=head.seq, epoch=head.epoch, comments=[_comment(r) for r in rows])
+        return Snapshot(seq=head.seq, epoch=head.epoch, comments=[_comment(r) for r in rows], state=head.state)
 
     @operation
     async def events_since(self, db: Session, slug: str, since: int) -> list[Event] | None:
@@ -518,13 +559,17 @@ class SqlStore(Store, ABC):
             bool(head["seeded"]),
             [{**_comment(row).record(), "ref_key": row["ref_key"]} for row in comments],
             [(row["seq"], row["payload"]) for row in events],
+            _state(head),
         )
 
     @operation
     async def load_thread(self, db: Session, thread: ThreadDump) -> None:
         q = db.queries
         async with db.transaction():
-            await db.execute(q.load_head, thread.slug, thread.seq, thread.epoch, thread.seeded)
+            state = thread.state
+            await db.execute(
+                q.load_head, thread.slug, thread.seq, thread.epoch, thread.seeded, state.name, state.by, state.at
+            )
             await db.executemany(
                 q.load_comment, [tuple(c[column] for column in _STORED_COLUMNS) for c in thread.comments]
             )
