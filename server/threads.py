@@ -22,7 +22,7 @@ from .articles import Articles
 from .backends.base import Backend
 from .comments import CLOSED, HIDDEN, OPEN, PENDING, VISIBLE, Comment, Snapshot, ThreadState, utc_now_iso
 from .content import Article
-from .errors import Closed, NotFound, RateLimited, Rejected, Repeat, Unavailable
+from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
 from .identity import client_network
 from .moderation import Bans, Moderation
 from .protocol import DeskComment, Event
@@ -33,10 +33,6 @@ from .text import clean_body, clean_name, clean_ref, render_body
 
 # What the audit log (and so the webhooks: moderation.close, ...) calls each change of state.
 STATE_ACTIONS = {OPEN: "open", CLOSED: "close", HIDDEN: "hide"}
-
-
-async def _nothing() -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -123,8 +119,9 @@ class Threads:
         ref = clean_ref(ref)
         ref_key = f"{author.reader_id}:{ref}" if ref else None
         # Before the post is stored and published, each Redis round trip delays every reader of
-        # it: the records it is checked against are read in one, the limits counted in one, and
-        # the thread's state (open, closed, hidden) at the same time as those.
+        # it: the records it is checked against are read in one, the limits counted in one.
+        # Whether the thread is open is checked by the store as it writes (Closed), in the same
+        # transaction, so no post lands after a close and checking costs no round trip of its own.
         rules = self.spam.current
         author_keys = self.moderation.author_check_keys(author.reader_id, author.ip, clean_author, author.moderator)
         history = 0 if author.moderator else max(rules.new_reader_comments, rules.premoderate_first_comments)
@@ -134,14 +131,12 @@ class Threads:
         )
         # A retry of a post already stored is answered as before, and is not counted again
         # (also when the thread has closed since: that post made it).
-        earlier, (records, lists), head = await asyncio.gather(
-            self.backend.comment_by_ref(slug, ref_key) if ref_key else _nothing(), reading, self.backend.head(slug)
-        )
-        if earlier is not None:
-            return earlier, False
-        # The store checks again as it writes, so no post lands after a close however they race.
-        if not head.state.open:
-            raise Closed.because(head.state.name)
+        if ref_key:
+            earlier, (records, lists) = await asyncio.gather(self.backend.comment_by_ref(slug, ref_key), reading)
+            if earlier is not None:
+                return earlier, False
+        else:
+            records, lists = await reading
         self.moderation.check_author_records(records[: len(author_keys)])
         await self._check_rate(author)
         html = render_body(text)
