@@ -60,6 +60,7 @@ def test_server_frames_encode_with_their_type_and_without_empty_optionals():
         "seq": 3,
         "readers": 2,
         "epoch": "e1",
+        "state": "open",
     }
     assert orjson.loads(encode(Error(code="empty", message="The comment is empty."))) == {
         "type": "error",
