@@ -136,9 +136,13 @@ class AutoClose:
         """Close every thread whose time has come; returns those this call closed."""
         now = self.clock()
         closed = []
-        for article in list(self.threads.articles.values()):
+        articles = self.threads.articles
+        for slug in list(articles):  # the published articles, newest first
+            if slug in self._settled:
+                continue
+            article = articles[slug]
             due = self.due(article)
-            if article.slug in self._settled or due is None or due > now:
+            if due is None or due > now:
                 continue
             try:
                 state = (await self.threads.backend.head(article.slug)).state

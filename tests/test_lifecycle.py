@@ -200,16 +200,19 @@ class Clock:
         return self.now
 
 
-def published(threads: Threads, slug: str, at: datetime | None) -> None:
-    """The article as the newsroom published it (the articles API sets published_at the same way)."""
-    iso = at.isoformat().replace("+00:00", "Z") if at else None
-    threads.articles[slug] = dataclasses.replace(threads.articles[slug], published_at=iso)
+def published(client: TestClient, at: datetime) -> None:
+    """The demo article as the newsroom published it at `at` (through the articles' own put,
+    as PUT /api/articles/{slug} does)."""
+    articles = client.app.state.threads.articles
+    article = client.portal.call(articles.article, DEMO_SLUG)
+    iso = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    client.portal.call(articles.put, dataclasses.replace(article, published_at=iso))
 
 
 def test_a_thread_closes_by_itself_auto_close_days_after_publication(app_client: TestClient, moderator) -> None:
     threads: Threads = app_client.app.state.threads
     publication = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-    published(threads, DEMO_SLUG, publication)
+    published(app_client, publication)
     clock = Clock(publication + timedelta(days=2, hours=23))
     auto_close = AutoClose(threads, 3, clock=clock)
 
@@ -229,7 +232,7 @@ def test_a_thread_closes_by_itself_auto_close_days_after_publication(app_client:
 def test_a_thread_reopened_by_hand_after_its_time_stays_open(app_client: TestClient, moderator: Visitor) -> None:
     threads: Threads = app_client.app.state.threads
     publication = datetime.now(UTC) - timedelta(days=10)
-    published(threads, DEMO_SLUG, publication)
+    published(app_client, publication)
     assert app_client.portal.call(AutoClose(threads, 3).sweep) == [DEMO_SLUG]
     moderator.post(state_route("open"), json={}, headers={"X-CSRF-Token": csrf_token(moderator)})
     # Another instance (or this one after a restart) looks again later: the moderator's reopening stands.
@@ -240,10 +243,8 @@ def test_a_thread_reopened_by_hand_after_its_time_stays_open(app_client: TestCli
 
 def test_an_article_without_published_at_never_closes_by_itself(app_client: TestClient) -> None:
     threads: Threads = app_client.app.state.threads
-    published(threads, DEMO_SLUG, None)
-    far_future = AutoClose(threads, 1, clock=Clock(datetime(2100, 1, 1, tzinfo=UTC)))
-    assert app_client.portal.call(far_future.sweep) == []
-    assert thread_state(app_client) == OPEN
+    undated = dataclasses.replace(threads.articles[DEMO_SLUG], published_at=None)
+    assert AutoClose(threads, 1).due(undated) is None
 
 
 def test_of_two_instances_sweeping_at_once_one_closes(tmp_path, redis_server) -> None:
@@ -253,8 +254,9 @@ def test_of_two_instances_sweeping_at_once_one_closes(tmp_path, redis_server) ->
     settings = {"redis_url": redis_server.url}
     with newsroom_app(tmp_path / "a", **settings) as a, newsroom_app(tmp_path / "b", **settings) as b:
         sweeps = []
+        published(a, publication)
+        b.portal.call(b.app.state.threads.articles.refresh, DEMO_SLUG)  # (the control bus tells it too)
         for client in (a, b):
-            published(client.app.state.threads, DEMO_SLUG, publication)
             sweeps.append(AutoClose(client.app.state.threads, 3, clock=Clock(publication + timedelta(days=4))))
         first = a.portal.start_task_soon(sweeps[0].sweep)
         second = b.portal.start_task_soon(sweeps[1].sweep)
