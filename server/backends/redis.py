@@ -435,7 +435,7 @@ class RedisStore(Store):
                     pipe.xadd(
                         keys["log"], {"e": wire}, id=f"{event.seq}-0", maxlen=self.history_size, approximate=False
                     )
-                    pipe.publish(_channel(slug), f"{_text(epoch)} {wire}")
+                    pipe.execute_command(self.publish_command, _channel(slug), f"{_text(epoch)} {wire}")
                     await pipe.execute()
                     return StateWritten(after, event, _text(epoch))
                 except WatchError:
