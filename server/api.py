@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from urllib.parse import urlencode
@@ -33,8 +34,11 @@ async def list_articles(request: Request) -> Response:
     page = list(threads.articles.page(limit + 1, before=decode_cursor(params.get("after"), "after")))
     page = [a for a in page if (a.published_at or "") >= since]
     shown = page[:limit]
-    counts = await threads.comment_counts([a.slug for a in shown])
-    response = JSONResponse([{**article_summary(a), "comment_count": counts[a.slug]} for a in shown])
+    slugs = [a.slug for a in shown]
+    counts, states = await asyncio.gather(threads.comment_counts(slugs), threads.states(slugs))
+    response = JSONResponse(
+        [{**article_summary(a), "comment_count": counts[a.slug], "state": states[a.slug]} for a in shown]
+    )
     if len(page) > limit:
         cursor = encode_cursor(shown[-1])
         query = urlencode({"limit": limit, **({"since": params["since"]} if since else {}), "after": cursor})

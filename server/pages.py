@@ -112,7 +112,8 @@ async def index(request: Request) -> Response:
     page = articles.page(INDEX_PAGE, before=decode_cursor(params.get("before"), "before"), after=after)
     if after is not None and len(page) < INDEX_PAGE:  # the newest page is always a whole one
         page = articles.page(INDEX_PAGE)
-    counts = await threads.comment_counts([a.slug for a in page])
+    slugs = [a.slug for a in page]
+    counts, states = await asyncio.gather(threads.comment_counts(slugs), threads.states(slugs))
     rows = [
         {
             "slug": a.slug,
@@ -123,6 +124,7 @@ async def index(request: Request) -> Response:
             "published_at": a.published_at,
             "section": a.section,
             "comment_count": counts[a.slug],
+            "state": states[a.slug],
         }
         for a in page
     ]

@@ -270,6 +270,11 @@ class Threads:
         counts = await self.backend.comment_counts(slugs)
         return {slug: counts.get(slug, 0) for slug in slugs}
 
+    async def states(self, slugs: Sequence[str]) -> dict[str, str]:
+        """The state (open, closed, hidden) of each of these threads, in one store read."""
+        states = await self.backend.thread_states(slugs)
+        return {slug: states[slug].name if slug in states else OPEN for slug in slugs}
+
 
 def visible_to(comments: list[Comment], reader_id: str, moderator: bool) -> list[Comment]:
     """A pending comment is seen only by its author and by moderators."""

@@ -168,3 +168,9 @@ async def test_an_export_carries_the_state_and_imports_it_byte_for_byte(backend:
     with again.open("wb") as out:
         await export(backend.store, out, progress=False)
     assert again.read_bytes() == dump.read_bytes()
+
+
+async def test_the_states_of_many_threads_come_in_one_read(backend: Backend) -> None:
+    await backend.set_thread_state(SLUG, CLOSED, "alice", AT)
+    states = await backend.thread_states([SLUG, OTHER, "no-such-thread"])
+    assert states == {SLUG: ThreadState(CLOSED, "alice", AT), OTHER: ThreadState()}

@@ -276,3 +276,14 @@ def test_auto_close_days_must_be_a_number_of_days(raw: str, monkeypatch: pytest.
         settings_module.load(env_file=None)
     monkeypatch.setenv("AUTO_CLOSE_DAYS", "2.5")
     assert settings_module.load(env_file=None).auto_close_days == 2.5
+
+
+def test_the_index_and_the_articles_list_say_which_threads_are_closed(app_client: TestClient) -> None:
+    index = app_client.get("/").text
+    assert "story-state" not in index  # an open thread needs no word
+    assert app_client.get("/api/articles").json()[0]["state"] == OPEN
+    token = create(app_client)
+    app_client.post(state_route("close"), headers=bearer(token))
+    assert '<span class="story-state" data-state="closed">Comments closed</span>' in app_client.get("/").text
+    listed = {a["slug"]: a["state"] for a in app_client.get("/api/articles").json()}
+    assert listed[DEMO_SLUG] == CLOSED

@@ -173,6 +173,10 @@ class Store(ABC):
     async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
         """Visible comments of each of these threads, in one read (those without any may be left out)."""
 
+    @abstractmethod
+    async def thread_states(self, slugs: Sequence[str]) -> dict[str, ThreadState]:
+        """The state of each of these threads, in one read (those that do not exist are left out)."""
+
     # --- articles (server/articles.py gives them their meaning) ---
 
     @abstractmethod
@@ -419,6 +423,9 @@ class Backend:
 
     async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
         return await self.store.comment_counts(slugs)
+
+    async def thread_states(self, slugs: Sequence[str]) -> dict[str, ThreadState]:
+        return await self.store.thread_states(slugs)
 
     # --- articles, in the store (ArticleChanged on the control bus tells the other instances) ---
 

@@ -512,6 +512,15 @@ class RedisStore(Store):
             counts = await _call(pipe.execute())
         return {slug: int(count or 0) for slug, count in zip(slugs, counts, strict=True)}
 
+    async def thread_states(self, slugs: Sequence[str]) -> dict[str, ThreadState]:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for slug in slugs:
+                pipe.hmget(_keys(slug)["meta"], "epoch", *_STATE_FIELDS)
+            replies = await _call(pipe.execute())
+        return {
+            slug: _state(*fields) for slug, (epoch, *fields) in zip(slugs, replies, strict=True) if epoch is not None
+        }
+
     # --- articles ---
 
     async def put_article(self, article: StoredArticle) -> bool:

@@ -106,6 +106,7 @@ class Queries:
         self.head = "SELECT seq, epoch, state, state_by, state_at FROM threads WHERE slug = $1"
         self.set_state = "UPDATE threads SET state = $1, state_by = $2, state_at = $3 WHERE slug = $4"
         self.heads = f"SELECT slug, seq FROM threads WHERE slug {d.any_text.format('$1')}"
+        self.states = f"SELECT slug, state, state_by, state_at FROM threads WHERE slug {d.any_text.format('$1')}"
         self.next_seq = "UPDATE threads SET seq = seq + 1 WHERE slug = $1 RETURNING seq"
         self.thread_slugs = "SELECT slug FROM threads ORDER BY slug"
         self.dump_head = "SELECT seq, epoch, seeded, state, state_by, state_at FROM threads WHERE slug = $1"
@@ -446,6 +447,10 @@ class SqlStore(Store, ABC):
     @operation
     async def comment_counts(self, db: Session, slugs: Sequence[str]) -> dict[str, int]:
         return {row["slug"]: row["n"] for row in await db.fetch(db.queries.visible_counts, VISIBLE, list(slugs))}
+
+    @operation
+    async def thread_states(self, db: Session, slugs: Sequence[str]) -> dict[str, ThreadState]:
+        return {row["slug"]: _state(row) for row in await db.fetch(db.queries.states, list(slugs))}
 
     # --- articles ---
 
