@@ -54,6 +54,8 @@ async def test_a_live_reader_sees_the_thread_close_and_reopen_and_its_post_in_be
 
 
 async def test_a_reader_reconnecting_with_since_across_a_close_gets_the_closed_frame(server: ServerProcess) -> None:
+    """From the store's log (nobody else was reading), and from the Hub's tail in memory
+    (another reader kept the thread's subscription): the same frame either way."""
     token = api_token(server)
     async with reader(server) as (_ws, welcome):
         since = welcome["seq"]
@@ -61,6 +63,13 @@ async def test_a_reader_reconnecting_with_since_across_a_close_gets_the_closed_f
     async with reader(server, since=since) as (ws, again):
         assert (again["seq"], again["state"]) == (since + 1, "closed")
         assert await next_frame(ws, "closed") == {"type": "closed", "seq": since + 1, "at": closed["at"]}
+
+        opened = await set_state(server, token, "open")  # ws stays: the Hub keeps the thread's tail
+        assert (await next_frame(ws, "opened"))["seq"] == since + 2
+        async with reader(server, since=since) as (back, welcome_back):
+            assert (welcome_back["seq"], welcome_back["state"]) == (since + 2, "open")
+            assert await next_frame(back, "closed") == {"type": "closed", "seq": since + 1, "at": closed["at"]}
+            assert await next_frame(back, "opened") == {"type": "opened", "seq": since + 2, "at": opened["at"]}
 
 
 async def test_a_post_over_http_to_a_closed_thread_is_refused_and_stores_nothing(server: ServerProcess) -> None:

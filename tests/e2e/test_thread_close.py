@@ -159,3 +159,28 @@ def test_a_reader_opening_a_closed_thread_sees_it_closed_with_or_without_javascr
         expect(composer(page)).to_be_hidden()
         expect(reply_buttons(page).first).to_be_hidden()
         expect(page.locator("#thread .comment").first).to_be_visible()  # the conversation stays to read
+
+
+def test_a_moderator_closes_a_thread_from_the_desk(server: ServerProcess, open_page, new_page) -> None:
+    server.command("create-moderator", "alice", stdin=PASSWORD + "\n")
+    reader = open_page(server)
+    desk = new_page()
+    desk.goto(f"{server.url}/login?next=/moderation")
+    desk.fill("#login-username", "alice")
+    desk.fill("#login-password", PASSWORD)
+    desk.click(".login-form button[type=submit]")
+    desk.wait_for_url(f"{server.url}/moderation*")
+    row = desk.locator(f'.desk-thread[data-slug="{DEMO_SLUG}"]')
+    expect(row.locator('[data-field="state-name"]')).to_have_text("open")
+
+    row.locator('form[data-action-form="thread-close"] button').click()
+    expect(row.locator('[data-field="state-name"]')).to_have_text("closed")
+    expect(row.locator('form[data-action-form="thread-open"]')).to_be_visible()
+    expect(reader.locator("[data-thread-note]")).to_be_visible(timeout=LIVE)
+    expect(composer(reader)).to_be_hidden()
+    expect(desk.locator(".audit-item").first).to_contain_text("alice closed the comments")
+
+    row.locator('form[data-action-form="thread-open"] button').click()
+    expect(row.locator('[data-field="state-name"]')).to_have_text("open")
+    expect(composer(reader)).to_be_visible(timeout=LIVE)
+    assert not reader.errors and not desk.errors, (reader.errors, desk.errors)
