@@ -127,12 +127,16 @@ async def delete_article(request: Request) -> Response:
 async def get_article(request: Request) -> Response:
     """GET /api/articles/{slug}: the published article; a token with articles:write also gets
     an unpublished one (with "published": false), others 410."""
-    articles: Articles = request.app.state.threads.articles
+    threads = request.app.state.threads
+    articles: Articles = threads.articles
     slug = check_slug(request.path_params["slug"])
     token = token_of(request)
     if token is not None and SCOPE_ARTICLES in token.scopes:
         found = await articles.stored(slug)
         if found is None:
             raise NotFound("No such article.")
-        return JSONResponse(article_json(*found))
-    return JSONResponse(article_json(await articles.article(slug)))  # NotFound, or Gone (410)
+        answer = article_json(*found)
+    else:
+        answer = article_json(await articles.article(slug))  # NotFound, or Gone (410)
+    # The thread's state (open, closed, hidden), as the articles list gives it.
+    return JSONResponse({**answer, "state": (await threads.states([slug]))[slug]})

@@ -278,7 +278,7 @@ def test_auto_close_days_must_be_a_number_of_days(raw: str, monkeypatch: pytest.
     assert settings_module.load(env_file=None).auto_close_days == 2.5
 
 
-def test_the_index_and_the_articles_list_say_which_threads_are_closed(app_client: TestClient) -> None:
+def test_the_index_and_the_articles_api_say_which_threads_are_closed(app_client: TestClient) -> None:
     index = app_client.get("/").text
     assert "story-state" not in index  # an open thread needs no word
     assert app_client.get("/api/articles").json()[0]["state"] == OPEN
@@ -287,3 +287,4 @@ def test_the_index_and_the_articles_list_say_which_threads_are_closed(app_client
     assert '<span class="story-state" data-state="closed">Comments closed</span>' in app_client.get("/").text
     listed = {a["slug"]: a["state"] for a in app_client.get("/api/articles").json()}
     assert listed[DEMO_SLUG] == CLOSED
+    assert app_client.get(f"/api/articles/{DEMO_SLUG}").json()["state"] == CLOSED
