@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from server.app import create_app
-from server.backends.base import Store
+from server.backends.base import Store, StoredArticle
 from server.backends.local import SqliteStore
 from server.backends.postgres import PostgresStore
 from server.backends.redis import RedisStore
@@ -76,6 +76,9 @@ async def _fill(store: Store) -> None:
     for n in range(3):
         await store.list_push("audit", f'{{"n": {n}}}', keep=100)
     await store.list_push("reports:alph0000000002", '{"reason": "rude"}', keep=100)
+    for slug, published in (("alpha", True), ("beta", False)):  # an unpublished one is kept too
+        meta = orjson.dumps({"title": f"The {slug} story", "tags": ["x"]}).decode()
+        await store.put_article(StoredArticle(slug, "2026-11-30T08:00:00.000Z", published, meta, '["Text."]'))
 
 
 async def _exported(store: Store) -> bytes:
@@ -106,7 +109,8 @@ async def test_sqlite_to_postgres_round_trip_is_byte_identical(tmp_path: Path, d
         await _fill(source)
         first = await _exported(source)
         counts = await _imported(target, first)
-        assert counts == {"thread": 2, "comment": 12, "event": 14, "kv": 3, "set": 2, "list": 2}
+        assert counts == {"thread": 2, "comment": 12, "event": 14, "kv": 3, "set": 2, "list": 2, "article": 2}
+        assert await target.get_article("beta") == await source.get_article("beta")
         assert await _exported(target) == first
         assert await _imported(target, first) == counts  # twice is once
         assert await _exported(target) == first

@@ -3,9 +3,11 @@
 The file: a header line (format and version), then per thread (sorted by slug) its head (with
 its state: open, closed or hidden, who set it and when; absent in older files: open), its
 comments (published in seq order, then pending ones) and its event log as stored, then the
-moderation records (kv, sets, lists, sorted by key), then an end line with the count of each
-kind. Every line is one JSON object with a `kind`, keys sorted, so the same data always gives
-the same bytes: export -> import -> export is byte-identical, whatever the two stores are.
+moderation records (kv, sets, lists, sorted by key), then the articles (newest first, each as
+stored: published flag, meta and paragraphs), then an end line with the count of each kind
+(a file from before articles were stored counts none, and reads as such). Every line is one
+JSON object with a `kind`, keys sorted, so the same data always gives the same bytes:
+export -> import -> export is byte-identical, whatever the two stores are.
 
 Import writes each thread in one transaction, comments keyed by id, events by (slug, seq),
 records by key, and keeps every seq and epoch: a reader's `since` still works after the move.
@@ -25,19 +27,20 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import orjson
 from tqdm import tqdm
 
-from ..backends.base import Record, Store, ThreadDump
+from ..backends.base import Record, Store, StoredArticle, ThreadDump
 from ..comments import OPEN, THREAD_STATES, ThreadState
 
 FORMAT = "backchannel-export"
 VERSION = 1
-KINDS = ("thread", "comment", "event", "kv", "set", "list")
+KINDS = ("thread", "comment", "event", "kv", "set", "list", "article")
+ARTICLES_READ = 500  # article summaries per store read
 # A moderator's session is a credential: it does not go into a file that gets copied around.
 _EPHEMERAL_PREFIXES = {"kv": ("session:",), "set": ("sessions-of:",), "list": ()}
 
@@ -91,8 +94,21 @@ async def export(store: Store, out: IO[bytes], progress: bool = True) -> Counter
     for record in filter(_exported, await store.dump_records()):
         out.write(_record_line(record))
         counts[record.kind] += 1
+    async for article in _articles(store):
+        out.write(_line("article", **asdict(article)))
+        counts["article"] += 1
     out.write(_line("end", counts={kind: counts[kind] for kind in KINDS}))
     return counts
+
+
+async def _articles(store: Store) -> AsyncIterator[StoredArticle]:
+    """Every article with its paragraphs, newest first."""
+    before: tuple[str, str] | None = None
+    while page := await store.article_summaries(before, ARTICLES_READ):
+        for summary in page:
+            if (article := await store.get_article(summary.slug)) is not None:
+                yield article
+        before = (page[-1].published_at, page[-1].slug)
 
 
 @dataclass
@@ -102,6 +118,7 @@ class _Expected:
     comments: dict[str, set[str]] = field(default_factory=dict)  # slug -> comment ids
     events: dict[str, set[int]] = field(default_factory=dict)  # slug -> seqs
     records: set[tuple[str, str]] = field(default_factory=set)  # (kind, key)
+    articles: set[str] = field(default_factory=set)  # slugs
     counts: Counter[str] = field(default_factory=Counter)
 
 
@@ -170,6 +187,9 @@ async def import_file(store: Store, source: IO[bytes], progress: bool = True) ->
         elif kind == "end":
             declared = item["counts"]
             continue
+        elif kind == "article":
+            await store.put_article(StoredArticle(**item))
+            expected.articles.add(item["slug"])
         else:
             records.append(_record(kind, item))
             expected.records.add((kind, item["key"]))
@@ -181,7 +201,7 @@ async def import_file(store: Store, source: IO[bytes], progress: bool = True) ->
     await store.load_records(records)
     if declared is None:
         raise ImportFailed("the file ends before its end line: it is cut short (what it held is imported)")
-    if declared != {kind: expected.counts[kind] for kind in KINDS}:
+    if {kind: declared.get(kind, 0) for kind in KINDS} != {kind: expected.counts[kind] for kind in KINDS}:
         raise ImportFailed(f"the file's end line counts {declared}, its lines {dict(expected.counts)}")
     found = await _read_back(store, expected)
     if found != expected.counts:
@@ -202,4 +222,6 @@ async def _read_back(store: Store, expected: _Expected) -> Counter[str]:
         found["event"] += len(expected.events[slug] & {seq for seq, _payload in thread.events})
     for kind, _key in expected.records & {(r.kind, r.key) for r in await store.dump_records()}:
         found[kind] += 1
+    for slug in expected.articles:
+        found["article"] += await store.get_article(slug) is not None
     return found
