@@ -38,6 +38,19 @@ test-fast: $(VENV)/.test-deps
 	ms=$$(( ($$(date +%s%N) - started) / 1000000 )); \
 	echo "make test-fast took $$((ms / 1000)).$$((ms % 1000 / 100)) s (budget: 30 s)"; exit $$status
 
+# After changing a string of the UI: extract every string (babel.cfg) into web/locale/messages.pot
+# and merge it into each language's messages.po, for the translators. The server reads the .po
+# files at start (server/i18n.py): nothing to compile. tests/test_i18n.py fails until every new
+# string has its French and German.
+ERROR_CLASSES := InvalidMessage InvalidHost Empty Rejected Repeat TooLong TooLarge NotFound Unauthorized \
+                 Forbidden Banned RateLimited Internal Unavailable Gone Closed
+.PHONY: messages
+messages: $(VENV)/.run-deps
+	$(VENV)/bin/pybabel extract -F babel.cfg --no-wrap --sort-by-file --project Backchannel \
+		$(foreach k,$(ERROR_CLASSES),-k $(k)) -o web/locale/messages.pot .
+	$(VENV)/bin/pybabel update --init-missing --no-wrap --ignore-obsolete -i web/locale/messages.pot -d web/locale -l fr
+	$(VENV)/bin/pybabel update --init-missing --no-wrap --ignore-obsolete -i web/locale/messages.pot -d web/locale -l de
+
 clean:
 	rm -rf $(VENV) data .pytest_cache
 

@@ -23,6 +23,7 @@ from .content_watch import ContentDir
 from .control import ArticleChanged, ControlBus, DeskUpdate, RulesChanged, SessionEnded
 from .errors import BackchannelError
 from .fanout import Hub
+from .i18n import load_languages
 from .live import LiveSessions, desk_live, live
 from .moderation import Moderation
 from .security import Security, SecurityMiddleware
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),
         Route("/metrics", metrics.metrics),
+        Route("/i18n/{lang}.js", pages.messages_module),
         Mount("/static", StaticAssets(directory=pages.WEB_DIR / "static"), name="static"),
     ]
     app = Starlette(
@@ -148,6 +150,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Exception: error_handlers.on_server_error,
         },
     )
-    app.state.settings, app.state.security, app.state.templates = settings, security, pages.create_templates(settings)
+    app.state.settings, app.state.security = settings, security
+    app.state.languages = load_languages()
+    app.state.language = app.state.languages[settings.language]
+    app.state.templates = pages.create_templates(settings, app.state.language)
     app.state.big_pages = asyncio.Semaphore(1)  # see pages.BIG_THREAD_EVENTS
     return app

@@ -37,6 +37,7 @@ from .comments import Comment, utc_now_iso
 from .content import Article
 from .control import ArticleChanged, encode_control
 from .errors import Gone, InvalidMessage, NotFound, Unavailable
+from .i18n import ENGLISH, Language
 
 log = logging.getLogger("backchannel.articles")
 
@@ -79,8 +80,8 @@ class InvalidField(InvalidMessage):
         super().__init__(f"{field} {problem}")
         self.field = field
 
-    def to_wire(self) -> dict[str, Any]:
-        return {**super().to_wire(), "field": self.field}
+    def to_wire(self, language: Language = ENGLISH) -> dict[str, Any]:
+        return {**super().to_wire(language), "field": self.field}
 
 
 def _text(data: dict[str, Any], field: str, limit: int, required: bool = False) -> str | None:
@@ -255,7 +256,7 @@ def decode_cursor(raw: str | None, name: str) -> Cursor | None:
     except (binascii.Error, ValueError):
         value = None
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise InvalidMessage(f"{name} must be a cursor given by an earlier page.")
+        raise InvalidMessage("{name} must be a cursor given by an earlier page.", name=name)
     return value[0], value[1]
 
 

@@ -10,19 +10,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import BackchannelError, Forbidden, HttpError, Internal, NotFound, Unauthorized
+from .i18n import N_
 from .pages import render
 
 log = logging.getLogger("backchannel.api")
 
 _TITLES = {
-    400: "Bad request",
-    403: "Not allowed",
-    404: "Not found",
-    410: "This article is no longer published",
-    422: "Please check your comment",
-    429: "Slow down",
-    500: "Server error",
-    503: "Temporarily unavailable",
+    400: N_("Bad request"),
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    410: N_("This article is no longer published"),
+    422: N_("Please check your comment"),
+    429: N_("Slow down"),
+    500: N_("Server error"),
+    503: N_("Temporarily unavailable"),
 }
 
 
@@ -33,13 +34,15 @@ def _wants_json(request: Request) -> bool:
 async def on_backchannel_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BackchannelError)
     retry_after = getattr(exc, "retry_after", None)
+    language = request.app.state.language
     if _wants_json(request):
-        response: Response = JSONResponse({"error": exc.to_wire()}, status_code=exc.status)
+        response: Response = JSONResponse({"error": exc.to_wire(language)}, status_code=exc.status)
     else:
+        title = language.gettext(_TITLES.get(exc.status, N_("Error")))
         response = await render(
             request,
             "error.html",
-            {"status_code": exc.status, "title": _TITLES.get(exc.status, "Error"), "message": exc.message},
+            {"status_code": exc.status, "title": title, "message": exc.in_language(language)},
             status_code=exc.status,
         )
     if retry_after is not None:

@@ -24,17 +24,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from .i18n import ENGLISH, N_, Language
+
 
 class BackchannelError(Exception):
+    """`message` is the English text, and a msgid of the catalogue (`make messages` extracts the
+    first argument of these classes): a reader is told it in the UI's language (`in_language`).
+    Values that vary are named in it, `{limit}`, and passed as keywords, so that it stays one
+    msgid whatever they are."""
+
     code = "error"
     status = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, **params: Any) -> None:
+        self.template = message
+        self.params = params
+        self.message = ENGLISH.format(message, params)
+        super().__init__(self.message)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message}
+    def in_language(self, language: Language) -> str:
+        return language.format(self.template, self.params)
+
+    def to_wire(self, language: Language = ENGLISH) -> dict[str, Any]:
+        return {"code": self.code, "message": self.in_language(language)}
 
 
 class InvalidMessage(BackchannelError):
@@ -92,15 +104,15 @@ class Closed(Forbidden):
     def because(cls, state: str) -> Closed:
         """The refusal of a post to a thread in this state (closed or hidden)."""
         if state == "hidden":
-            return cls("Comments on this article are hidden: it takes no new comments.")
-        return cls("Comments on this article are closed: it takes no new comments.")
+            return cls(N_("Comments on this article are hidden: it takes no new comments."))
+        return cls(N_("Comments on this article are closed: it takes no new comments."))
 
 
 class HttpError(BackchannelError):
     code = "http_error"
 
     def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+        super().__init__("{detail}", detail=message)  # Starlette's own words: not in the catalogue
         self.status = status
 
 
@@ -115,9 +127,9 @@ class Unavailable(BackchannelError):
 class RateLimited(BackchannelError):
     code, status = "rate_limited", 429
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: int, **params: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **params)
         self.retry_after = retry_after
 
-    def to_wire(self) -> dict[str, Any]:
-        return {**super().to_wire(), "retry_after": self.retry_after}
+    def to_wire(self, language: Language = ENGLISH) -> dict[str, Any]:
+        return {**super().to_wire(language), "retry_after": self.retry_after}

@@ -89,11 +89,9 @@ def check_csrf(request: Request, token: object, from_form: bool = False) -> None
     if not request.app.state.security.csrf_ok(
         request.state.reader_id, session.session_id if session else None, token if isinstance(token, str) else None
     ):
-        raise Forbidden(
-            "The form has expired. Please reload the page and try again."
-            if from_form
-            else "Missing or wrong CSRF token. Reload the page and try again."
-        )
+        if from_form:
+            raise Forbidden("The form has expired. Please reload the page and try again.")
+        raise Forbidden("Missing or wrong CSRF token. Reload the page and try again.")
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class Submission:
 async def json_body(request: Request, what: str) -> Any:
     """The request's JSON body, which must be sent as application/json (`what` names it in the error)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise InvalidMessage(f"Send the {what} as application/json.")
+        raise InvalidMessage("Send the {what} as application/json.", what=what)
     try:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError:

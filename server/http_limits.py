@@ -174,4 +174,4 @@ async def read_form(request: Request) -> FormData:
     try:
         return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART_BYTES)
     except HTTPException as exc:  # Starlette's answer to a multipart body over these caps
-        raise InvalidMessage(f"This form takes a few text fields, and no file. ({exc.detail})") from None
+        raise InvalidMessage("This form takes a few text fields, and no file. ({detail})", detail=exc.detail) from None

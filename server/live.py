@@ -26,6 +26,7 @@ from .comments import HIDDEN, PENDING, Head, public_event
 from .control import DeskUpdate, SessionEnded
 from .errors import BackchannelError, InvalidMessage, NotFound, RateLimited, Unavailable
 from .guards import MODERATOR, author, moderator_of
+from .i18n import N_
 from .identity import client_ip, client_network
 from .protocol import (
     CLOSE_POLICY,
@@ -248,7 +249,8 @@ class LiveReader:
             )
         except BackchannelError as exc:
             retry_after = getattr(exc, "retry_after", None)
-            connection.send_frame(Error(code=exc.code, message=exc.message, ref=ref, retry_after=retry_after))
+            refusal = exc.in_language(self.state.language)
+            connection.send_frame(Error(code=exc.code, message=refusal, ref=ref, retry_after=retry_after))
             if isinstance(exc, RateLimited):
                 return  # answered cheaply; the socket stays open
             now = time.monotonic()
@@ -258,7 +260,11 @@ class LiveReader:
         except Exception:
             log.exception("could not store a post on %s", self.slug)
             connection.send_frame(
-                Error(code="unavailable", message="The comment could not be stored; please retry.", ref=ref)
+                Error(
+                    code="unavailable",
+                    message=self.state.language.gettext(N_("The comment could not be stored; please retry.")),
+                    ref=ref,
+                )
             )
 
 

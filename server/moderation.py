@@ -39,6 +39,7 @@ from .backends.base import Backend
 from .comments import Comment, utc_now_iso
 from .control import DeskUpdate, SessionEnded, encode_control
 from .errors import Banned, Empty, Forbidden, InvalidMessage, RateLimited, TooLong, Unauthorized, Unavailable
+from .i18n import N_
 from .identity import SESSION_COOKIE, client_network
 from .protocol import DeskAction, DeskFrame
 from .rate_limits import Check, Limits
@@ -185,7 +186,7 @@ class Moderation:
         if key is not None and await self.backend.kv_get(f"login-known:{key}:{network}") is None:
             counted.append(("login-name", key))
         # Reserved before the password is checked: parallel guesses are counted as they arrive.
-        await self._count(counted, "Too many attempts. Please wait a minute and try again.")
+        await self._count(counted, N_("Too many attempts. Please wait a minute and try again."))
         record = await self.backend.kv_get(f"moderator:{key}") if key is not None else None
         account = json.loads(record) if record else None
         hashed = account["hash"] if account else await self._dummy()
@@ -331,7 +332,9 @@ class Moderation:
         for ban in values[:2]:
             if ban is not None:
                 until = json.loads(ban)["until"]
-                raise Banned("You have been banned from commenting" + (f" until {until}." if until else "."))
+                if until:
+                    raise Banned("You have been banned from commenting until {until}.", until=until)
+                raise Banned("You have been banned from commenting.")
         if any(reserved is not None for reserved in values[2:]):
             raise Forbidden("That name is reserved. Please choose another.")
 
@@ -347,7 +350,7 @@ class Moderation:
         await self.check_not_banned(reader_id, ip)
         await self._count(
             [("report", reader_id), ("report-ip", client_network(ip))],
-            "You are reporting too often. Please wait a little.",
+            N_("You are reporting too often. Please wait a little."),
         )
         if not await self.backend.kv_set(f"reported:{comment_id}:{reader_id}", "1", only_if_absent=True):
             return False
@@ -406,7 +409,7 @@ class Moderation:
         reader_name: str | None = None,
     ) -> dict[str, Any]:
         if minutes is not None and not 0 < minutes <= MAX_BAN_MINUTES:
-            raise InvalidMessage(f"duration must be from 1 to {MAX_BAN_MINUTES} minutes, or empty for good.")
+            raise InvalidMessage("duration must be from 1 to {max} minutes, or empty for good.", max=MAX_BAN_MINUTES)
         ip = client_network(ip) if ip else None
         expires = time.time() + minutes * 60 if minutes else None
         until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)) if expires else None

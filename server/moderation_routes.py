@@ -82,7 +82,10 @@ async def login(request: Request) -> Response:
         session = await state.moderation.login(username, password, client_ip(request.scope))
     except BackchannelError as exc:
         return await render(
-            request, "login.html", {"error": exc.message, "username": username, "next": target}, status_code=exc.status
+            request,
+            "login.html",
+            {"error": exc.in_language(request.app.state.language), "username": username, "next": target},
+            status_code=exc.status,
         )
     if (earlier := moderator_of(request)) is not None:  # a new session id at every login; the old one ends
         await state.moderation.logout(earlier)

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -18,9 +18,11 @@ from starlette.templating import Jinja2Templates
 from .articles import cursor_of, decode_cursor, encode_cursor
 from .comments import HIDDEN, VISIBLE
 from .content import Article
-from .errors import BackchannelError
+from .errors import BackchannelError, NotFound
 from .guards import author, moderator_of, submission
+from .i18n import N_, Language
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
+from .static_assets import UNVERSIONED, VERSIONED
 from .threads import thread_tree, visible_to
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -33,25 +35,8 @@ BIG_THREAD_EVENTS = 500
 INDEX_PAGE = 30  # articles per page of the front page
 
 
-def ago(iso: str, now: datetime | None = None) -> str:
-    """'just now', '5 minutes ago', ... as a reader would say it; live.js keeps it current."""
-    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    seconds = int(((now or datetime.now(UTC)) - then).total_seconds())
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            if unit == "day" and seconds >= 30 * 86400:
-                return then.strftime("%-d %b %Y")
-            n = seconds // size
-            return f"{n} {unit}{'s' if n != 1 else ''} ago"
-    return "just now"
-
-
-def day(iso: str) -> str:
-    """'30 Nov 2026': an article's publication day, as the index shows it."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%-d %b %Y")
-
-
-def create_templates(settings: Settings) -> Jinja2Templates:
+def create_templates(settings: Settings, language: Language) -> Jinja2Templates:
+    """The pages' templates, in one language: {% trans %} and _() read its catalogue."""
     # Autoescape every template whatever its name: Starlette's default escapes only
     # .html/.htm/.xml, and reader text must never reach a page unescaped.
     env = jinja2.Environment(
@@ -60,17 +45,44 @@ def create_templates(settings: Settings) -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_gettext_translations(language.translations, newstyle=True)  # type: ignore[attr-defined]
     versions = {
         p.relative_to(WEB_DIR / "static").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:10]
         for p in (WEB_DIR / "static").rglob("*")
         if p.is_file()
     }
     env.globals["static"] = lambda path: f"/static/{path}?v={versions.get(path, '0')}"
-    env.filters["ago"] = ago
+    env.globals["lang"] = language.code
+    # The scripts' part of the catalogue (lib/i18n.js imports it); English needs none.
+    env.globals["messages_url"] = messages_url(language) if language.script_messages else ""
+    env.filters["ago"] = language.ago
     env.globals["theme_css_url"] = settings.theme_css_url
-    env.filters["day"] = day
+    env.filters["day"] = language.day
     return Jinja2Templates(env=env)
+
+
+def _messages_module(language: Language) -> bytes:
+    return b"export default " + orjson.dumps(language.script_messages) + b";\n"
+
+
+def messages_url(language: Language) -> str:
+    version = hashlib.sha256(_messages_module(language)).hexdigest()[:10]
+    return f"/i18n/{language.code}.js?v={version}"
+
+
+async def messages_module(request: Request) -> Response:
+    """/i18n/LANG.js: the scripts' messages in LANG, an ES module (`export default {…}`)."""
+    language = request.app.state.languages.get(request.path_params["lang"])
+    if language is None:
+        raise NotFound(N_("There is nothing at this address."))
+    versioned = "v" in request.query_params
+    return Response(
+        _messages_module(language),
+        media_type="text/javascript",
+        headers={"Cache-Control": VERSIONED if versioned else UNVERSIONED},
+    )
 
 
 def _page_context(request: Request) -> dict[str, Any]:
@@ -220,7 +232,11 @@ async def post_comment_form(request: Request) -> Response:
         )
     except BackchannelError as exc:
         # Show the page again with the reader's text kept and the problem next to the form.
-        form_state = {**fields, "error": exc.message, "error_parent": fields["parent"] or None}
+        form_state = {
+            **fields,
+            "error": exc.in_language(request.app.state.language),
+            "error_parent": fields["parent"] or None,
+        }
         response = await article_page(request, form=form_state, status_code=exc.status)
         if retry_after := getattr(exc, "retry_after", None):
             response.headers["Retry-After"] = str(retry_after)

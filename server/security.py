@@ -178,7 +178,8 @@ class SecurityMiddleware:
         if scope["path"] not in HOST_CHECK_EXEMPT and not self.security.host_allowed(scope):
             error = InvalidHost("This site does not answer for that host name.")
             # On a WebSocket this is the upgrade's answer (Starlette sends it as a denial response).
-            return await JSONResponse({"error": error.to_wire()}, status_code=error.status)(scope, receive, send)
+            wire = error.to_wire(scope["app"].state.language)
+            return await JSONResponse({"error": wire}, status_code=error.status)(scope, receive, send)
         cookie_reader_id = self.security.reader_from_cookie(cookies(scope).get(READER_COOKIE))
         is_new = cookie_reader_id is None
         reader_id: str

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from starlette.config import Config
 from starlette.datastructures import CommaSeparatedStrings, Secret
 
+from .i18n import LANGUAGES
+
 log = logging.getLogger("backchannel")
 
 # Limits documented in README and docs/protocol.md; the page's maxlength attributes use them too.
@@ -78,6 +80,8 @@ class Settings:
     theme_css_url: str | None = None
     # Threads close this many days after their article's published_at; None: never by themselves.
     auto_close_days: float | None = None
+    # The UI's language (i18n.LANGUAGES): pages, scripts and the error messages readers see.
+    language: str = "en"
 
 
 def _development_key(data_dir: Path) -> str:
@@ -102,6 +106,13 @@ def _theme_css_url(value: str | None) -> str | None:
     if not local_path and (parts.scheme not in ("http", "https") or not parts.hostname):
         raise SettingsError(f"THEME_CSS_URL must be an http(s) URL or a path starting with /, not {value!r}")
     return value
+
+
+def _language(value: str) -> str:
+    code = value.strip().lower() or "en"
+    if code not in LANGUAGES:
+        raise SettingsError(f"LANGUAGE must be one of {', '.join(LANGUAGES)}, not {value!r}")
+    return code
 
 
 def load(env_file: str | Path | None = ".env") -> Settings:
@@ -147,6 +158,7 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         webhook_retry_seconds=config("WEBHOOK_RETRY_SECONDS", cast=float, default=1.0),
         theme_css_url=_theme_css_url(config("THEME_CSS_URL", default=None)),
         auto_close_days=_auto_close_days(config("AUTO_CLOSE_DAYS", default="")),
+        language=_language(config("LANGUAGE", default="en")),
     )
 
 

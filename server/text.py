@@ -15,6 +15,7 @@ from linkify_it import LinkifyIt
 from markupsafe import Markup, escape
 
 from .errors import Empty, InvalidMessage, TooLong
+from .i18n import N_
 from .settings import MAX_REF_CHARS
 
 _linkify = LinkifyIt()
@@ -60,7 +61,7 @@ def grapheme_length(text: str) -> int:
 
 def _check_length(text: str, limit: int, message: str) -> None:
     if len(text) > limit * CODE_POINTS_PER_CHARACTER or grapheme_length(text) > limit:
-        raise TooLong(message)
+        raise TooLong(message, limit=limit)
 
 
 def strip_ignorables(text: str) -> str:
@@ -71,17 +72,31 @@ def strip_ignorables(text: str) -> str:
 def clean_ref(raw: str | None) -> str | None:
     """A client's idempotency key: any text, at most MAX_REF_CHARS code points."""
     if raw and len(raw) > MAX_REF_CHARS:
-        raise InvalidMessage(f'"ref" is too long (at most {MAX_REF_CHARS} characters).')
+        raise InvalidMessage('"ref" is too long (at most {max} characters).', max=MAX_REF_CHARS)
     return raw or None
 
 
-@overload
-def clean_name(raw: str | None, limit: int, field: str, required: Literal[True]) -> str: ...
-@overload
-def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str | None: ...
+# Each field's own sentences, whole: a field's name put into one sentence cannot be translated
+# (French and German nouns each need their own article and agreement).
+_NAME_MESSAGES = {
+    "name": (N_("Please give a name."), N_("The name is limited to {limit} characters.")),
+    "description": (N_("Please give a description."), N_("The description is limited to {limit} characters.")),
+    "moderator name": (
+        N_("Please give a moderator name."),
+        N_("The moderator name is limited to {limit} characters."),
+    ),
+    "display name": (N_("Please give a display name."), N_("The display name is limited to {limit} characters.")),
+}
+NameField = Literal["name", "description", "moderator name", "display name"]
 
 
-def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str | None:
+@overload
+def clean_name(raw: str | None, limit: int, field: NameField, required: Literal[True]) -> str: ...
+@overload
+def clean_name(raw: str | None, limit: int, field: NameField, required: bool) -> str | None: ...
+
+
+def clean_name(raw: str | None, limit: int, field: NameField, required: bool) -> str | None:
     """NFKC-normalised, every format/control and default-ignorable character (bidi, zero-width,
     joiners, fillers) removed, spaces collapsed: a name shows as exactly what it is."""
     # Remove first, normalise after: removing a character from normalised text can leave it
@@ -94,9 +109,9 @@ def clean_name(raw: str | None, limit: int, field: str, required: bool) -> str |
     text = " ".join(text.split())
     if not text:
         if required:
-            raise Empty(f"Please give a {field}.")
+            raise Empty(_NAME_MESSAGES[field][0])
         return None
-    _check_length(text, limit, f"The {field} is limited to {limit} characters.")
+    _check_length(text, limit, _NAME_MESSAGES[field][1])
     return text
 
 
@@ -139,7 +154,7 @@ def clean_body(raw: str | None, limit: int) -> str:
     text = _cleaned_text(raw)
     if not text:
         raise Empty("The comment is empty.")
-    _check_length(text, limit, f"A comment is limited to {limit:,} characters.")
+    _check_length(text, limit, N_("A comment is limited to {limit} characters."))
     return text
 
 

@@ -141,7 +141,7 @@ class Threads:
         await self._check_rate(author)
         html = render_body(text)
         if (word := rules.matches(f"{clean_author} {clean_about or ''} {text}", banned=True)) is not None:
-            raise Rejected(f"Comments here may not use the word “{word}”.")
+            raise Rejected("Comments here may not use the word “{word}”.", word=word)
         repeat_key = await self._check_repeat(author, text, ref_key) if rules.repeat_window_minutes else None
         premoderated = records[-1] is not None
         published = len(lists[0]) if lists else 0
@@ -259,7 +259,7 @@ class Threads:
         except StorageError as exc:  # the shared counters (Redis) are out of reach
             raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
         if retry_after is not None:
-            raise RateLimited(f"You are posting too fast. Try again in {retry_after} s.", retry_after)
+            raise RateLimited("You are posting too fast. Try again in {retry_after} s.", retry_after)
 
     async def snapshot(self, slug: str) -> Snapshot:
         self.article(slug)

@@ -22,7 +22,7 @@ from server.settings import Settings
 from .postgres_server import PostgresServer
 from .redis_cluster import RedisClusterServers
 from .redis_server import RedisServer
-from .servers import ROOT, ServerProcess
+from .servers import LOCAL_STORY, ROOT, ServerProcess
 from .visitors import PASSWORD, Visitor, login
 
 TESTS = Path(__file__).resolve().parent
@@ -80,6 +80,15 @@ def settings(tmp_path: Path) -> Settings:
         secret_key="test-secret-key",
         password_hash_profile="CHEAPEST",
     )
+
+
+@pytest.fixture
+def local_story(tmp_path: Path) -> Path:
+    """A content folder with one short French story and no seed comments (servers.LOCAL_STORY)."""
+    content = tmp_path / "local-story"
+    content.mkdir()
+    (content / "budget.txt").write_text(LOCAL_STORY)
+    return content
 
 
 @pytest.fixture

@@ -15,6 +15,17 @@ import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SLUG = "moscow-warns-western-troops-in-ukraine-would-be-legitimate-targets"
+# A short French story with no seed comments (tests/conftest.py's local_story): its thread starts
+# empty, and nothing English is on its page but what the UI itself would say.
+LOCAL_STORY_SLUG = "le-conseil-municipal-adopte-le-budget"
+LOCAL_STORY = """Le conseil municipal adopte le budget
+
+By Claire Martin | Rédaction locale
+
+LYON, 30 nov. – Le conseil municipal a adopté lundi soir le budget de l'année prochaine.
+
+Le vote a été acquis à une large majorité, après trois heures de débat.
+"""
 
 
 def free_port() -> int:

@@ -17,7 +17,8 @@
  * innerHTML is comment.html, which the server has already made safe.
  */
 
-import { local, plural, say, toInt } from "./lib/util.js";
+import { local, say, toInt } from "./lib/util.js";
+import { _, lang, ngettext, pgettext } from "./lib/i18n.js";
 import { setTime } from "./lib/times.js";
 import { cloneFrom } from "./lib/clone.js";
 import { ReconnectingSocket } from "./lib/socket.js";
@@ -26,20 +27,27 @@ import { actionError, sendAction, setActionBusy, setReader, showBanned, showResu
 const CLOSE_SESSION_ENDED = 4003; // the moderator logged out (here or elsewhere)
 const AUDIT_MAX = 200;
 const KEY_SHORTCUTS = "backchannel.desk-shortcuts";
-const STATUS_LABELS = { visible: "Published", pending: "Awaiting approval", removed: "Removed" };
+const STATUS_LABELS = { visible: _("Published"), pending: _("Awaiting approval"), removed: _("Removed") };
 // The audit line's words; the same table as ACTION_TEXT in _desk.html.
 const ACTION_TEXT = {
-  remove: "removed a comment", restore: "restored a comment", approve: "approved a comment",
-  dismiss: "dismissed the reports on a comment", ban: "banned", unban: "lifted the ban on",
-  premoderation: "changed pre-moderation", rules: "changed the spam rules", login: "logged in", logout: "logged out",
-  close: "closed the comments", open: "reopened the comments", hide: "hid the comments",
+  remove: _("removed a comment"), restore: _("restored a comment"), approve: _("approved a comment"),
+  dismiss: _("dismissed the reports on a comment"), ban: _("banned"), unban: _("lifted the ban on"),
+  premoderation: _("changed pre-moderation"), rules: _("changed the spam rules"), login: _("logged in"), logout: _("logged out"),
+  close: _("closed the comments"), open: _("reopened the comments"), hide: _("hid the comments"),
 };
-const HANDLED_TEXT = { remove: "Removed", restore: "Restored", approve: "Approved", dismiss: "Reports dismissed" };
-const DONE_TEXT = { remove: "Removed.", restore: "Restored.", approve: "Approved.", dismiss: "Reports dismissed." };
+// "Removed by alice": who last acted on a card, and what.
+const HANDLED_BY = {
+  remove: (moderator) => _("Removed by {moderator}", { moderator }),
+  restore: (moderator) => _("Restored by {moderator}", { moderator }),
+  approve: (moderator) => _("Approved by {moderator}", { moderator }),
+  dismiss: (moderator) => _("Reports dismissed by {moderator}", { moderator }),
+};
+const HANDLED_TEXT = { remove: _("Removed"), restore: _("Restored"), approve: _("Approved"), dismiss: _("Reports dismissed") };
+const DONE_TEXT = { remove: _("Removed."), restore: _("Restored."), approve: _("Approved."), dismiss: _("Reports dismissed.") };
 const SHORTCUT_ACTIONS = { r: "remove", u: "restore", a: "approve", d: "dismiss" };
 const NOT_APPLICABLE = {
-  remove: "Already removed.", restore: "Nothing to restore.",
-  approve: "This comment is not awaiting approval.", dismiss: "No open reports on this comment.",
+  remove: _("Already removed."), restore: _("Nothing to restore."),
+  approve: _("This comment is not awaiting approval."), dismiss: _("No open reports on this comment."),
 };
 
 const desk = document.getElementById("desk");
@@ -77,7 +85,7 @@ function verbOf(action) {
 }
 
 function who(name) {
-  return name && name === me ? "you" : name || "a moderator";
+  return name && name === me ? _("you") : name || _("a moderator");
 }
 
 function f(card, name) {
@@ -101,7 +109,7 @@ function readerCards(readerId) {
 }
 
 const whenFormat = (() => {
-  try { return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }); } catch (e) { return null; }
+  try { return new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" }); } catch (e) { return null; }
 })();
 
 // "until 2026-11-27T15:31:00.000Z" reads better in the moderator's own time.
@@ -188,11 +196,11 @@ function setBanned(card, banned, a) {
   const el = f(card, "banned");
   if (!el) return;
   if (banned) {
-    el.textContent = a ? "Author banned by " + who(a.moderator) + (a.detail ? " (" + prettyDetail(a.detail) + ")" : "")
-      : el.textContent || "Author banned";
+    el.textContent = a ? _("Author banned by {moderator}", { moderator: who(a.moderator) }) + (a.detail ? " (" + prettyDetail(a.detail) + ")" : "")
+      : el.textContent || _("Author banned");
   } else if (a) {
     el.hidden = false; // "Ban lifted by …" stays as a record on the card
-    el.textContent = "Ban lifted by " + who(a.moderator);
+    el.textContent = _("Ban lifted by {moderator}", { moderator: who(a.moderator) });
   }
 }
 
@@ -216,7 +224,10 @@ function setHandled(card, h) {
   el.hidden = !h;
   if (!h) return;
   const text = f(card, "handled-text");
-  if (text) text.textContent = (HANDLED_TEXT[h.action] || h.action) + (h.by ? " by " + who(h.by) : "");
+  if (text) {
+    text.textContent = h.by && HANDLED_BY[h.action] ? HANDLED_BY[h.action](who(h.by))
+      : HANDLED_TEXT[h.action] || h.action;
+  }
   const when = f(card, "handled-when");
   const time = when && when.querySelector("time");
   if (when && time) {
@@ -232,7 +243,7 @@ function setReports(card, r) {
   card.dataset.openReports = r.open ? "1" : "0";
   if (box) box.hidden = count <= 0;
   const countEl = f(card, "report-count");
-  if (countEl) countEl.textContent = "Reported " + plural(count, "time", "times");
+  if (countEl) countEl.textContent = ngettext("Reported {n} time", "Reported {n} times", count);
   if (r.last_reported_at !== undefined) {
     card.dataset.reportedAt = r.last_reported_at || "";
     const when = f(card, "reported-when");
@@ -369,7 +380,7 @@ function reportCount(card) {
 function readerLabel(a) {
   const name = a.reader_name || state.readerNames.get(a.reader_id);
   if (name) return name;
-  return a.reader_id ? "reader " + String(a.reader_id).slice(0, 8) : "a reader";
+  return a.reader_id ? _("reader {id}", { id: String(a.reader_id).slice(0, 8) }) : _("a reader");
 }
 
 // The ban's own line offers to lift it, until it is lifted.
@@ -416,7 +427,7 @@ function auditLine(a, liftable) {
     const link = document.createElement("a");
     link.href = "/articles/" + encodeURIComponent(a.slug) + (a.comment_id ? "#c-" + encodeURIComponent(a.comment_id) : "");
     link.textContent = state.titles.get(a.slug) || a.slug;
-    what.append(" on ", link);
+    what.append(" " + pgettext("audit log: a comment on an article", "on") + " ", link);
   }
   if (a.reason) what.append(" — “" + a.reason + "”");
   if (a.detail) {
@@ -480,7 +491,8 @@ function updateCounts() {
   const pendingCount = desk.querySelector('[data-count="pending"]');
   if (pendingCount) pendingCount.textContent = pending ? String(pending) : "";
   if (summaryEl) {
-    summaryEl.textContent = plural(open, "open report", "open reports") + " · " + pending + " awaiting approval";
+    summaryEl.textContent = ngettext("{n} open report", "{n} open reports", open) + " · "
+      + ngettext("{n} awaiting approval", "{n} awaiting approval", pending);
   }
   document.title = (open + pending ? "(" + (open + pending) + ") " : "") + baseTitle;
   showEmpty("report", lists.report);
@@ -558,14 +570,14 @@ async function onSubmit(event) {
     const label = duration && duration.selectedOptions[0] ? duration.selectedOptions[0].textContent.trim().toLowerCase() : "";
     applyAction({ action: "ban", moderator: me, reader_id: card && card.dataset.readerId, comment_id: id,
                   detail: label === "for good" || !label ? "for good" : label });
-    showResult(card, "Author banned.");
+    showResult(card, _("Author banned."));
   } else if (action === "unban") {
     const readerId = card ? card.dataset.readerId : (auditItem && auditItem.dataset.readerId) || "";
     applyAction({ action: "unban", moderator: me, reader_id: readerId });
-    if (card) showResult(card, "Ban lifted.");
+    if (card) showResult(card, _("Ban lifted."));
   } else {
     applyAction({ action, moderator: me, comment_id: id });
-    showResult(card, DONE_TEXT[action] || "Done.");
+    showResult(card, DONE_TEXT[action] || _("Done."));
   }
   // The button pressed may have hidden itself (Remove becomes Restore): keep the focus on the card.
   if (card && (!document.activeElement || document.activeElement === document.body ||
@@ -687,13 +699,13 @@ function onEscape(event) {
 
 // --- the socket -------------------------------------------------------------------------
 
-function showConn(connState, { reason = "" } = {}) {
+function showConn(connState) {
   if (!connEl) return;
   connEl.hidden = false;
   connEl.dataset.state = connState;
-  const texts = { live: "● Live", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline — reconnecting…" };
+  const texts = { live: _("● Live"), connecting: _("Connecting…"), reconnecting: _("Reconnecting…"), offline: _("Offline — reconnecting…") };
   if (connState === "refused") {
-    connEl.textContent = "Live updates paused" + (reason ? ": " + reason : "") + " — retrying…";
+    connEl.textContent = _("Live updates paused — retrying…");
   } else if (texts[connState]) {
     connEl.textContent = texts[connState];
   }
@@ -702,10 +714,10 @@ function showConn(connState, { reason = "" } = {}) {
 function signedOut() {
   state.socket.stop();
   showConn("stopped");
-  connEl.textContent = "Signed out — ";
+  connEl.textContent = _("Signed out") + " — ";
   const link = document.createElement("a");
   link.href = "/login?next=" + encodeURIComponent("/moderation");
-  link.textContent = "log in again";
+  link.textContent = _("log in again");
   connEl.appendChild(link);
 }
 
@@ -733,14 +745,15 @@ function onFrame(msg) {
       const c = msg.comment;
       const card = upsertComment(c, true);
       if (card && c) {
-        announce((c.status === "pending" ? "Comment awaiting approval from " : "New comment from ") +
-                 ((c.author && c.author.name) || "someone"));
+        const name = (c.author && c.author.name) || _("someone");
+        announce(c.status === "pending" ? _("Comment awaiting approval from {name}", { name })
+          : _("New comment from {name}", { name }));
       }
       updateCounts();
       break;
     }
     case "desk_report":
-      if (upsertReport(msg.report, true)) announce("A comment was reported");
+      if (upsertReport(msg.report, true)) announce(_("A comment was reported"));
       updateCounts();
       break;
     case "desk_action":

@@ -13,6 +13,7 @@
 
 import { state, initState } from "./live/state.js";
 import { session, toInt } from "./lib/util.js";
+import { _, ngettext } from "./lib/i18n.js";
 import { ReconnectingSocket } from "./lib/socket.js";
 import { applyEvent, onPending, recheckUnseen, setThreadState, startThread, updateTimes } from "./live/thread.js";
 import { onAck, onPostError, onSocketLost, saveAllDrafts, startComposer } from "./live/composer.js";
@@ -26,6 +27,9 @@ const CLOSE_THREAD_HIDDEN = 4010; // the thread is hidden from readers: nothing 
 // --- the connection line ("● Live", "Offline — retrying in 5s", a refusal's reason) -------
 
 let countdownTimer = 0;
+const REFUSALS = {
+  "too many connections from your network": _("There are too many connections from your network."),
+};
 
 function showConn(connState, { retryAt = 0, reason = "" } = {}) {
   state.connState = connState;
@@ -38,17 +42,20 @@ function showConn(connState, { retryAt = 0, reason = "" } = {}) {
   connEl.dataset.state = connState;
   const seconds = () => Math.max(1, Math.ceil((retryAt - Date.now()) / 1000));
   let text = null;
-  if (connState === "live") text = () => "● Live";
-  else if (connState === "connecting") text = () => "Connecting…";
-  else if (connState === "reconnecting") text = () => "Reconnecting…";
+  if (connState === "live") text = () => _("● Live");
+  else if (connState === "connecting") text = () => _("Connecting…");
+  else if (connState === "reconnecting") text = () => _("Reconnecting…");
   else if (connState === "offline") {
-    text = () => (navigator.onLine === false && !retryAt ? "Offline" : "Offline — retrying in " + seconds() + "s");
+    text = () => (navigator.onLine === false && !retryAt ? _("Offline") : _("Offline — retrying in {n}s", { n: seconds() }));
   } else if (connState === "refused") {
     // The server turned the live connection down (e.g. too many from one address, as behind
     // a carrier's shared address): the thread is all here, only live updates wait.
-    const why = reason ? reason.replace(/[.\s]+$/, "") + "." : "The server is not taking live connections from your network right now.";
-    text = () => "Live updates paused: " + why + " Retrying in " + seconds() + "s; you can still read and post.";
-  } else if (connState === "stopped") text = () => "Live updates unavailable";
+    // The server's close reason is for developers (docs/protocol.md); a reader is told it in
+    // the page's language, or the general case.
+    const why = REFUSALS[reason.replace(/[.\s]+$/, "")]
+      || _("The server is not taking live connections from your network right now.");
+    text = () => _("Live updates paused: {why} Retrying in {n}s; you can still read and post.", { why, n: seconds() });
+  } else if (connState === "stopped") text = () => _("Live updates unavailable");
   connEl.textContent = text ? text() : "";
   if (connState === "offline" || connState === "refused") {
     countdownTimer = setInterval(() => { connEl.textContent = text(); }, 1000);
@@ -61,7 +68,7 @@ function showReaders() {
   if (!readersEl) return;
   const visible = state.connState === "live" && typeof state.readers === "number" && state.readers > 0;
   readersEl.hidden = !visible;
-  if (visible) readersEl.textContent = state.readers + " reading now";
+  if (visible) readersEl.textContent = ngettext("{n} reading now", "{n} reading now", state.readers);
 }
 
 // --- frames ------------------------------------------------------------------------------

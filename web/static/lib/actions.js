@@ -2,6 +2,7 @@
    sent with fetch instead when it runs. */
 
 import { csrfToken, toInt } from "./util.js";
+import { _, ngettext, pgettext } from "./i18n.js";
 
 // The JSON the action routes take; without JavaScript the same forms post as they are.
 function actionPayload(form) {
@@ -52,13 +53,13 @@ export function showResult(el, text, isError) {
 
 // The server's own words when it gave any: they say what is wrong (a name that belongs to a
 // moderator, an expired form) better than a guess from the status.
-export function actionError(outcome, signedOut = "Your session has ended. Please log in again.") {
+export function actionError(outcome, signedOut = _("Your session has ended. Please log in again.")) {
   const err = outcome.data && outcome.data.error;
-  if (outcome.status === 0) return "Could not reach the server. Please try again.";
+  if (outcome.status === 0) return _("Could not reach the server. Please try again.");
   if (outcome.status === 401) return signedOut;
   if (err && err.message) return err.message;
-  if (outcome.status === 403) return "Your session has expired. Please reload the page and try again.";
-  return "That did not work. Please try again.";
+  if (outcome.status === 403) return _("Your session has expired. Please reload the page and try again.");
+  return _("That did not work. Please try again.");
 }
 
 /* Whose comment it is, so that a moderator's ban and unban forms name the reader (the ban form
@@ -93,21 +94,29 @@ export function showBanned(el, scope, banned) {
   if (unban) unban.hidden = !readerId || !banned;
 }
 
-// "for 24 hours" / "for good", from the ban form's duration as the moderator chose it.
+// "for 24 hours" / "for good", from the ban form's duration (minutes) as the moderator chose it.
 export function banLength(form) {
   const duration = form.elements.namedItem("duration");
-  const label = duration && duration.selectedOptions && duration.selectedOptions[0]
-    ? duration.selectedOptions[0].textContent.trim().toLowerCase() : "";
-  return !label || label === "for good" ? "for good" : "for " + label;
+  const minutes = duration && "value" in duration ? toInt(duration.value, 0) : 0;
+  if (minutes <= 0) return _("for good");
+  if (minutes % 1440 === 0 && minutes > 1440) return ngettext("for {n} day", "for {n} days", minutes / 1440);
+  if (minutes % 60 === 0) return ngettext("for {n} hour", "for {n} hours", minutes / 60);
+  return ngettext("for {n} minute", "for {n} minutes", minutes);
 }
 
 /* A thread's state (open, closed, hidden) on the moderator's buttons of one article: the name
    shown, and every button but the one for the current state. Used by the article page and the desk. */
+const THREAD_STATE_NAMES = {
+  open: pgettext("thread state", "open"),
+  closed: pgettext("thread state", "closed"),
+  hidden: pgettext("thread state", "hidden"),
+};
+
 export function showThreadState(group, threadState) {
   if (!group) return;
   group.dataset.threadState = threadState;
   const name = group.querySelector('[data-field="state-name"]');
-  if (name) name.textContent = threadState;
+  if (name) name.textContent = THREAD_STATE_NAMES[threadState] || threadState;
   group.querySelectorAll("form[data-to-state]").forEach((form) => {
     form.hidden = form.dataset.toState === threadState;
   });

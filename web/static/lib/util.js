@@ -5,10 +5,6 @@ export function toInt(value, fallback) {
   return Number.isFinite(n) ? n : fallback;
 }
 
-export function plural(n, one, many) {
-  return n + " " + (n === 1 ? one : many);
-}
-
 export function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');
   return meta ? meta.getAttribute("content") || "" : "";

@@ -4,13 +4,14 @@
 
 import { state } from "./state.js";
 import { field } from "../lib/util.js";
+import { _, pgettext } from "../lib/i18n.js";
 import { actionError, banLength, sendAction, setActionBusy, showResult } from "../lib/actions.js";
 import { cardOf, changeStatus, placeComment, setReaderBanned, setThreadState } from "./thread.js";
 
 const THREAD_STATE_DONE = {
-  open: "Comments are open.",
-  closed: "Comments are closed: readers can no longer post or reply.",
-  hidden: "Comments are hidden from readers.",
+  open: _("Comments are open."),
+  closed: _("Comments are closed: readers can no longer post or reply."),
+  hidden: _("Comments are hidden from readers."),
 };
 
 // The clone's forms were rendered for id "": point them at this comment.
@@ -44,37 +45,38 @@ function onActionDone(action, form, li, data, resultEl) {
       if (li) li.dataset.reported = "1";
       const details = form.closest("details");
       if (details) { details.open = false; details.hidden = true; }
-      showResult(resultEl, data.already ? "You have already reported this comment. Thank you."
-        : "Thank you — a moderator will take a look.");
+      showResult(resultEl, data.already ? _("You have already reported this comment. Thank you.")
+        : _("Thank you — a moderator will take a look."));
       return;
     }
     case "remove":
       if (same) placeComment(data.comment);
       else changeStatus(li, "removed", { removed_by: state.me, removed_at: now });
-      showResult(resultEl, "Removed. Readers see that a moderator removed it.");
+      showResult(resultEl, _("Removed. Readers see that a moderator removed it."));
       break;
     case "restore":
     case "approve":
       if (same) placeComment(data.comment);
       else changeStatus(li, "visible", {});
-      showResult(resultEl, action === "approve" ? "Approved — readers can see it now." : "Restored.");
+      showResult(resultEl, action === "approve" ? _("Approved — readers can see it now.") : _("Restored."));
       break;
     case "ban": {
       const ip = form.elements.namedItem("ip");
       if (li) setReaderBanned(li.dataset.readerId, true);
-      showResult(resultEl, "Author banned " + banLength(form) + (ip && ip.checked ? ", with their IP address." : "."));
+      showResult(resultEl, ip && ip.checked ? _("Author banned {duration}, with their IP address.", { duration: banLength(form) })
+        : _("Author banned {duration}.", { duration: banLength(form) }));
       break;
     }
     case "unban":
       if (li) setReaderBanned(li.dataset.readerId, false);
-      showResult(resultEl, "Ban lifted: they can comment again.");
+      showResult(resultEl, _("Ban lifted: they can comment again."));
       break;
     case "premoderation": {
       const sent = form.elements.namedItem("enabled");
       const on = typeof data.enabled === "boolean" ? data.enabled
         : typeof data.premoderation === "boolean" ? data.premoderation : !!sent && sent.value === "1";
       setPremoderation(form, on);
-      showResult(resultEl, on ? "Pre-moderation is on." : "Pre-moderation is off.");
+      showResult(resultEl, on ? _("Pre-moderation is on.") : _("Pre-moderation is off."));
       return;
     }
     case "thread-open":
@@ -82,10 +84,10 @@ function onActionDone(action, form, li, data, resultEl) {
     case "thread-hide":
       // The event reaches this page too; applying the answer now spares the wait.
       setThreadState(data.state);
-      showResult(resultEl, THREAD_STATE_DONE[data.state] || "Done.");
+      showResult(resultEl, THREAD_STATE_DONE[data.state] || _("Done."));
       return;
     default:
-      showResult(resultEl, "Done.");
+      showResult(resultEl, _("Done."));
   }
   // Ban and Lift ban take each other's place: the focus moves to the one now shown.
   const counterpart = { ban: 'form[data-action-form="unban"] button', unban: "details.ban > summary" }[action];
@@ -99,9 +101,9 @@ function setPremoderation(form, on) {
   const sw = bar.querySelector('[data-field="premod-switch"]');
   if (sw) sw.setAttribute("aria-pressed", on ? "true" : "false");
   const stateEl = bar.querySelector('[data-field="premod-state"]');
-  if (stateEl) stateEl.textContent = on ? "on" : "off";
+  if (stateEl) stateEl.textContent = on ? pgettext("pre-moderation", "on") : pgettext("pre-moderation", "off");
   const note = bar.querySelector('[data-field="premod-note"]');
-  if (note) note.textContent = on ? "New comments wait for a moderator before readers see them." : "New comments appear at once.";
+  if (note) note.textContent = on ? _("New comments wait for a moderator before readers see them.") : _("New comments appear at once.");
 }
 
 async function onActionSubmit(event) {
@@ -118,7 +120,7 @@ async function onActionSubmit(event) {
   const outcome = await sendAction(form);
   setActionBusy(form, false);
   if (!outcome.ok) {
-    showResult(resultEl, actionError(outcome, "Your moderator session has ended. Please log in again."), true);
+    showResult(resultEl, actionError(outcome, _("Your moderator session has ended. Please log in again.")), true);
     return;
   }
   onActionDone(action, form, li, outcome.data, resultEl);

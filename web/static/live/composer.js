@@ -13,7 +13,8 @@
  */
 
 import { state } from "./state.js";
-import { csrfToken, field, graphemeCount, local, newRef, plural, session, toInt } from "../lib/util.js";
+import { csrfToken, field, graphemeCount, local, newRef, session, toInt } from "../lib/util.js";
+import { _, ngettext } from "../lib/i18n.js";
 import { commentEl, ensureForm, focusComment, part, placeComment } from "./thread.js";
 
 const ACK_TIMEOUT_MS = 8000;
@@ -23,9 +24,8 @@ const COUNTER_FROM = 0.9; // the counter shows from 90 % of the limit
 const KEY_NAME = "backchannel.name";
 const KEY_ABOUT = "backchannel.about";
 const draftsKey = () => "backchannel.drafts." + state.slug;
-const CLOSED_TEXT = "Comments on this article are closed, so this was not posted. Your text is kept here so you can copy it.";
+const CLOSED_TEXT = _("Comments on this article are closed, so this was not posted. Your text is kept here so you can copy it.");
 
-const number = (n) => n.toLocaleString("en-GB");
 
 // --- identity and drafts ----------------------------------------------------------------
 
@@ -136,8 +136,8 @@ function limitOf(body) {
 }
 
 function overLimitText(n, limit) {
-  return "Your comment is " + number(n) + " characters long, " + number(n - limit) +
-    " over the limit of " + number(limit) + ". Please shorten it before posting.";
+  return _("Your comment is {n} characters long, {over} over the limit of {limit}. Please shorten it before posting.",
+    { n, over: n - limit, limit });
 }
 
 // Counts what the reader typed (or pasted) and says so near and over the limit. Returns the count.
@@ -153,8 +153,8 @@ function updateLength(form) {
     counter.classList.toggle("is-over", over);
     // Emptied while hidden: the textarea's description (aria-describedby) reads it.
     counter.textContent = counter.hidden ? ""
-      : over ? number(n) + " / " + number(limit) + " characters — " + number(n - limit) + " too many"
-      : number(n) + " / " + number(limit) + " characters";
+      : over ? _("{n} / {limit} characters — {over} too many", { n, limit, over: n - limit })
+      : _("{n} / {limit} characters", { n, limit });
   }
   body.setAttribute("aria-invalid", over ? "true" : "false");
   const error = form.querySelector("[data-form-error]");
@@ -196,7 +196,7 @@ function setBusy(form, busy) {
   if (!button) return;
   if (busy) {
     if (!button.dataset.label) button.dataset.label = button.textContent;
-    button.textContent = "Posting…";
+    button.textContent = _("Posting…");
     button.disabled = true;
   } else {
     if (button.dataset.label) button.textContent = button.dataset.label;
@@ -217,7 +217,7 @@ function onSubmit(event) {
   const bodyEl = field(form, "body");
   const nameEl = field(form, "name");
   if (!payload.body.trim()) {
-    showFormError(form, "Please write your comment first.", "body");
+    showFormError(form, _("Please write your comment first."), "body");
     if (bodyEl) bodyEl.focus();
     return;
   }
@@ -228,7 +228,7 @@ function onSubmit(event) {
     return;
   }
   if (!payload.name) {
-    showFormError(form, "Please add your name.", "name");
+    showFormError(form, _("Please add your name."), "name");
     if (nameEl) nameEl.focus();
     return;
   }
@@ -327,7 +327,7 @@ function succeed(post, id, comment, pending) {
   const li = commentEl(id);
   if (pending && !li) {
     // Held for moderation and not shown to us: say so where the reader is looking.
-    showFormNote(form, "Thanks — your comment will appear once a moderator has approved it.");
+    showFormNote(form, _("Thanks — your comment will appear once a moderator has approved it."));
     return;
   }
   showFormError(form, "");
@@ -376,24 +376,25 @@ function friendlyError(err) {
   const code = err && err.code;
   const message = (err && err.message) || "";
   switch (code) {
-    case "empty": return message || "Please write your comment first.";
-    case "too_long": return message || "That is longer than we can take. Please shorten it.";
-    case "invalid_message": return "Something went wrong sending that. Please try again.";
-    case "not_found": return "The comment you are replying to is no longer available.";
+    case "empty": return message || _("Please write your comment first.");
+    case "too_long": return message || _("That is longer than we can take. Please shorten it.");
+    case "invalid_message": return _("Something went wrong sending that. Please try again.");
+    case "not_found": return _("The comment you are replying to is no longer available.");
     case "rate_limited": {
       const s = toInt(err.retry_after, 0);
       return s > 0
-        ? "You are posting quickly. Please wait " + plural(s, "second", "seconds") + " and try again."
-        : "You are posting quickly. Please wait a moment and try again.";
+        ? ngettext("You are posting quickly. Please wait {n} second and try again.",
+          "You are posting quickly. Please wait {n} seconds and try again.", s)
+        : _("You are posting quickly. Please wait a moment and try again.");
     }
-    case "banned": return "You can no longer post comments here.";
+    case "banned": return _("You can no longer post comments here.");
     case "closed": return CLOSED_TEXT;
     // The server says which: a reserved name, an expired form, …
-    case "forbidden": return message || "Your session has expired. Please reload the page and try again.";
-    case "unavailable": return "Comments are briefly unavailable. Your text is kept; please try again in a moment.";
-    case "offline": return "You seem to be offline. Your text is kept; please try again when you are connected.";
-    case "unreachable": return "Could not reach the server, so your comment was not posted. Your text is kept here; please try again in a moment.";
-    default: return message || "Something went wrong. Please try again.";
+    case "forbidden": return message || _("Your session has expired. Please reload the page and try again.");
+    case "unavailable": return _("Comments are briefly unavailable. Your text is kept; please try again in a moment.");
+    case "offline": return _("You seem to be offline. Your text is kept; please try again when you are connected.");
+    case "unreachable": return _("Could not reach the server, so your comment was not posted. Your text is kept here; please try again in a moment.");
+    default: return message || _("Something went wrong. Please try again.");
   }
 }
 

@@ -7,14 +7,15 @@
  */
 
 import { state } from "./state.js";
-import { plural, toInt, say } from "../lib/util.js";
+import { toInt, say } from "../lib/util.js";
+import { _, formatList, ngettext } from "../lib/i18n.js";
 import { setTime } from "../lib/times.js";
 import { cloneFrom, fixIds } from "../lib/clone.js";
 import { setReader, showBanned, showThreadState } from "../lib/actions.js";
 import { keepWrittenForms, prepareReplyForm } from "./composer.js";
 import { wireActionForms } from "./actions.js";
 
-const TOMBSTONE = "This comment was removed by a moderator.";
+const TOMBSTONE = _("This comment was removed by a moderator.");
 // Comments longer than this many characters may be collapsed behind "Read more"; shorter ones
 // are never measured (measuring every comment of a big thread costs a layout each).
 const LONG_COMMENT_CHARS = 600;
@@ -48,7 +49,7 @@ export function updateTimes() {
 function setCount(n) {
   state.count = Math.max(0, n);
   state.root.dataset.count = String(state.count);
-  const text = plural(state.count, "comment", "comments");
+  const text = ngettext("{n} comment", "{n} comments", state.count);
   document.querySelectorAll("[data-comment-count]").forEach((el) => { el.textContent = text; });
   const empty = state.root.querySelector("[data-thread-empty]");
   if (empty) empty.hidden = state.thread.querySelector(".comment") !== null;
@@ -58,7 +59,7 @@ let announceQueue = [];
 let announceTimer = 0;
 
 function announce(comment) {
-  const name = (comment.author && comment.author.name) || "someone";
+  const name = (comment.author && comment.author.name) || _("someone");
   announceQueue.push({ name, reply: !!comment.parent });
   clearTimeout(announceTimer);
   // Several arriving together (catch-up after a reconnect) become one announcement.
@@ -71,13 +72,13 @@ function flushAnnouncements() {
   if (!items.length) return;
   let text;
   if (items.length === 1) {
-    text = (items[0].reply ? "New reply from " : "New comment from ") + items[0].name;
+    const name = items[0].name;
+    text = items[0].reply ? _("New reply from {name}", { name }) : _("New comment from {name}", { name });
   } else {
     const names = [...new Set(items.map((i) => i.name))];
     const shown = names.slice(0, 3);
-    let who = shown.length === 1 ? shown[0] : shown.slice(0, -1).join(", ") + " and " + shown[shown.length - 1];
-    if (names.length > 3) who = shown.join(", ") + " and others";
-    text = items.length + " new comments, from " + who;
+    const who = names.length > 3 ? _("{names} and others", { names: shown.join(", ") }) : formatList(shown);
+    text = ngettext("{n} new comment, from {who}", "{n} new comments, from {who}", items.length, { n: items.length, who });
   }
   say(document.getElementById("live-announcer"), text);
 }
@@ -141,7 +142,7 @@ function setReports(li, n) {
   if (!flag) return;
   const reports = toInt(n, 0);
   flag.hidden = reports <= 0;
-  flag.textContent = "Reported " + plural(reports, "time", "times");
+  flag.textContent = ngettext("Reported {n} time", "Reported {n} times", reports);
 }
 
 // Every comment on the page by this reader: after a ban or unban they all say so.
@@ -173,7 +174,7 @@ function fillComment(li, c) {
   const aboutEl = part(li, "about");
   if (aboutEl) { aboutEl.textContent = about; aboutEl.hidden = !about; }
   const replyTo = part(li, "reply-to");
-  if (replyTo) replyTo.textContent = name ? " to " + name : "";
+  if (replyTo) replyTo.textContent = name ? " " + _("to {name}", { name }) : "";
   const timeEl = part(li, "time");
   if (timeEl && c.created_at) setTime(timeEl, c.created_at);
   const body = part(li, "body");
@@ -225,7 +226,7 @@ function applyModStatus(li, status, info) {
   if (note) {
     note.hidden = !removed;
     const by = part(li, "removed-by");
-    if (by) by.textContent = li.dataset.removedBy ? "Removed by " + li.dataset.removedBy : "Removed";
+    if (by) by.textContent = li.dataset.removedBy ? _("Removed by {moderator}", { moderator: li.dataset.removedBy }) : _("Removed");
     const when = part(li, "removed-when");
     const time = when && when.querySelector("time");
     if (when && time) {
@@ -314,7 +315,7 @@ function collapseIfLong(li) {
   body.classList.toggle("is-collapsed", overflows);
   more.hidden = !overflows;
   more.setAttribute("aria-expanded", "false");
-  more.textContent = "Read more";
+  more.textContent = _("Read more");
 }
 
 // The whole thread at load: collapse every long one first, then measure them all (one layout,
@@ -346,7 +347,7 @@ function onReadMore(event) {
   body.classList.toggle("is-collapsed", !expand);
   more.dataset.expanded = expand ? "1" : "";
   more.setAttribute("aria-expanded", expand ? "true" : "false");
-  more.textContent = expand ? "Show less" : "Read more";
+  more.textContent = expand ? _("Show less") : _("Read more");
   // Collapsing again from far down the comment: bring its start back into view.
   if (!expand && body.getBoundingClientRect().top < 0) body.scrollIntoView({ block: "start" });
 }
@@ -426,7 +427,7 @@ function updateNewButton() {
   const above = (cardOf(target) || target).getBoundingClientRect().top < 0;
   const label = button.querySelector("[data-new-label]");
   const arrow = button.querySelector("[data-new-arrow]");
-  if (label) label.textContent = plural(n, "new comment", "new comments");
+  if (label) label.textContent = ngettext("{n} new comment", "{n} new comments", n);
   if (arrow) arrow.textContent = above ? "↑" : "↓";
   button.hidden = false;
 }
@@ -484,9 +485,9 @@ function onRestored(c) {
 
 const STATE_OF_EVENT = { opened: "open", closed: "closed", hidden: "hidden" };
 const STATE_SAID = {
-  open: "Comments are open again.",
-  closed: "Comments are closed.",
-  hidden: "Comments on this article are hidden.",
+  open: _("Comments are open again."),
+  closed: _("Comments are closed."),
+  hidden: _("Comments on this article are hidden."),
 };
 
 /* The page follows the thread's state: the CSS takes the composer, Reply and Post away while it

@@ -1,0 +1,137 @@
+"""The UI's languages: one gettext catalogue per language, for the pages, the scripts and the
+error messages a reader sees.
+
+The catalogues are web/locale/LANG/LC_MESSAGES/messages.po, read with Babel when the server
+starts (no compiled .mo files: nothing to rebuild by hand after an edit, nothing to fall out of
+step in a fresh clone). `make messages` extracts the strings from the templates (Jinja2's i18n
+extension), the scripts (`_()` / `ngettext()` in web/static) and server/ (`N_()` and the error
+classes' first argument) into messages.pot and merges it into each .po (babel.cfg).
+
+English is the source language: its strings are the msgids, so it has no catalogue of its own.
+The scripts get the msgids found in web/static only (`script_messages`), as an ES module per
+language (`/i18n/LANG.js`, pages.py) that lib/i18n.js imports; an embed can load any language's
+the same way.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from babel import Locale
+from babel.dates import format_date, format_timedelta
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+from babel.support import NullTranslations, Translations
+
+LANGUAGES = ("en", "fr", "de")
+SOURCE_LANGUAGE = "en"
+LOCALE_DIR = Path(__file__).resolve().parent.parent / "web" / "locale"
+# The units of relative times, in seconds: weeks, days, hours, minutes (lib/i18n.js the same).
+TIME_UNITS = (7 * 86400, 86400, 3600, 60)
+DATE_AFTER_DAYS = 30  # older than this, a comment shows its date instead of "… ago"
+
+
+def N_(message: str) -> str:
+    """Marks a message for the catalogue where it is written; it is translated where shown."""
+    return message
+
+
+def po_path(language: str) -> Path:
+    return LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
+
+
+def read_catalog(language: str) -> Catalog:
+    with po_path(language).open("rb") as f:
+        return read_po(f, locale=language)
+
+
+@dataclass(frozen=True)
+class Language:
+    """One UI language: its gettext translations, and what the scripts need of them."""
+
+    code: str
+    translations: NullTranslations
+    script_messages: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def locale(self) -> Locale:
+        return Locale.parse(self.code)
+
+    def gettext(self, message: str) -> str:
+        return self.translations.gettext(message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return self.translations.ngettext(singular, plural, n)
+
+    def format(self, template: str, params: dict[str, Any]) -> str:
+        """A message of the catalogue in this language, its {named} values filled in (numbers
+        written as the language writes them: 5,000 / 5 000 / 5.000)."""
+        text = self.gettext(template)
+        if not params:
+            return text
+        return text.format(
+            **{
+                key: format_decimal(value, locale=self.locale) if isinstance(value, int) else value
+                for key, value in params.items()
+            }
+        )
+
+    def day(self, iso: str) -> str:
+        """An article's publication day, as the index shows it: Nov 30, 2026 / 30 nov. 2026."""
+        return format_date(datetime.fromisoformat(iso.replace("Z", "+00:00")), format="medium", locale=self.locale)
+
+    def ago(self, iso: str, now: datetime | None = None) -> str:
+        """'just now', '5 minutes ago', 'il y a 5 minutes', … and past DATE_AFTER_DAYS the date."""
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        seconds = int(((now or datetime.now(UTC)) - then).total_seconds())
+        if seconds >= DATE_AFTER_DAYS * 86400:
+            return format_date(then, format="medium", locale=self.locale)
+        for size in TIME_UNITS:
+            if seconds >= size:
+                # A whole number of units, and threshold=1: Babel then says it in that unit,
+                # in CLDR's words, exactly as the browser's Intl.RelativeTimeFormat does.
+                whole = timedelta(seconds=-(seconds // size) * size)
+                return format_timedelta(whole, threshold=1, add_direction=True, locale=self.locale)
+        return self.gettext("just now")
+
+
+ENGLISH = Language(SOURCE_LANGUAGE, NullTranslations())
+
+
+def _translations(catalog: Catalog) -> Translations:
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(fp=buffer)
+
+
+def _script_messages(catalog: Catalog) -> dict[str, Any]:
+    """The translated messages the scripts use: {msgid: msgstr}, {singular: [forms…]}; a
+    message with a context is keyed "CONTEXT\x04MSGID", as in a .mo file."""
+    messages: dict[str, Any] = {}
+    for message in catalog:
+        if not message.id or message.fuzzy or not any(path.endswith(".js") for path, _ in message.locations):
+            continue
+        prefix = f"{message.context}\x04" if message.context else ""
+        if message.pluralizable:
+            forms = [str(form) for form in message.string] if isinstance(message.string, tuple | list) else []
+            if all(forms):
+                messages[prefix + message.id[0]] = forms
+        elif message.string:
+            messages[prefix + str(message.id)] = message.string
+    return messages
+
+
+def load_languages() -> dict[str, Language]:
+    languages = {SOURCE_LANGUAGE: ENGLISH}
+    for code in LANGUAGES:
+        if code != SOURCE_LANGUAGE:
+            catalog = read_catalog(code)
+            languages[code] = Language(code, _translations(catalog), _script_messages(catalog))
+    return languages
