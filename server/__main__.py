@@ -30,8 +30,15 @@ log = logging.getLogger("backchannel")
 
 def warn_about_redis_durability(url: str) -> None:
     """One warning per setting with which Redis would lose comments (README, "Several
-    instances"). A Redis that refuses CONFIG (a managed one) or is not up yet: nothing said."""
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    instances"). A Redis that refuses CONFIG (a managed one) or is not up yet: nothing said.
+    On a cluster, the first startup node speaks for all (they are configured alike)."""
+    from .backends.redis import cluster_nodes, is_cluster_url
+
+    if is_cluster_url(url):
+        node = cluster_nodes(url)[0]
+        client = redis.Redis(host=node.host, port=int(node.port), socket_timeout=2, socket_connect_timeout=2)
+    else:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         config = {**client.config_get("appendonly"), **client.config_get("maxmemory-policy")}
     except redis.RedisError:

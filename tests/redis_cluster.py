@@ -77,6 +77,25 @@ class RedisClusterServers:
                 raise RuntimeError("the Redis Cluster did not become ok")
             time.sleep(0.1)
 
+    def wait_for_failover(self, dead: RedisServer, timeout: float = 30.0) -> None:
+        """Until a replica serves every slot the dead primary served, as every live node sees it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                owners = set()
+                for node in self.live_nodes():
+                    with node.client() as client:
+                        owners |= {int(owner[1]) for _s, _e, owner, *_r in client.execute_command("CLUSTER", "SLOTS")}
+                if dead.port not in owners and all(self._node_is_ok(node) for node in self.live_nodes()):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                with self.live_nodes()[0].client() as client:
+                    view = client.execute_command("CLUSTER", "NODES").decode()
+                raise RuntimeError(f"no replica took over from {dead.port}:\n{view}")
+            time.sleep(0.1)
+
     def _node_is_ok(self, node: RedisServer) -> bool:
         with node.client() as client:
             info = client.execute_command("CLUSTER", "INFO").decode()

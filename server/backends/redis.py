@@ -226,17 +226,42 @@ def _client(url: str, pool_size: int) -> aioredis.Redis:
     pool_size connections per node. It takes the same commands, so one code path serves
     both (typed as Redis for that)."""
     if is_cluster_url(url):
-        cluster = RedisCluster(
-            startup_nodes=cluster_nodes(url),
-            max_connections=pool_size,
-            require_full_coverage=False,  # a shard failing over stops only its own threads
-            **_options(),
-        )
-        return cast(aioredis.Redis, cluster)
+        return cast(aioredis.Redis, _cluster_client(url, pool_size))
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=REDIS_TIMEOUT, retry=retry_once_on_a_fresh_connection(), **_options()
     )
     return aioredis.Redis.from_pool(pool)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's RedisCluster, except that it reads the slot map again after an error (a
+    failover, a moved slot) without closing every connection first. Its own aclose() there
+    (on ClusterDownError, SlotNotCoveredError, every 5th MOVED) dropped the healthy shards'
+    connections with commands in flight on them: they failed with AttributeError or
+    RuntimeError (not RedisError, so a 500) and scripts ran again (../shared/FACTS.md).
+    Only close_for_good() closes it."""
+
+    async def aclose(self) -> None:
+        self._initialize = True  # the next command reads the slot map first
+
+    async def close_for_good(self) -> None:
+        await super().aclose()
+
+
+def _cluster_client(url: str, pool_size: int) -> _Cluster:
+    return _Cluster(
+        startup_nodes=cluster_nodes(url),
+        max_connections=pool_size,
+        require_full_coverage=False,  # a shard failing over stops only its own threads
+        **_options(),
+    )
+
+
+async def _close(client: aioredis.Redis) -> None:
+    if isinstance(client, _Cluster):
+        await client.close_for_good()
+    else:
+        await client.aclose()
 
 
 def RedisBackend(url: str, history_size: int = 1000) -> Backend:
@@ -250,11 +275,28 @@ def _text(reply: bytes | str) -> str:
     return reply.decode() if isinstance(reply, bytes) else reply
 
 
+def _link_failed(exc: Exception) -> bool:
+    """Whether a Redis call failed on its link: a timeout, a RedisError, a socket error; or,
+    raised inside redis-py when a connection closed under a command in flight (a cluster node
+    killed), the RuntimeError of a closed uvloop transport or an AttributeError on the dropped
+    writer, which redis-py does not turn into its ConnectionError."""
+    if isinstance(exc, (TimeoutError, RedisError, OSError)):
+        return True
+    if isinstance(exc, (RuntimeError, AttributeError)):
+        frame, module = exc.__traceback__, ""
+        while frame is not None:  # the innermost Python frame says whose error it is
+            module, frame = frame.tb_frame.f_globals.get("__name__", ""), frame.tb_next
+        return module.startswith("redis.")
+    return False
+
+
 async def _call(awaitable: Awaitable[T]) -> T:
     """Every Redis call: failures of the link become Unavailable, never a hang or a 500."""
     try:
         return await awaitable
-    except (TimeoutError, RedisError, OSError) as exc:
+    except Exception as exc:
+        if not _link_failed(exc):
+            raise
         raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
 
 
@@ -298,12 +340,14 @@ class RedisStore(Store):
         await _call(self.redis.ping())
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await _close(self.redis)
 
     async def ready(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), REDIS_TIMEOUT))
-        except (TimeoutError, RedisError, OSError):
+        except Exception as exc:
+            if not _link_failed(exc):
+                raise
             return False
 
     # --- threads ---
@@ -753,7 +797,9 @@ class SharedLimits(RedisStorage):
                 if refused:
                     return start + int(refused) - 1
                 start = end
-        except (TimeoutError, RedisError, OSError):
+        except Exception as exc:
+            if not _link_failed(exc):
+                raise
             for index, (key, limit, expiry) in enumerate(entries[start:], start):
                 if not await self._local.acquire_entry(key, limit, expiry):
                     return index
@@ -782,7 +828,15 @@ class SharedLimits(RedisStorage):
 
 
 class SharedClusterLimits(SharedLimits, RedisClusterStorage):
-    """The same counters on a Redis Cluster, each key on the node of its slot."""
+    """The same counters on a Redis Cluster, each key on the node of its slot, through the same
+    kind of cluster client as the commands (see _Cluster)."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        assert isinstance(self.bridge, RedispyBridge), "implementation='redispy'"
+        self.bridge.storage = _cluster_client(url, pool_size=50)
+        self.bridge.register_scripts()
+        self._acquire_in_order = self.bridge.get_connection().register_script(ACQUIRE_IN_ORDER_SCRIPT.encode())
 
     def _same_slot(self, key: str, other: str) -> bool:
         return key_slot(key.encode()) == key_slot(other.encode())
@@ -874,7 +928,7 @@ class RedisBus(Bus):
             await self._drop(shard)
             with contextlib.suppress(Exception):
                 await shard.client.aclose()
-        await self.redis.aclose()
+        await _close(self.redis)
 
     def _publish(self, channel: str, message: str | int) -> Awaitable[Any]:
         return self.redis.execute_command(self.publish_command, channel, message)  # type: ignore[no-untyped-call]  # unannotated in redis-py
@@ -1147,7 +1201,9 @@ class RedisBus(Bus):
         try:
             total = await self._report_presence(slug, local_readers)
             await self._publish(_channel(slug), f"presence {total}")
-        except (TimeoutError, RedisError, OSError):
+        except Exception as exc:
+            if not _link_failed(exc):
+                raise
             return local_readers  # the best we know while Redis is away
         return total
 
@@ -1181,7 +1237,9 @@ class RedisBus(Bus):
             for slug in list(self._subscribed):
                 try:
                     total = await self._report_presence(slug, self._local_readers.get(slug, 0))
-                except (TimeoutError, RedisError, OSError):
+                except Exception as exc:
+                    if not _link_failed(exc):
+                        raise
                     break
                 if totals.get(slug) != total:
                     totals[slug] = total

@@ -85,6 +85,7 @@ class Reader:
     close_codes: list[int] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
+    slug: str = DEMO_SLUG
 
     async def run(self) -> None:
         for attempt in itertools.count():
@@ -93,7 +94,7 @@ class Reader:
             ws = None
             try:
                 async with connect(
-                    f"{server.ws_url}/articles/{DEMO_SLUG}/live{query}", open_timeout=3, ping_interval=None
+                    f"{server.ws_url}/articles/{self.slug}/live{query}", open_timeout=3, ping_interval=None
                 ) as ws:
                     async for raw in ws:
                         self._apply(json.loads(raw))
@@ -140,8 +141,9 @@ class Poster:
     """Posts through every instance in turn; retries a refused post (503, a dead instance) with
     the same ref until it is acknowledged, as live.js does."""
 
-    def __init__(self, instances: list[ServerProcess]) -> None:
+    def __init__(self, instances: list[ServerProcess], slug: str = DEMO_SLUG) -> None:
         self.instances = instances
+        self.slug = slug
         self.acked: dict[str, int] = {}  # comment id -> seq
         self.refused = 0
         self._refs = itertools.count()
@@ -156,7 +158,7 @@ class Poster:
             server = self.instances[next(self._turn) % len(self.instances)]
             try:
                 response = await self.client.post(
-                    f"{server.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "Poster", "body": body, "ref": ref}
+                    f"{server.url}/api/articles/{self.slug}/comments", json={"name": "Poster", "body": body, "ref": ref}
                 )
                 if response.status_code in (200, 201):
                     data = response.json()
