@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         control.subscribe(RulesChanged, spam.on_rules_changed)
         control.subscribe(ArticleChanged, articles.on_article_changed)
         backend.on_control = control.dispatch
+        backend.on_control_resync = articles.on_control_resync
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
         app.state.connections_per_network = Counter()

@@ -4,6 +4,8 @@ restart on the embedded backend."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -11,6 +13,11 @@ import httpx2 as httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+
+from server.articles import to_stored
+from server.backends.redis import RedisStore
+from server.comments import utc_now_iso
+from server.content import Article
 
 from .servers import ServerProcess
 
@@ -76,3 +83,25 @@ def test_an_article_is_served_after_a_restart_on_the_embedded_backend(start_serv
     server.restart()
     page = httpx.get(f"{server.url}/articles/bridge-opens")
     assert page.status_code == 200 and "The bridge opened today." in page.text
+
+
+def test_a_change_whose_message_was_lost_is_served_once_the_bus_reconnects(start_server, redis_server):
+    """An ArticleChanged published while an instance's subscription was down never reaches it;
+    when the subscription is rebuilt, the instance re-reads every article."""
+    redis_server.client().flushall()
+    b = start_server(REDIS_URL=redis_server.url)
+
+    async def write_without_telling_anyone() -> None:  # as if the message had been lost
+        store = RedisStore(redis_server.url)
+        await store.start()
+        article = Article("quiet-story", "Quiet story", "", None, "", ("Told to no one.",), None, (), "api")
+        await store.ensure_thread("quiet-story", [])
+        await store.put_article(to_stored(dataclasses.replace(article, published_at=utc_now_iso()), True))
+        await store.close()
+
+    asyncio.run(write_without_telling_anyone())
+    assert httpx.get(f"{b.url}/articles/quiet-story").status_code == 404
+    redis_server.client().client_kill_filter(_type="pubsub")  # every subscription drops
+    seen_within(
+        "re-read after the reconnect", lambda: httpx.get(f"{b.url}/articles/quiet-story").status_code == 200, limit=10
+    )

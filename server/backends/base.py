@@ -267,8 +267,10 @@ class Store(ABC):
 class Bus(ABC):
     """The callbacks are set by the Hub: on_event(slug, event, epoch) for each event received,
     on_resync(slug) when events may have been lost (the Hub then re-reads the log),
-    on_presence(slug, readers) when another instance changed a thread's reader count, and
-    on_control(message) for each control message (moderation desk, ended sessions)."""
+    on_presence(slug, readers) when another instance changed a thread's reader count,
+    on_control(message) for each control message (moderation desk, ended sessions), and
+    on_control_resync() when control messages may have been lost (a subscription rebuilt):
+    what is kept from them and has a record in the store (the articles) is re-read."""
 
     rate_limit_storage: Storage  # where rate-limit counters live: in-process, or shared by all instances
     shared: bool = False  # other instances publish on it too
@@ -278,6 +280,7 @@ class Bus(ABC):
         self.on_resync: Callable[[str], None] = lambda slug: None
         self.on_presence: Callable[[str, int], None] = lambda slug, readers: None
         self.on_control: Callable[[str], None] = lambda message: None
+        self.on_control_resync: Callable[[], None] = lambda: None
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -335,6 +338,9 @@ class Backend:
     on_resync = property(lambda self: self.bus.on_resync, lambda self, f: setattr(self.bus, "on_resync", f))
     on_presence = property(lambda self: self.bus.on_presence, lambda self, f: setattr(self.bus, "on_presence", f))
     on_control = property(lambda self: self.bus.on_control, lambda self, f: setattr(self.bus, "on_control", f))
+    on_control_resync = property(
+        lambda self: self.bus.on_control_resync, lambda self, f: setattr(self.bus, "on_control_resync", f)
+    )
 
     @property
     def rate_limit_storage(self) -> Storage:

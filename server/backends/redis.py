@@ -1128,6 +1128,8 @@ class RedisBus(Bus):
         self.on_event(slug, Event(event.type, event.seq, event.data, wire=wire.decode()), epoch.decode())
 
     def _resync(self, shard: _Shard) -> None:
+        if CONTROL_CHANNEL in shard.channels:  # control messages may have been lost with the rest
+            self.on_control_resync()
         for channel in list(shard.channels):
             if (slug := _thread_of(channel)) is not None and slug in self._subscribed:
                 self.on_resync(slug)
