@@ -103,5 +103,5 @@ def test_a_change_whose_message_was_lost_is_served_once_the_bus_reconnects(start
     assert httpx.get(f"{b.url}/articles/quiet-story").status_code == 404
     redis_server.client().client_kill_filter(_type="pubsub")  # every subscription drops
     seen_within(
-        "re-read after the reconnect", lambda: httpx.get(f"{b.url}/articles/quiet-story").status_code == 200, limit=10
+        "re-read after the reconnect", lambda: httpx.get(f"{b.url}/articles/quiet-story").status_code == 200, limit=5
     )
