@@ -137,6 +137,21 @@ def test_a_receiver_gets_signed_events_for_comments_and_moderation(tmp_path, rec
     assert not any(json.loads(body)["type"].startswith("moderation.login") for _h, body in deliveries)
 
 
+def test_an_article_published_and_unpublished_through_the_api_is_sent(tmp_path, receiver) -> None:
+    with newsroom_app(tmp_path) as client:
+        token, record = client.portal.call(client.app.state.tokens.create, "cms", ["articles:write"], receiver.url)
+        cms = {"Authorization": f"Bearer {token}"}
+        article = {"title": "Bridge opens", "paragraphs": ["Today."], "url": "https://news.example/bridge"}
+        assert client.put("/api/articles/bridge-opens", json=article, headers=cms).status_code == 201
+        assert client.delete("/api/articles/bridge-opens", headers=cms).status_code == 204
+        deliveries = receiver.wait_for(2)
+    assert all(verify(record.webhook_secret, headers, body) for headers, body in deliveries)
+    assert [(json.loads(body)["type"], json.loads(body)["data"]) for _h, body in deliveries] == [
+        ("article.published", {"slug": "bridge-opens", "title": "Bridge opens", "url": "https://news.example/bridge"}),
+        ("article.unpublished", {"slug": "bridge-opens"}),
+    ]
+
+
 def test_a_replayed_delivery_fails_the_timestamp_check(tmp_path, receiver) -> None:
     with newsroom_app(tmp_path) as client:
         token, record = client.portal.call(
