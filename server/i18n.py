@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date, format_timedelta
+from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -68,6 +68,17 @@ class Language:
 
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         return self.translations.ngettext(singular, plural, n)
+
+    def pgettext(self, context: str, message: str) -> str:
+        return str(self.translations.pgettext(context, message))
+
+    def moment(self, iso: str) -> str:
+        """A moment as the language writes it, in UTC: Dec 1, 2026, 3:31:00 PM UTC."""
+        try:
+            when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        except ValueError:
+            return iso
+        return format_datetime(when, format="medium", tzinfo=UTC, locale=self.locale) + " UTC"
 
     def format(self, template: str, params: dict[str, Any]) -> str:
         """A message of the catalogue in this language, its {named} values filled in (numbers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,32 @@ def create_templates(settings: Settings, language: Language) -> Jinja2Templates:
     env.filters["ago"] = language.ago
     env.globals["theme_css_url"] = settings.theme_css_url
     env.filters["day"] = language.day
+    env.filters["audit_detail"] = lambda detail: audit_detail(language, detail)
     return Jinja2Templates(env=env)
+
+
+# The audit log's details, stored in English by moderation.py, moderation_routes.py and
+# lifecycle.py: the known shapes, said in the page's language (desk.js's DETAILS, the same).
+_AUDIT_DETAILS: list[tuple[re.Pattern[str], Callable[[Language, re.Match[str]], str]]] = [
+    (re.compile(r"for good"), lambda lang, m: lang.gettext("for good")),
+    (re.compile(r"until (.+)"), lambda lang, m: lang.format(N_("until {when}"), {"when": lang.moment(m[1])})),
+    (re.compile(r"from (.+)"), lambda lang, m: lang.format(N_("from {address}"), {"address": m[1]})),
+    (re.compile(r"on|off"), lambda lang, m: lang.pgettext("pre-moderation", m[0])),
+    (re.compile(r"changed nothing"), lambda lang, m: lang.gettext(N_("changed nothing"))),
+    (re.compile(r"changed (.+)"), lambda lang, m: lang.format(N_("changed {settings}"), {"settings": m[1]})),
+    (
+        re.compile(r"([\d.]+) days after publication"),
+        lambda lang, m: lang.format(N_("{days} days after publication"), {"days": m[1]}),
+    ),
+]
+
+
+def audit_detail(language: Language, detail: object) -> str:
+    text = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+    for shape, say in _AUDIT_DETAILS:
+        if match := shape.fullmatch(text):
+            return say(language, match)
+    return text
 
 
 def _messages_module(language: Language) -> bytes:

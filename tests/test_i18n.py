@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from server import errors
 from server.app import create_app
 from server.i18n import LANGUAGES, SOURCE_LANGUAGE, load_languages, read_catalog
+from server.pages import audit_detail
 from server.settings import Settings
 
 from .servers import LOCAL_STORY_SLUG, ROOT
@@ -208,3 +209,17 @@ def test_locale_files_are_the_only_catalogue_there_is() -> None:
     """No compiled .mo files to fall out of step with the .po: the server reads the .po."""
     assert list((ROOT / "web" / "locale").rglob("*.mo")) == []
     assert {p.parent.parent.name for p in Path(ROOT / "web" / "locale").rglob("messages.po")} == set(TRANSLATED)
+
+
+def test_the_audit_logs_stored_details_are_said_in_the_desks_language() -> None:
+    """Details are stored in English (a record); the desk says the known shapes in its language."""
+    french = load_languages()["fr"]
+    assert audit_detail(french, "for good") == "définitivement"
+    assert audit_detail(french, "until 2026-12-01T15:31:00Z") == "jusqu'au 1 déc. 2026, 15:31:00 UTC"
+    assert audit_detail(french, "from 10.0.0.1") == "depuis 10.0.0.1"
+    assert audit_detail(french, "on") == "activée"
+    assert audit_detail(french, "3 days after publication") == "3 jours après la publication"
+    assert audit_detail(french, "a shape nobody wrote") == "a shape nobody wrote"
+    assert (
+        audit_detail(load_languages()["en"], "until 2026-12-01T15:31:00Z") == "until Dec 1, 2026, 3:31:00\u202fPM UTC"
+    )

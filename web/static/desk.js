@@ -112,9 +112,26 @@ const whenFormat = (() => {
   try { return new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" }); } catch (e) { return null; }
 })();
 
+// The audit log's details are stored in English ("for good", "until 2026-…", "from 10.0.0.1"):
+// the known shapes are said in the page's language (as server/pages.py's audit_detail does).
+const DETAILS = [
+  [/^for good$/, () => _("for good")],
+  [/^until (.+)$/, (m) => _("until {when}", { when: m[1] })],
+  [/^from (.+)$/, (m) => _("from {address}", { address: m[1] })],
+  [/^on$/, () => pgettext("pre-moderation", "on")],
+  [/^off$/, () => pgettext("pre-moderation", "off")],
+  [/^changed nothing$/, () => _("changed nothing")],
+  [/^changed (.+)$/, (m) => _("changed {settings}", { settings: m[1] })],
+  [/^([\d.]+) days after publication$/, (m) => _("{days} days after publication", { days: m[1] })],
+];
+
 // "until 2026-11-27T15:31:00.000Z" reads better in the moderator's own time.
 function prettyDetail(detail) {
-  const text = typeof detail === "string" ? detail : JSON.stringify(detail);
+  let text = typeof detail === "string" ? detail : JSON.stringify(detail);
+  for (const [shape, say] of DETAILS) {
+    const m = shape.exec(text);
+    if (m) { text = say(m); break; }
+  }
   return text.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?/g, (iso) => {
     const t = Date.parse(iso);
     return Number.isNaN(t) || !whenFormat ? iso : whenFormat.format(new Date(t));
