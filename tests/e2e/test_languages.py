@@ -5,12 +5,13 @@ the plural forms follow the language."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import httpx2 as httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from server.i18n import read_catalog
+from server.i18n import load_languages, read_catalog
 
 from ..servers import LOCAL_STORY_SLUG, ServerProcess
 from .article_page import comment_by_body, post_from
@@ -110,6 +111,27 @@ def test_the_french_page_has_no_english_left(start_server, new_page, local_story
 
     assert english_left(page, "fr") == []
     assert page.errors == []
+
+
+# Moments before "now", in seconds: a minute, hours, days, weeks, and past the date cut-over.
+AGES = [5, 60, 3 * 3600 + 5, 2 * 86400, 15 * 86400, 45 * 86400]
+SCRIPT_AGO = """async ({ ages, now }) => {
+  const i18n = await import("/static/lib/i18n.js");
+  return ages.map((age) => i18n.ago(new Date(now - age * 1000).toISOString(), now));
+}"""
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "de"])
+def test_the_script_says_relative_times_as_the_server_does(start_server, new_page, local_story, language):
+    """The page's "il y a 3 heures" comes from the server (Babel) and is kept current by the
+    script (Intl): both must say the same, or times would change words as the page runs."""
+    server = start_server(LANGUAGE=language, content_dir=local_story)
+    page = open_live(new_page, server)
+    now = datetime.now(UTC).replace(microsecond=0)
+    said_by_script = page.evaluate(SCRIPT_AGO, {"ages": AGES, "now": now.timestamp() * 1000})
+    said_by_server = [load_languages()[language].ago((now - timedelta(seconds=age)).isoformat(), now) for age in AGES]
+    print(language, said_by_script)
+    assert said_by_script == said_by_server
 
 
 def test_german_says_one_comment_and_two_comments(start_server, new_page, local_story):
