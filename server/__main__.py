@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import IO, TypeVar
 
 import redis
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from . import settings as settings_module
 from .backends import create_backend, create_store
@@ -23,6 +25,7 @@ from .http_limits import LimitedHttpToolsProtocol
 from .moderation import Moderation, moderator_display_name
 from .tokens import SCOPES, Tokens
 from .wire import LiveWebSocketProtocol
+from .workers import run_workers
 
 T = TypeVar("T")
 log = logging.getLogger("backchannel")
@@ -58,16 +61,33 @@ def warn_about_redis_durability(url: str) -> None:
         )
 
 
-def serve(host: str | None, port: int | None) -> None:
+def worker_count(requested: int | None, settings: settings_module.Settings) -> int:
+    """How many worker processes serve: as asked, else one per core when Redis joins them (each
+    worker is an instance of its own, as on separate hosts), else one — the in-process bus
+    cannot reach another process, so more need REDIS_URL."""
+    if requested is None:
+        return (os.cpu_count() or 1) if settings.redis_url else 1
+    if requested < 1:
+        raise settings_module.SettingsError("--workers must be 1 or more")
+    if requested > 1 and not settings.redis_url:
+        raise settings_module.SettingsError(
+            "--workers over 1 needs REDIS_URL: workers are separate instances, and only Redis joins them"
+        )
+    return requested
+
+
+def serve(host: str | None, port: int | None, workers: int | None = None) -> None:
     settings = settings_module.load()
+    processes = worker_count(workers, settings)
     if settings.redis_url and not settings.database_url:  # Redis is the store: it must keep what it took
         warn_about_redis_durability(settings.redis_url)
     migrate(settings, quiet=True)  # before uvicorn, so that a refusal is one line, not a traceback
-    uvicorn.run(
+    host, port = host or settings.host, port or settings.port
+    config = uvicorn.Config(
         "server.app:create_app",
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         # uvicorn's websockets sans-I/O protocol (the fastest of its implementations here),
         # extended so the fan-out writes each event's frame, built once, to every socket.
         # No permessage-deflate: every reader's copy would be compressed apart, each socket
@@ -87,7 +107,15 @@ def serve(host: str | None, port: int | None) -> None:
         http=LimitedHttpToolsProtocol,
         timeout_graceful_shutdown=5,
         log_level="info",
+        workers=processes,
     )
+    if processes > 1:
+        run_workers(config)
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run does: a start that failed is an exit status
 
 
 def create_moderator(name: str, password_file: str | None, display_name: str | None = None) -> None:
@@ -254,6 +282,11 @@ def main() -> None:
     serve_cmd = commands.add_parser("serve", help="serve HTTP and WebSocket on HOST:PORT")
     serve_cmd.add_argument("--host", help="listen address (default: the HOST setting)")
     serve_cmd.add_argument("--port", type=int, help="listen port (default: the PORT setting)")
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes on the one port (default: one per core with REDIS_URL, else 1)",
+    )
     moderator_cmd = commands.add_parser("create-moderator", help="create or reset a moderator (password from stdin)")
     moderator_cmd.add_argument("name")
     moderator_cmd.add_argument("--password-file", help="read the password from this file instead of stdin")
@@ -288,7 +321,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         try:
-            serve(args.host, args.port)
+            serve(args.host, args.port, args.workers)
         except settings_module.SettingsError as exc:
             sys.exit(f"python -m server serve: {exc}")
     elif args.command == "migrate":

@@ -103,8 +103,10 @@ def start_server(tmp_path: Path) -> Iterator:
     """Factory: start_server(**env) -> a running ServerProcess; all are stopped at the end."""
     started: list[ServerProcess] = []
 
-    def start(data_dir: Path | None = None, content_dir: Path | None = None, **env: str) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / f"server{len(started)}", content_dir, **env)
+    def start(
+        data_dir: Path | None = None, content_dir: Path | None = None, workers: int = 1, **env: str
+    ) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / f"server{len(started)}", content_dir, workers, **env)
         started.append(server)
         return server.start()
 

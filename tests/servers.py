@@ -53,9 +53,12 @@ def server_command(*args: str, env: dict[str, str], stdin: str = "") -> subproce
 class ServerProcess:
     """One uvicorn instance of the product, started exactly as `make run` starts it."""
 
-    def __init__(self, data_dir: Path, content_dir: Path | None = None, **env: str) -> None:
+    def __init__(self, data_dir: Path, content_dir: Path | None = None, workers: int = 1, **env: str) -> None:
+        """workers: --workers (one process by default, so that a test's instance is one
+        process it can kill, as the tests of instances mean)."""
         self.data_dir = data_dir
         self.content_dir = content_dir or ROOT / "content"
+        self.workers = workers
         self.env = env
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -83,7 +86,11 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the server writes to its own copy of the handle
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "server", "serve", "--workers", str(self.workers)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

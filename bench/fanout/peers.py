@@ -48,7 +48,7 @@ class Peer:
                     "MAX_CONNECTIONS_PER_IP": "1000000",
                     "REDIS_URL": redis_url or "",
                 }
-                cmd = [sys.executable, "-m", "server", "serve"]
+                cmd = [sys.executable, "-m", "server", "serve", "--workers", "1"]  # the bench runs its instances
             elif self.name == "raw":
                 cmd = [sys.executable, str(PEERS_DIR / "raw_server.py"), "--port", str(port), "--instance", str(i)]
                 env = {}
