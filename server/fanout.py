@@ -86,6 +86,8 @@ class Hub:
         # arriving while the last one's unsubscribe is still under way must not be overtaken by it.
         self._subscription_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._heads_due: set[str] = set()  # threads to resync, waiting for the one read of their heads
+        self._heads_check: asyncio.Task[None] | None = None
 
     # --- membership ---
 
@@ -156,11 +158,45 @@ class Hub:
             self._recover(channel, event)
 
     def resync(self, slug: str) -> None:
-        """Events of this thread may have been lost: re-read the log before anything newer."""
+        """Events of this thread may have been lost: re-read the log before anything newer.
+
+        The requests made together (a lost heartbeat makes one for every thread, the head
+        reconciliation one for each thread behind) share one read of their heads, and only the
+        threads whose head is past what was delivered read their log: a thousand threads cost
+        one query, not two thousand that would queue for the store's few connections."""
         channel = self._channels.get(slug)
         if channel is not None:
             channel.resync_requested = True
-            self._recover(channel)
+            self._heads_due.add(slug)
+            if self._heads_check is None:
+                self._heads_check = self._spawn(self._check_heads())
+
+    async def _check_heads(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the rest of this burst of requests joins in
+            while self._heads_due:
+                slugs, self._heads_due = self._heads_due, set()
+                try:
+                    heads = await self.backend.heads(sorted(slugs))
+                except Exception:
+                    log.debug("cannot read the heads; each thread reads its log", exc_info=True)
+                    heads = {}
+                for slug in slugs:
+                    channel = self._channels.get(slug)
+                    if channel is None or not channel.resync_requested:
+                        continue
+                    head = heads.get(slug)
+                    if (
+                        head is not None
+                        and head.epoch == channel.epoch
+                        and head.seq <= channel.last_seq
+                        and not channel.recovering
+                    ):
+                        channel.resync_requested = False  # nothing was missed
+                    else:
+                        self._recover(channel)
+        finally:
+            self._heads_check = None
 
     def _fan_out(self, channel: Channel, event: Event) -> None:
         # Serialised and framed once per instance and audience, not once per reader.

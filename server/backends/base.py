@@ -28,7 +28,7 @@ from limits.aio.storage import Storage
 
 from .. import metrics
 from ..comments import Comment, Head, Snapshot, ThreadState
-from ..errors import Unavailable
+from ..errors import NotFound, Unavailable
 from ..protocol import Event
 
 log = logging.getLogger("backchannel.backend")
@@ -165,9 +165,14 @@ class Store(ABC):
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
         """Events with seq > since, in order; None when the log no longer reaches back to since."""
 
-    async def heads(self, slugs: Sequence[str]) -> dict[str, int]:
-        """The latest seq of each of these threads (those that exist)."""
-        return {slug: (await self.head(slug)).seq for slug in slugs}
+    async def heads(self, slugs: Sequence[str]) -> dict[str, Head]:
+        """The head of each of these threads (those that exist); the SQL stores read them in
+        one query."""
+        found = await asyncio.gather(*(self.head(slug) for slug in slugs), return_exceptions=True)
+        for head in found:
+            if isinstance(head, BaseException) and not isinstance(head, NotFound):
+                raise head
+        return {slug: head for slug, head in zip(slugs, found, strict=True) if isinstance(head, Head)}
 
     @abstractmethod
     async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
@@ -423,6 +428,10 @@ class Backend:
         metrics.store_reads.labels("head").inc()
         return await self.store.head(slug)
 
+    async def heads(self, slugs: Sequence[str]) -> dict[str, Head]:
+        metrics.store_reads.labels("heads").inc()
+        return await self.store.heads(slugs)
+
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
         metrics.store_reads.labels("events_since").inc()
         return await self.store.events_since(slug, since)
@@ -475,8 +484,8 @@ class Backend:
             except Exception:  # the store is away: the Hub finds out on its own
                 log.debug("cannot read the heads to reconcile", exc_info=True)
                 continue
-            for slug, seq in heads.items():
-                seen = self._seen.get(slug)
+            for slug, head in heads.items():
+                seq, seen = head.seq, self._seen.get(slug)
                 if seen is None or seq <= seen:
                     self._suspect.pop(slug, None)
                 elif (suspected := self._suspect.pop(slug, None)) is not None and seen < suspected:

@@ -34,6 +34,10 @@ log = logging.getLogger("backchannel.postgres")
 
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
+# How long an operation waits for a free connection when all are busy. Connecting has its own
+# CONNECT_TIMEOUT and a dead server fails at once, so this bounds only waiting behind busy ones:
+# under load a post waits its turn rather than fail half done (and be retried, doubling the work).
+POOL_WAIT = COMMAND_TIMEOUT
 # Two instances starting at once must not both run a migration: they queue on this lock.
 _MIGRATION_LOCK = 0x6263_6D69  # "bcmi"
 
@@ -174,8 +178,13 @@ class PostgresStore(sql.SqlStore):
         """A pooled connection; a lost link becomes Unavailable."""
         assert self._pool is not None, "store not started"
         try:
-            async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as connection:
+            async with self._pool.acquire(timeout=POOL_WAIT) as connection:
                 yield connection
+        except TimeoutError as exc:
+            # Every connection busy for that long, or a server that does not answer: either way
+            # the connections are not known dead, and dropping them all under load (they were
+            # only busy) would make every next operation connect afresh: a collapse, measured.
+            raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
         except _CONNECTION_ERRORS as exc:
             # The others in the pool most likely died with it (a restart): reconnect them lazily.
             await self._pool.expire_connections()

@@ -105,7 +105,9 @@ class Queries:
         # Session.writing() locks the thread with it.
         self.head = "SELECT seq, epoch, state, state_by, state_at FROM threads WHERE slug = $1"
         self.set_state = "UPDATE threads SET state = $1, state_by = $2, state_at = $3 WHERE slug = $4"
-        self.heads = f"SELECT slug, seq FROM threads WHERE slug {d.any_text.format('$1')}"
+        self.heads = (
+            f"SELECT slug, seq, epoch, state, state_by, state_at FROM threads WHERE slug {d.any_text.format('$1')}"
+        )
         self.states = f"SELECT slug, state, state_by, state_at FROM threads WHERE slug {d.any_text.format('$1')}"
         self.next_seq = "UPDATE threads SET seq = seq + 1 WHERE slug = $1 RETURNING seq"
         self.thread_slugs = "SELECT slug FROM threads ORDER BY slug"
@@ -170,6 +172,7 @@ class Queries:
         unexpired = f"(expires_at IS NULL OR expires_at > {d.now})"
         upsert_kv = "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
         self.kv_get = f"SELECT value FROM kv WHERE key = $1 AND {unexpired}"
+        self.kv_values = f"SELECT key, value FROM kv WHERE key {d.any_text.format('$1')} AND {unexpired}"
         self.kv_set = (
             f"INSERT INTO kv (key, value, expires_at) VALUES ($1, $2, {d.seconds_from_now.format('$3')}) {upsert_kv}"
         )
@@ -420,8 +423,9 @@ class SqlStore(Store, ABC):
         return await self._head(db, slug)
 
     @operation
-    async def heads(self, db: Session, slugs: Sequence[str]) -> dict[str, int]:
-        return {row["slug"]: row["seq"] for row in await db.fetch(db.queries.heads, list(slugs))}
+    async def heads(self, db: Session, slugs: Sequence[str]) -> dict[str, Head]:
+        rows = await db.fetch(db.queries.heads, list(slugs))
+        return {row["slug"]: head_of(row) for row in rows}
 
     @operation
     async def snapshot(self, db: Session, slug: str) -> Snapshot:
@@ -527,11 +531,22 @@ class SqlStore(Store, ABC):
 
     @operation
     async def list_range(self, db: Session, key: str, count: int | None = None) -> list[str]:
+        return await self._list_range(db, key, count)
+
+    async def _list_range(self, db: Session, key: str, count: int | None) -> list[str]:
         if count is None:
             rows = await db.fetch(db.queries.list_all, key)
         else:
             rows = await db.fetch(db.queries.list_newest, key, count)
         return [row["value"] for row in rows]
+
+    @operation
+    async def read_records(
+        self, db: Session, kv_keys: Sequence[str], lists: Sequence[tuple[str, int]]
+    ) -> tuple[list[str | None], list[list[str]]]:
+        # One operation, so a post's checks take the pool once, not once per record.
+        values = {row["key"]: row["value"] for row in await db.fetch(db.queries.kv_values, list(kv_keys))}
+        return [values.get(key) for key in kv_keys], [await self._list_range(db, key, count) for key, count in lists]
 
     @operation
     async def list_ranges(self, db: Session, keys: Sequence[str]) -> list[list[str]]:
