@@ -344,6 +344,27 @@ async def test_migrations_run_once_and_are_recorded(sql_store):
     ]
 
 
+async def test_expired_kv_rows_are_purged_so_the_table_does_not_grow(sql_store):
+    """Every post writes an expiring kv row (its repeat check); reads ignore expired rows, and
+    writes remove them, so the table holds about what is live, not every post ever made."""
+    make, execute = sql_store
+    store = make()
+    await store.start()
+    try:
+        for round_ in range(10):
+            for n in range(30):
+                await store.kv_set(f"recent:{round_}:{n}", "ref", ttl=0.05, only_if_absent=n % 2 == 0)
+            await asyncio.sleep(0.06)  # this round expires
+        await store.kv_set("kept", "1")
+        rows = (await execute("SELECT COUNT(*) FROM kv"))[0][0]
+        print(f"300 expiring rows written, {rows} left in the table")
+        assert rows <= 30 + 1, rows  # at most the last round (expired, not yet purged) and the kept one
+        assert await store.kv_get("kept") == "1"
+        assert await store.kv_get("recent:9:0") is None
+    finally:
+        await store.close()
+
+
 async def test_a_schema_newer_than_the_code_is_refused(sql_store):
     make, execute = sql_store
     store = make()

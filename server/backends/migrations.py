@@ -69,6 +69,9 @@ SQLITE: list[list[str]] = [
         "ALTER TABLE threads ADD COLUMN state_by TEXT",
         "ALTER TABLE threads ADD COLUMN state_at TEXT",
     ],
+    [  # 5: expired kv rows are found (and purged) without reading the others
+        "CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
+    ],
 ]
 
 POSTGRES: list[list[str]] = [
@@ -128,6 +131,9 @@ POSTGRES: list[list[str]] = [
         "ALTER TABLE threads ADD COLUMN state text NOT NULL DEFAULT 'open'",
         "ALTER TABLE threads ADD COLUMN state_by text",
         "ALTER TABLE threads ADD COLUMN state_at text",
+    ],
+    [  # 5
+        "CREATE INDEX kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
     ],
 ]
 

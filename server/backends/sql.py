@@ -73,6 +73,7 @@ COMMENT_COLUMNS = (
     "staff",
 )
 _STORED_COLUMNS = (*COMMENT_COLUMNS, "ref_key")  # what a dump carries and a load writes back
+PURGE_BATCH = 10  # expired kv rows removed by each write of an expiring one
 
 
 def _numbered(count: int) -> str:
@@ -180,6 +181,9 @@ class Queries:
             f"{self.kv_set} WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= {d.now} RETURNING true"
         )
         self.kv_delete = "DELETE FROM kv WHERE key = $1"
+        self.kv_purge = (  # the oldest expired rows, a few at a time (kv_by_expiry finds them)
+            f"DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at <= {d.now} ORDER BY expires_at LIMIT $1)"
+        )
         self.dump_kv = (
             f"SELECT key, value, {d.to_unix.format('expires_at')} AS expires_at FROM kv "
             f"WHERE {unexpired} ORDER BY key COLLATE {d.bytewise}"
@@ -502,6 +506,10 @@ class SqlStore(Store, ABC):
     async def kv_set(
         self, db: Session, key: str, value: str, ttl: float | None = None, only_if_absent: bool = False
     ) -> bool:
+        if ttl is not None:
+            # Each expiring row written removes up to PURGE_BATCH that have expired, so they
+            # never pile up (reads already ignore them), at a bounded cost per write.
+            await db.execute(db.queries.kv_purge, PURGE_BATCH)
         if not only_if_absent:
             await db.execute(db.queries.kv_set, key, value, ttl)
             return True
