@@ -41,6 +41,10 @@ class Settings:
     redis_pool_size: int = 50
     # PostgreSQL queries slower than this are logged (warning, with the statement); 0: none.
     slow_query_ms: float = 100.0
+    # Fault injection, for the fault tests only (FAULT_KILL_AFTER_COMMITS): the instance
+    # SIGKILLs itself right after the store committed its Nth post, before publishing it, as
+    # an instance dying at the worst moment would. 0, the default: never.
+    fault_kill_after_commits: int = 0
     data_dir: Path = Path("./data")
     content_dir: Path = Path("./content")
     # Watch CONTENT_DIR and publish a new or changed file without a restart (server/content_watch.py).
@@ -136,6 +140,7 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         database_pool_size=config("DATABASE_POOL_SIZE", cast=int, default=10),
         redis_pool_size=config("REDIS_POOL_SIZE", cast=int, default=50),
         slow_query_ms=config("SLOW_QUERY_MS", cast=float, default=100.0),
+        fault_kill_after_commits=config("FAULT_KILL_AFTER_COMMITS", cast=int, default=0),
         data_dir=Path(config("DATA_DIR", default="./data")),
         content_dir=Path(config("CONTENT_DIR", default="./content")),
         content_watch=config("CONTENT_WATCH", cast=bool, default=True),

@@ -45,4 +45,6 @@ def create_bus(settings: Settings) -> Bus:
 
 
 def create_backend(settings: Settings) -> Backend:
-    return Backend(create_store(settings), create_bus(settings))
+    backend = Backend(create_store(settings), create_bus(settings))
+    backend.kill_after_commits = settings.fault_kill_after_commits
+    return backend

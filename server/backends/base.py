@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -334,6 +336,9 @@ class Backend:
         self._seen: dict[str, int] = {}  # subscribed thread -> the highest seq known delivered
         self._suspect: dict[str, int] = {}  # thread -> a head seq that had not arrived at the last look
         self._reconciler: asyncio.Task[None] | None = None
+        # Fault injection for the fault tests (Settings.fault_kill_after_commits); 0: never.
+        self.kill_after_commits = 0
+        self._commits = 0
 
     def __repr__(self) -> str:
         return f"{type(self.store).__name__} + {type(self.bus).__name__}"
@@ -380,6 +385,11 @@ class Backend:
 
     async def post(self, comment: Comment, ref_key: str | None) -> tuple[Comment, bool]:
         written = await self.store.post(comment, ref_key)
+        if self.kill_after_commits and written.created:
+            self._commits += 1
+            if self._commits == self.kill_after_commits:
+                log.warning("FAULT_KILL_AFTER_COMMITS: killed after committing seq %s", written.comment.seq)
+                os.kill(os.getpid(), signal.SIGKILL)  # committed, never published, never acknowledged
         await self._publish(comment.slug, written.event, written.epoch)
         return written.comment, written.created
 

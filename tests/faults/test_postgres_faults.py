@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+
+import httpx2 as httpx
+import pytest
 
 from ..postgres_server import PostgresServer
 from ..redis_server import RedisServer
@@ -20,10 +24,10 @@ from .cluster import Poster, Reader
 class PostgresCluster:
     """Instances on one PostgreSQL database and one Redis, readers spread over them, a poster."""
 
-    def __init__(self, instances: list[ServerProcess], readers: int) -> None:
+    def __init__(self, instances: list[ServerProcess], readers: int, readers_on: list[ServerProcess]) -> None:
         self.instances = instances
         self.poster = Poster(instances)
-        self.readers = [Reader(instances, n) for n in range(readers)]
+        self.readers = [Reader(readers_on, n) for n in range(readers)]
         self._tasks = [asyncio.create_task(r.run()) for r in self.readers]
 
     async def settle(self, timeout: float = 30.0) -> dict:
@@ -52,8 +56,16 @@ class PostgresCluster:
 
 @contextlib.asynccontextmanager
 async def postgres_cluster(
-    tmp_path: Path, database_url: str, redis_url: str, instances: int = 2, readers: int = 4
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    instances: int = 2,
+    readers: int = 4,
+    instance_env: Sequence[dict[str, str]] = (),
+    readers_on: Sequence[int] | None = None,
 ) -> AsyncIterator[PostgresCluster]:
+    """instance_env: more settings of each instance, in order; readers_on: the instances the
+    readers use (all by default)."""
     servers = [
         ServerProcess(
             tmp_path / f"instance{n}",
@@ -61,13 +73,15 @@ async def postgres_cluster(
             REDIS_URL=redis_url,
             POST_RATE_PER_READER="100000/second",
             POST_RATE_PER_IP="100000/second",
+            **(instance_env[n] if n < len(instance_env) else {}),
         )
         for n in range(instances)
     ]
     try:
         for server in servers:
             await asyncio.to_thread(server.start)
-        cluster = PostgresCluster(servers, readers)
+        chosen = servers if readers_on is None else [servers[n] for n in readers_on]
+        cluster = PostgresCluster(servers, readers, chosen)
         try:
             await asyncio.wait_for(asyncio.gather(*(r.connected.wait() for r in cluster.readers)), 10)
             yield cluster
@@ -162,3 +176,53 @@ async def test_redis_killed_posts_still_succeed_on_postgres(tmp_path: Path, data
                 assert reader.close_codes == [], reader.close_codes
     finally:
         redis.stop()
+
+
+async def test_an_instance_killed_between_commit_and_publish(
+    tmp_path: Path, database_url: str, redis_server: RedisServer
+):
+    """The first instance SIGKILLs itself right after committing its third post, before it
+    publishes it (FAULT_KILL_AFTER_COMMITS): no bus will ever carry that event. Readers on the
+    other instance still have it within 5 s (the heads reconciliation reads the log), with
+    contiguous seqs; the post, stored but never acknowledged, is there once, and its retry
+    through the other instance answers it rather than posting it again."""
+    async with postgres_cluster(
+        tmp_path,
+        database_url,
+        redis_server.url,
+        instance_env=[{"FAULT_KILL_AFTER_COMMITS": "3"}],
+        readers_on=[1],
+    ) as cluster:
+        doomed, survivor = cluster.instances
+        client = cluster.poster.client
+        start = cluster.readers[0].last
+
+        async def post(server: ServerProcess, ref: str) -> httpx.Response:
+            return await client.post(
+                f"{server.url}/api/articles/{DEMO_SLUG}/comments", json={"name": "A", "body": ref, "ref": ref}
+            )
+
+        for n in range(2):
+            assert (await post(doomed, f"before-{n}")).status_code == 201
+        with pytest.raises(httpx.TransportError):  # the instance dies before it can answer
+            await post(doomed, "unanswered")
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        assert await asyncio.to_thread(doomed.process.wait, 10) == -signal.SIGKILL
+        epoch = cluster.readers[0].epoch
+        await asyncio.gather(*(reader.wait_for(start + 3, epoch, 5) for reader in cluster.readers))
+        print(f"every reader had the unpublished post {loop.time() - killed_at:.2f} s after the instance died")
+        for reader in cluster.readers:
+            assert reader.violations == [], reader.violations
+            assert reader.seqs == [start + 1, start + 2, start + 3]
+
+        retry = await post(survivor, "unanswered")
+        assert retry.status_code == 200, retry.text  # the comment stored before the kill, not a new one
+        assert retry.json()["seq"] == start + 3
+        after = await post(survivor, "after")
+        assert after.status_code == 201 and after.json()["seq"] == start + 4
+        await asyncio.gather(*(reader.wait_for(start + 4, epoch, 10) for reader in cluster.readers))
+        comments = (await client.get(f"{survivor.url}/api/articles/{DEMO_SLUG}/comments")).json()["comments"]
+        bodies = [c["body"] for c in comments]
+        for body in ("before-0", "before-1", "unanswered", "after"):
+            assert bodies.count(body) == 1, bodies
