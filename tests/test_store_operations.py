@@ -52,20 +52,3 @@ async def test_redis_pool_size(tmp_path: Path, redis_server) -> None:
         assert bus.redis.connection_pool.max_connections == 7
     finally:
         await store.close()
-
-
-async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
-    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """asyncpg's default reset costs a round trip per acquire; this store keeps no session state."""
-    store = create_store(_settings(tmp_path, database_url=database_url, slow_query_ms=0.001))
-    await store.start()
-    try:
-        with caplog.at_level(logging.WARNING, logger="backchannel.postgres"):
-            for _ in range(3):
-                await store.kv_get("nothing-here")
-        queries = [r.getMessage() for r in caplog.records if r.name == "backchannel.postgres"]
-        assert sum("FROM kv" in q for q in queries) == 3, queries
-        assert not [q for q in queries if "RESET ALL" in q], queries
-    finally:
-        await store.close()

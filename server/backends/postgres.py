@@ -113,14 +113,6 @@ class PostgresSession(sql.Session):
             yield
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """What the pool does to a connection given back (after rolling back a transaction left
-    open): nothing more. asyncpg's default sends `RESET ALL; UNLISTEN *; CLOSE ALL;
-    pg_advisory_unlock_all()`, a round trip per acquire (nine per post), to undo session state
-    this store never makes: no SET, no LISTEN, no cursor outside a transaction, and only
-    transaction-scoped advisory locks."""
-
-
 class PostgresStore(sql.SqlStore):
     def __init__(self, url: str, history_size: int = 1000, pool_size: int = 10, slow_query_ms: float = 100.0) -> None:
         self.url = url
@@ -131,6 +123,10 @@ class PostgresStore(sql.SqlStore):
 
     async def start(self) -> None:
         # min_size=0: connections are made when needed, so an outage logs no reconnect loop of its own.
+        # asyncpg's own reset query runs as each connection goes back (one round trip): it is what
+        # finds a connection left mid-protocol and drops it. Without it (tried) such a connection
+        # went to the next caller, whose query failed with "another operation is in progress":
+        # a 500, seen in about half the runs of the PostgreSQL-restart fault test.
         self._pool = await asyncpg.create_pool(
             self.url,
             min_size=0,
@@ -138,7 +134,6 @@ class PostgresStore(sql.SqlStore):
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
             init=self._watch_slow_queries if self.slow_query_ms > 0 else None,
-            reset=_keep_session,
         )
         try:
             async with self._pool.acquire() as connection:
@@ -177,18 +172,28 @@ class PostgresStore(sql.SqlStore):
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; a lost link becomes Unavailable."""
         assert self._pool is not None, "store not started"
+        pool = self._pool
         try:
-            async with self._pool.acquire(timeout=POOL_WAIT) as connection:
-                yield connection
+            connection = await pool.acquire(timeout=POOL_WAIT)
         except TimeoutError as exc:
             # Every connection busy for that long, or a server that does not answer: either way
-            # the connections are not known dead, and dropping them all under load (they were
-            # only busy) would make every next operation connect afresh: a collapse, measured.
+            # no connection is known dead, and dropping them all under load (they were only
+            # busy) would make every next operation connect afresh: a collapse, measured.
             raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
         except _CONNECTION_ERRORS as exc:
-            # The others in the pool most likely died with it (a restart): reconnect them lazily.
-            await self._pool.expire_connections()
-            raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
+            raise await self._lost(exc) from exc
+        try:
+            yield connection
+        except _CONNECTION_ERRORS as exc:  # a command's timeout too: that connection is not reused
+            raise await self._lost(exc) from exc
+        finally:
+            await pool.release(connection)
+
+    async def _lost(self, exc: BaseException) -> Unavailable:
+        # The others in the pool most likely died with it (a restart): reconnect them lazily.
+        assert self._pool is not None
+        await self._pool.expire_connections()
+        return Unavailable("Comments are unavailable for a moment; please retry.")
 
     async def run(self, operation: Callable[[sql.Session], Coroutine[Any, Any, T]]) -> T:
         async with self._connection() as connection:
