@@ -124,6 +124,25 @@ class RedisClusterServers:
                 return next(node for node in self.nodes if node.port == int(port))
         raise LookupError(f"no primary serves slot {slot}")
 
+    def move_slot(self, key: str, to: RedisServer) -> None:
+        """Move key's slot, keys and all, to another primary, as `redis-cli --cluster reshard`
+        does for each slot it moves."""
+        slot = key_slot(key.encode())
+        source = self.primary_for(key)
+        with source.client() as src, to.client() as dst:
+            source_id = src.execute_command("CLUSTER", "MYID").decode()
+            target_id = dst.execute_command("CLUSTER", "MYID").decode()
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.primaries():
+            if node not in (source, to):
+                with node.client() as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def flushall(self) -> None:
         for node in self.primaries():
             with node.client() as client:

@@ -1160,10 +1160,9 @@ class RedisBus(Bus):
                         shard.channels.discard(channel)
                         moved.append((shard, self._place(channel), channel))
             for old, new, channel in moved:
+                # The old node dropped the subscription as it lost the slot (or died): no
+                # SUNSUBSCRIBE for it there, which would only get a MOVED back.
                 log.info("%s: subscribing on %s instead of %s", channel, new.name, old.name)
-                if old.pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await self._unsubscribe_from(old.pubsub, channel)
                 if new.pubsub is not None:  # else its connection subscribes it, then re-reads
                     new.resync_on_confirm.add(channel)
                     with contextlib.suppress(Exception):  # a failure drops that shard: it reconnects

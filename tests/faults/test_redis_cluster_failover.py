@@ -1,6 +1,7 @@
-"""A Redis Cluster loses a primary under load: its replica takes over (3-5 s here), and every
-reader of every thread still holds every event exactly once; posts meanwhile are acknowledged
-or refused as `unavailable`, nothing else (the Poster asserts it)."""
+"""A Redis Cluster changes under the instances: a primary lost under load (its replica takes
+over in 3-5 s here), a slot moved to another node. Every reader of every thread still holds
+every event exactly once; posts meanwhile are acknowledged or refused as `unavailable`,
+nothing else (the Poster asserts it)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from server.content import slugify
 
 from ..redis_cluster import RedisClusterServers
-from ..servers import ServerProcess
+from ..servers import DEMO_SLUG, ServerProcess
 from .cluster import Poster, Reader
 
 THREADS_PER_SHARD = 2
@@ -134,5 +135,51 @@ async def test_a_primary_killed_under_load_loses_and_doubles_nothing(tmp_path: P
         await asyncio.gather(*tasks, *posting, return_exceptions=True)
         for poster in posters.values():
             await poster.close()
+        for server in instances:
+            await asyncio.to_thread(server.stop)
+
+
+@pytest.mark.timeout(120)
+async def test_a_thread_whose_slot_moves_keeps_reaching_its_readers(tmp_path: Path, redis_cluster: RedisClusterServers):
+    """The old owner of a moved slot unsubscribes the instance from the thread's channel, and
+    nothing else says so: without following it, readers would wait for ever (a silent stall)."""
+    redis_cluster.flushall()
+    instances = [
+        ServerProcess(
+            tmp_path / f"instance{n}",
+            REDIS_URL=redis_cluster.url,
+            POST_RATE_PER_READER="100000/second",
+            POST_RATE_PER_IP="100000/second",
+        )
+        for n in range(2)
+    ]
+    for server in instances:
+        await asyncio.to_thread(server.start)
+    readers = [Reader(instances, n) for n in range(2)]  # one on each instance
+    tasks = [asyncio.create_task(reader.run()) for reader in readers]
+    poster = Poster(instances)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(r.connected.wait() for r in readers)), 20)
+        before = [await poster.post(f"before the move {n}") for n in range(3)][-1]
+        await asyncio.gather(*(r.wait_for(before["seq"], r.epoch or "", 10) for r in readers))
+
+        key = "{bc:" + DEMO_SLUG + "}"
+        owner = redis_cluster.primary_for(key)
+        target = next(node for node in redis_cluster.primaries() if node is not owner)
+        await asyncio.to_thread(redis_cluster.move_slot, key, target)
+        assert redis_cluster.primary_for(key) is target
+
+        moved_at = time.monotonic()
+        after = [await poster.post(f"after the move {n}") for n in range(3)][-1]
+        await asyncio.gather(*(r.wait_for(after["seq"], r.epoch or "", 10) for r in readers))
+        print(f"readers had every post made after the move within {time.monotonic() - moved_at:.2f} s")
+        for reader in readers:
+            assert reader.violations == []
+            assert reader.seqs == list(range(reader.seqs[0], after["seq"] + 1))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await poster.close()
         for server in instances:
             await asyncio.to_thread(server.stop)
