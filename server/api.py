@@ -16,6 +16,8 @@ from .comments import HIDDEN, PENDING, Comment
 from .errors import InvalidMessage
 from .guards import author, check_csrf, check_origin, json_body, moderator_of
 from .identity import READER_COOKIE
+from .paging import REPLIES_SORT, TOP_LEVEL_SORT, Page, read_page, sort_of
+from .paging import decode_cursor as decode_page_cursor
 from .threads import moderator_view, visible_to
 
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 200  # comments per page of GET /api/articles/{slug}/comments
@@ -48,9 +50,56 @@ async def list_articles(request: Request) -> Response:
 
 
 async def list_comments(request: Request) -> Response:
-    """One page of the thread, in seq order (comments held for moderation last), as of event
-    `seq`. `next` is the cursor of the following page (`after=`), or null after the last.
-    A page is bounded, so a big thread never costs one response its whole size."""
+    """GET /api/articles/{slug}/comments?sort=S&parent=P&after=C&limit=N: one page of the
+    comments whose parent is P (the top level without it), in sort S (server/paging.py), each
+    with its `reply_count` and `votes`. The thread's `seq` is read before the page, so a reader
+    following the live socket from it misses nothing the page does not show (and may see a
+    comment both ways: by id, it is one). Without sort and parent: the whole thread in seq
+    order, as this route answered before sorting existed."""
+    params = request.query_params
+    if not params.get("sort") and "parent" not in params:
+        return await _thread_in_seq_order(request)
+    parent = params.get("parent") or None
+    sort = sort_of(params.get("sort"), REPLIES_SORT if parent else TOP_LEVEL_SORT)
+    after = decode_page_cursor(params.get("after"), sort)
+    limit = _page_size(params.get("limit"))
+    threads = request.app.state.threads
+    slug = request.path_params["slug"]
+    threads.article(slug)
+    moderator = moderator_of(request) is not None
+    reader_id = request.state.reader_id
+    head = await threads.backend.head(slug)
+    hidden = head.state.name == HIDDEN and not moderator  # readers see none of a hidden thread
+    page = (
+        Page([], {}, None)
+        if hidden
+        else await read_page(
+            threads.backend, slug, parent, sort, after, limit, lambda c: moderator or c.reader_id == reader_id
+        )
+    )
+    bans = await request.app.state.moderation.bans() if moderator else None
+    return JSONResponse(
+        {
+            "seq": head.seq,
+            "epoch": head.epoch,
+            "state": head.state.name,
+            "sort": sort,
+            "comments": [
+                {
+                    **(moderator_view(c, bans) if moderator else c.public()),
+                    "reply_count": page.reply_counts.get(c.id, 0),
+                    "votes": 0,  # recommendations are not counted yet (issue 14, point 4)
+                }
+                for c in page.comments
+            ],
+            "next": page.next,
+        }
+    )
+
+
+async def _thread_in_seq_order(request: Request) -> Response:
+    """One page of the whole thread, in seq order (comments held for moderation last), as of
+    event `seq`. `next` is the cursor of the following page (`after=`), or null after the last."""
     limit = _page_size(request.query_params.get("limit"))
     after = _cursor(request.query_params.get("after"))
     snapshot = await request.app.state.threads.snapshot(request.path_params["slug"])

@@ -76,6 +76,16 @@ class ThreadDump:
 
 
 @dataclass(frozen=True)
+class CommentPage:
+    """One page of a thread's comments with the same parent (Store.comment_page)."""
+
+    comments: list[Comment]  # published ones (visible or removed), in the order asked
+    more: bool  # published ones follow the last of these
+    reply_counts: dict[str, int]  # published direct replies of each comment of the page (absent: none)
+    held: list[Comment]  # the pending ones with this parent (first page only); callers choose who sees them
+
+
+@dataclass(frozen=True)
 class Record:
     """A moderation record: a kv value (expires_at: unix time or None), a set (members sorted)
     or a list (oldest item first)."""
@@ -158,6 +168,17 @@ class Store(ABC):
     @abstractmethod
     async def snapshot(self, slug: str) -> Snapshot:
         """Every comment of the thread, consistent with the seq it is taken at."""
+
+    @abstractmethod
+    async def comment_page(
+        self, slug: str, parent: str | None, newest_first: bool, after: int | None, limit: int
+    ) -> CommentPage:
+        """At most `limit` published comments whose parent is `parent` (None: the top level), by
+        seq (newest_first: descending), starting after the one whose seq is `after`. A seq never
+        changes once given, and a new comment's is higher than every other's, so following the
+        pages shows each comment once while comments arrive. With the page: its comments' direct
+        reply counts, and when `after` is None the held (pending) comments with that parent.
+        A thread that does not exist has no comments."""
 
     @abstractmethod
     async def head(self, slug: str) -> Head:
@@ -433,6 +454,12 @@ class Backend:
 
     async def snapshot(self, slug: str) -> Snapshot:
         return await self.store.snapshot(slug)
+
+    async def comment_page(
+        self, slug: str, parent: str | None, newest_first: bool, after: int | None, limit: int
+    ) -> CommentPage:
+        metrics.store_reads.labels("comment_page").inc()
+        return await self.store.comment_page(slug, parent, newest_first, after, limit)
 
     async def head(self, slug: str) -> Head:
         metrics.store_reads.labels("head").inc()

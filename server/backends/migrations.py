@@ -72,6 +72,9 @@ SQLITE: list[list[str]] = [
     [  # 5: expired kv rows are found (and purged) without reading the others
         "CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
     ],
+    [  # 6: a thread is read a page at a time, each comment's replies apart (Store.comment_page)
+        "CREATE INDEX comments_by_parent ON comments (slug, parent, seq)",
+    ],
 ]
 
 POSTGRES: list[list[str]] = [
@@ -134,6 +137,9 @@ POSTGRES: list[list[str]] = [
     ],
     [  # 5
         "CREATE INDEX kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
+    ],
+    [  # 6
+        "CREATE INDEX comments_by_parent ON comments (slug, parent, seq)",
     ],
 ]
 

@@ -11,6 +11,11 @@ Cluster keeps a thread on one shard):
                                 state, state_by, state_at (absent: open, never changed)
     {bc:SLUG}:comments  hash    comment id -> the comment record as JSON (with its seq)
     {bc:SLUG}:refs      hash    reader:ref idempotency key -> comment id
+    {bc:SLUG}:order     sorted set  every published comment as "<parent id or ''>|<seq, 12 digits>|<id>"
+                                and every held one as "!held|<id>", all scores 0: a page of one
+                                parent's comments is a ZRANGEBYLEX, its reply count a ZLEXCOUNT
+                                (meta's `indexed` says it is complete: threads older than it are
+                                indexed at their first page read, by INDEX_SCRIPT)
     {bc:SLUG}:log       stream  entry id "<seq>-0", field e = the event as it goes on the wire
     {bc:SLUG}:presence  hash    instance id -> "<readers> <unix time>"
     {bc:SLUG}:events    channel "<epoch> <event JSON>" published for every event
@@ -79,7 +84,7 @@ from ..comments import (
 )
 from ..errors import Closed, NotFound, Unavailable
 from ..protocol import Event, decode_event, encode
-from .base import Backend, Bus, Record, StateWritten, Store, StoredArticle, ThreadDump, Written
+from .base import Backend, Bus, CommentPage, Record, StateWritten, Store, StoredArticle, ThreadDump, Written
 
 log = logging.getLogger("backchannel.redis")
 T = TypeVar("T")
@@ -93,7 +98,7 @@ REDIS_TIMEOUT = 2.0  # every command: a silent link raises instead of hanging
 CONTROL_CHANNEL = "{bc}:control"  # moderation desk events and ended sessions, for every instance
 CLUSTER_SCHEME = "redis+cluster://"
 
-# KEYS: meta, comments, refs, log   ARGV: id, record (JSON object without seq, from after its "{"),
+# KEYS: meta, comments, refs, log, order   ARGV: id, record (JSON object without seq, from after its "{"),
 # the comment's moderator view as JSON, ref key or "", parent or "", history size, visible flag
 # ("1"/"0"), channel, pending flag ("1": store it, but it is no event until approved), the
 # publish command (PUBLISH, or SPUBLISH in a cluster).
@@ -115,9 +120,11 @@ if ARGV[9] == '1' then
   local pending = '{"seq":null,' .. ARGV[2]
   redis.call('HSET', KEYS[2], ARGV[1], pending)
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
+  redis.call('ZADD', KEYS[5], 0, '!held|' .. ARGV[1])
   return {'ok', pending}
 end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) + 1
+redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '|' .. string.format('%012d', seq) .. '|' .. ARGV[1])
 local event = '{"type":"comment","seq":' .. seq .. ',"comment":' .. ARGV[3] .. '}'
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[6], seq .. '-0', 'e', event)
 redis.call('HSET', KEYS[1], 'seq', seq)
@@ -132,6 +139,7 @@ return {'ok', record}
 
 # KEYS: meta   ARGV: epoch — creates the thread's meta unless it exists; answers the epoch in force
 ENSURE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], 'indexed', 1) end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'seq', 0)
 redis.call('HSETNX', KEYS[1], 'visible', 0)
@@ -139,9 +147,35 @@ return redis.call('HMGET', KEYS[1], 'epoch', 'seeded')
 """
 
 
+# KEYS: meta, order, comments — builds the order index of a thread stored before it existed, once.
+INDEX_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'indexed') == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+for _, record in ipairs(redis.call('HVALS', KEYS[3])) do
+  local c = cjson.decode(record)
+  local parent = c.parent
+  if type(parent) ~= 'string' then parent = '' end
+  if type(c.seq) == 'number' then
+    redis.call('ZADD', KEYS[2], 0, parent .. '|' .. string.format('%012d', c.seq) .. '|' .. c.id)
+  elseif c.status == 'pending' then
+    redis.call('ZADD', KEYS[2], 0, '!held|' .. c.id)
+  end
+end
+redis.call('HSET', KEYS[1], 'indexed', 1)
+return 1
+"""
+
+
 def _keys(slug: str) -> dict[str, str]:
     tag = "{bc:" + slug + "}"
-    return {name: f"{tag}:{name}" for name in ("meta", "comments", "refs", "log", "presence")}
+    return {name: f"{tag}:{name}" for name in ("meta", "comments", "refs", "log", "presence", "order")}
+
+
+def _order_member(comment: Comment) -> str:
+    """The comment's member of its thread's :order index (see the module's docstring)."""
+    if comment.seq is None:
+        return f"!held|{comment.id}"
+    return f"{comment.parent or ''}|{comment.seq:012d}|{comment.id}"
 
 
 def _channel(slug: str) -> str:
@@ -332,6 +366,7 @@ class RedisStore(Store):
         self.publish_command = _publish_command(url)
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
+        self._index_script = self.redis.register_script(INDEX_SCRIPT)
         self._put_article_script = self.redis.register_script(PUT_ARTICLE_SCRIPT)
         self._publish_article_script = self.redis.register_script(PUBLISH_ARTICLE_SCRIPT)
         self._seeds: dict[str, Sequence[Comment]] = {}
@@ -381,7 +416,7 @@ class RedisStore(Store):
         view = orjson.dumps(comment.moderator_view()).decode()
         reply = await _call(
             self._post_script(
-                keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"]],
+                keys=[keys["meta"], keys["comments"], keys["refs"], keys["log"], keys["order"]],
                 args=[
                     comment.id,
                     record[1:],
@@ -439,6 +474,10 @@ class RedisStore(Store):
                             keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size, approximate=False
                         )
                         pipe.execute_command(self.publish_command, _channel(slug), f"{_text(epoch)} {wire}")
+                    if before.status == PENDING:  # approved (now published) or rejected: no longer held
+                        pipe.zrem(keys["order"], _order_member(before))
+                        if changed.seq is not None:
+                            pipe.zadd(keys["order"], {_order_member(changed): 0})
                     visible_change = (changed.status == VISIBLE) - (before.status == VISIBLE)
                     if visible_change:
                         pipe.hincrby(keys["meta"], "visible", visible_change)
@@ -532,6 +571,42 @@ class RedisStore(Store):
             (_comment(r) for r in records.values()), key=lambda c: (c.seq is None, c.seq or 0, c.created_at)
         )  # pending ones last
         return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments, state=_state(*state))
+
+    async def comment_page(
+        self, slug: str, parent: str | None, newest_first: bool, after: int | None, limit: int
+    ) -> CommentPage:
+        keys = _keys(slug)
+        prefix, end = f"{parent or ''}|", f"({parent or ''}}}"  # "}" follows "|": the end of the prefix
+        for _attempt in range(2):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hget(keys["meta"], "indexed")
+                if newest_first:
+                    high = f"({prefix}{after:012d}" if after is not None else end
+                    pipe.zrevrangebylex(keys["order"], high, f"[{prefix}", start=0, num=limit + 1)
+                else:
+                    pipe.zrangebylex(keys["order"], f"[{prefix}{(after or 0) + 1:012d}", end, start=0, num=limit + 1)
+                pipe.zrangebylex(keys["order"], "[!held|", "(!held}")
+                indexed, members, held_members = await _call(pipe.execute())
+            if indexed is not None:
+                break
+            await _call(self._index_script(keys=[keys["meta"], keys["order"], keys["comments"]]))
+        ids = [_text(m).rsplit("|", 1)[1] for m in members[:limit]]
+        held_ids = [_text(m).split("|", 1)[1] for m in held_members] if after is None else []
+        if not ids and not held_ids:
+            return CommentPage([], False, {}, [])
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.hmget(keys["comments"], [*ids, *held_ids])
+            for comment_id in ids:
+                pipe.zlexcount(keys["order"], f"[{comment_id}|", f"({comment_id}}}")
+            records, *counts = await _call(pipe.execute())
+        found = [_comment(r) if r is not None else None for r in records]
+        held = [c for c in found[len(ids) :] if c is not None and c.parent == parent and c.status == PENDING]
+        return CommentPage(
+            [c for c in found[: len(ids)] if c is not None],
+            len(members) > limit,
+            {comment_id: n for comment_id, n in zip(ids, counts, strict=True) if n},
+            sorted(held, key=lambda c: c.created_at),
+        )
 
     async def events_since(self, slug: str, since: int) -> list[Event] | None:
         keys = _keys(slug)
@@ -700,13 +775,25 @@ class RedisStore(Store):
         async with self.redis.pipeline(transaction=True) as pipe:  # MULTI: all of it or none
             pipe.delete(keys["log"])  # a stream entry cannot be overwritten: the log is rebuilt whole
             visible = sum(c["status"] == VISIBLE for c in comments.values())
-            meta = {"seq": thread.seq, "epoch": thread.epoch, "seeded": int(thread.seeded), "visible": visible}
+            meta = {
+                "seq": thread.seq,
+                "epoch": thread.epoch,
+                "seeded": int(thread.seeded),
+                "visible": visible,
+                "indexed": 1,
+            }
             pipe.hdel(keys["meta"], *_STATE_FIELDS)  # a thread never changed keeps none of them
             if thread.state != ThreadState():
                 meta.update(_state_fields(thread.state))
             pipe.hset(keys["meta"], mapping=meta)  # type: ignore[arg-type]
             if comments:
                 pipe.hset(keys["comments"], mapping={i: orjson.dumps(c) for i, c in comments.items()})
+            pipe.delete(keys["order"])
+            members = [
+                _order_member(Comment(**c)) for c in comments.values() if c["seq"] is not None or c["status"] == PENDING
+            ]
+            if members:
+                pipe.zadd(keys["order"], dict.fromkeys(members, 0))
             if refs := {c["ref_key"]: c["id"] for c in thread.comments if c["ref_key"] is not None}:
                 pipe.hset(keys["refs"], mapping=refs)
             for seq, payload in thread.events:

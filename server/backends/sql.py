@@ -44,7 +44,7 @@ from ..comments import (
 )
 from ..errors import Closed, NotFound
 from ..protocol import Event, decode_event, encode
-from .base import Record, StateWritten, Store, StoredArticle, ThreadDump, Written
+from .base import CommentPage, Record, StateWritten, Store, StoredArticle, ThreadDump, Written
 from .migrations import SchemaTooNew
 
 P = ParamSpec("P")
@@ -128,6 +128,23 @@ class Queries:
         self.comment_by_ref = f"SELECT {columns} FROM comments WHERE ref_key = $1"
         self.set_status = "UPDATE comments SET status = $1, removed_by = $2, removed_at = $3, seq = $4 WHERE id = $5"
         self.thread_comments = f"SELECT {columns} FROM comments WHERE slug = $1 ORDER BY seq IS NULL, seq, created_at"
+        # a page of the comments with one parent (the top level: NULL), by seq either way, after
+        # the seq of the previous page's last (comments_by_parent serves each as a range scan)
+        for parent, where_parent in (("top", "parent IS NULL"), ("replies", "parent = $4")):
+            for order, compare, direction in (("oldest", ">", "ASC"), ("newest", "<", "DESC")):
+                setattr(
+                    self,
+                    f"page_{parent}_{order}",
+                    f"SELECT {columns} FROM comments WHERE slug = $1 AND {where_parent} AND seq {compare} $2 "
+                    f"ORDER BY seq {direction} LIMIT $3",
+                )
+        self.reply_counts = (
+            "SELECT parent, COUNT(*) AS n FROM comments "
+            f"WHERE slug = $1 AND parent {d.any_text.format('$2')} AND seq IS NOT NULL GROUP BY parent"
+        )
+        held = f"SELECT {columns} FROM comments WHERE slug = $1 AND seq IS NULL AND status = $2"
+        self.held_top = f"{held} AND parent IS NULL ORDER BY created_at"
+        self.held_replies = f"{held} AND parent = $3 ORDER BY created_at"
         self.visible_counts = (
             "SELECT slug, COUNT(*) AS n FROM comments "
             f"WHERE status = $1 AND slug {d.any_text.format('$2')} GROUP BY slug"
@@ -437,6 +454,27 @@ class SqlStore(Store, ABC):
             head = await self._head(db, slug)
             rows = await db.fetch(db.queries.thread_comments, slug)
         return Snapshot(seq=head.seq, epoch=head.epoch, comments=[_comment(r) for r in rows], state=head.state)
+
+    @operation
+    async def comment_page(
+        self, db: Session, slug: str, parent: str | None, newest_first: bool, after: int | None, limit: int
+    ) -> CommentPage:
+        q = db.queries
+        query = getattr(q, f"page_{'top' if parent is None else 'replies'}_{'newest' if newest_first else 'oldest'}")
+        start = after if after is not None else (2**62 if newest_first else 0)
+        async with db.consistent_read():
+            rows = await db.fetch(query, slug, start, limit + 1, *(() if parent is None else (parent,)))
+            page = [_comment(r) for r in rows[:limit]]
+            counts = await db.fetch(q.reply_counts, slug, [c.id for c in page]) if page else []
+            held = []
+            if after is None:
+                held_rows = await (
+                    db.fetch(q.held_top, slug, PENDING)
+                    if parent is None
+                    else db.fetch(q.held_replies, slug, PENDING, parent)
+                )
+                held = [_comment(r) for r in held_rows]
+        return CommentPage(page, len(rows) > limit, {r["parent"]: r["n"] for r in counts}, held)
 
     @operation
     async def events_since(self, db: Session, slug: str, since: int) -> list[Event] | None:
