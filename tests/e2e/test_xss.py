@@ -402,7 +402,7 @@ def test_the_xss_corpus_stays_text_live_and_after_a_reload(isolated_browser, sta
                     else (item["name"], item["about"])
                 )
                 assert comment["author"]["name"] == clean_name(name, MAX_NAME_CHARS, "name", True), (channel, item)
-                assert comment["author"]["about"] == clean_name(about, MAX_ABOUT_CHARS, "about", False)
+                assert comment["author"]["about"] == clean_name(about, MAX_ABOUT_CHARS, "description", False)
 
         # Live: every comment arrived over the socket into the open pages.
         for channel, page in readers.items():
