@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await articles.load()
         threads = Threads(backend, articles, settings, moderation, spam)
         content = ContentDir(settings.content_dir, articles, Threads._seed_comments)
+        articles.restore = content.restore
         await content.load()  # a bad file is logged and skipped
         if settings.content_watch:
             content.watch()

@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -240,6 +240,10 @@ def from_stored(stored: StoredArticle) -> Article:
 Cursor = tuple[str, str]  # (published_at, slug): an article's place in the index
 
 
+async def _cannot_restore(slug: str) -> bool:
+    return False
+
+
 def cursor_of(article: Article) -> Cursor:
     return (article.published_at or "", article.slug)
 
@@ -268,6 +272,9 @@ class Articles:
         self.backend = backend
         self._refreshing: set[asyncio.Task[None]] = set()
         self._reloading: asyncio.Task[None] | None = None
+        # Writes an article the store lost (a Redis flushed) back from its source, if it has
+        # one: ContentDir.restore for the files. Whether it could.
+        self.restore: Callable[[str], Awaitable[bool]] = _cannot_restore
         self._summaries: dict[str, Article] = {}  # every article, published or not
         self._unpublished: set[str] = set()
         self._order: list[Cursor] = []  # the published ones, oldest first
@@ -334,6 +341,8 @@ class Articles:
             self._bodies.move_to_end(slug)
             return article
         stored = await self.backend.get_article(slug)
+        if stored is None and await self.restore(slug):
+            stored = await self.backend.get_article(slug)
         if stored is None or not stored.published:
             raise NotFound("No such article.")
         article = from_stored(stored)

@@ -9,7 +9,8 @@ While the server runs, the directory is watched (watchfiles, which uvicorn alrea
 new or changed file is published within about a second; a broken one is logged and skipped
 (the article stays as it was); a deleted file unpublishes its article (its page answers 410,
 its comments are kept), unless another file in the same change now holds that slug (a rename).
-A slug that an API article already holds is not taken by a file.
+A slug that an API article already holds is not taken by a file. A file article the store
+lost (a Redis flushed) is written again from its file when a reader asks for it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,24 @@ class ContentDir:
                 found.append(dataclasses.replace(article, published_at=_modified_at(Path(path))))
         return found, gone
 
+    async def restore(self, slug: str) -> bool:
+        """Write the file that holds this slug to the store again (the store lost it: a Redis
+        flushed). Whether it could."""
+        path = next((p for p, held in self._slugs.items() if held == slug), None)
+        if path is None:
+            return False
+        try:
+            article = await asyncio.to_thread(read_article, Path(path))
+        except ArticleError as exc:
+            log.error("cannot restore article %s: %s", slug, exc)
+            return False
+        if article.slug != slug:
+            return False
+        summary = self.articles[slug]
+        await self.articles.put(dataclasses.replace(article, published_at=summary.published_at), self.seeds(article))
+        log.warning("article %s was missing from the store: written again from %s", slug, path)
+        return True
+
     async def _publish(self, article: Article) -> None:
         """Store the file's article (its published_at: the file's time) unless it is stored as it is."""
         self._slugs[article.source] = article.slug
@@ -118,6 +137,10 @@ class ContentDir:
                 log.error("skipping article %s: slug %r is an article from the API", article.source, article.slug)
                 return
             if earlier.file_hash == article.file_hash:
+                # Stored as it is; its thread is ensured all the same, as every instance did
+                # before articles were stored: the Redis store recreates a flushed thread with
+                # the seeds it was given here.
+                await self.articles.backend.ensure_thread(article.slug, self.seeds(article))
                 return
             # A corrected file keeps its first publication's time (and its place in the index).
             article = dataclasses.replace(article, published_at=earlier.published_at)

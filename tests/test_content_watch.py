@@ -17,6 +17,8 @@ from starlette.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 
+from .servers import DEMO_SLUG
+
 WAIT = 15.0  # seconds, generous: the watcher publishes within about a second
 
 
@@ -95,3 +97,18 @@ def test_an_unchanged_file_is_not_written_again_at_a_restart(settings: Settings,
         before = first.get("/api/articles").json()[0]["updated_at"]
     with TestClient(create_app(settings)) as again:
         assert again.get("/api/articles").json()[0]["updated_at"] == before
+
+
+def test_a_file_article_a_flushed_redis_lost_is_written_again_with_its_comments(settings: Settings, redis_server):
+    """Redis-only, two instances: a flush loses the articles with the threads; the instance
+    that had not kept the body writes it again from its file when a reader asks, and the
+    thread comes back with the file's own comments (as it did before articles were stored)."""
+    redis_server.client().flushall()
+    settings = dataclasses.replace(settings, redis_url=redis_server.url, content_watch=False)
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        assert first.get(f"/articles/{DEMO_SLUG}").status_code == 200
+        redis_server.client().flushall()
+        page = second.get(f"/articles/{DEMO_SLUG}")
+        assert page.status_code == 200 and "MOSCOW, Feb 2 (Reuters)" in page.text
+        authors = [c["author"]["name"] for c in second.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]]
+        assert authors == ["Markus Scholz", "Anya Petrova", "David Chen", "Claire Dubois"]
