@@ -25,7 +25,7 @@ from server.backends.local import LocalBackend, MemoryBus, SqliteStore
 from server.backends.migrations import SchemaTooNew
 from server.backends.postgres import PostgresStore
 from server.backends.redis import RedisBackend, RedisBus
-from server.comments import Comment, Head, utc_now_iso
+from server.comments import HIDDEN, OPEN, Comment, Head, utc_now_iso
 from server.errors import NotFound
 from server.fanout import Hub
 from server.protocol import Event
@@ -501,3 +501,14 @@ async def test_comment_counts_of_the_threads_asked(backend: Backend):
     await backend.post(make_comment(OTHER), None)
     assert await backend.comment_counts([OTHER]) == {OTHER: 2}
     assert (await backend.comment_counts([SLUG, OTHER, "no-thread"])).get(SLUG) == 1
+
+
+async def test_a_hidden_thread_counts_no_comments(backend: Backend):
+    """Readers see none of a hidden thread's comments, so an index page must not count them."""
+    await backend.post(make_comment(SLUG), None)
+    await backend.post(make_comment(OTHER), None)
+    await backend.set_thread_state(SLUG, HIDDEN, "mod", "2026-11-30T00:00:00Z")
+    counts = await backend.comment_counts([SLUG, OTHER])
+    assert (counts.get(SLUG, 0), counts[OTHER]) == (0, 1)
+    await backend.set_thread_state(SLUG, OPEN, "mod", "2026-11-30T00:01:00Z")
+    assert (await backend.comment_counts([SLUG]))[SLUG] == 1

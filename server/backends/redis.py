@@ -70,6 +70,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from ..comments import (
+    HIDDEN,
     PENDING,
     VISIBLE,
     Comment,
@@ -627,9 +628,13 @@ class RedisStore(Store):
     async def comment_counts(self, slugs: Sequence[str]) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             for slug in slugs:
-                pipe.hget(_keys(slug)["meta"], "visible")
-            counts = await _call(pipe.execute())
-        return {slug: int(count or 0) for slug, count in zip(slugs, counts, strict=True)}
+                pipe.hmget(_keys(slug)["meta"], "visible", "state")
+            replies = await _call(pipe.execute())
+        # A hidden thread shows readers no comments, so it counts none on an index page either.
+        return {
+            slug: 0 if _text(state or b"") == HIDDEN else int(count or 0)
+            for slug, (count, state) in zip(slugs, replies, strict=True)
+        }
 
     async def thread_states(self, slugs: Sequence[str]) -> dict[str, ThreadState]:
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 from ..comments import (
+    HIDDEN,
     PENDING,
     VISIBLE,
     Comment,
@@ -147,7 +148,8 @@ class Queries:
         self.held_replies = f"{held} AND parent = $3 ORDER BY created_at"
         self.visible_counts = (
             "SELECT slug, COUNT(*) AS n FROM comments "
-            f"WHERE status = $1 AND slug {d.any_text.format('$2')} GROUP BY slug"
+            f"WHERE status = $1 AND slug {d.any_text.format('$2')} "
+            "AND slug NOT IN (SELECT slug FROM threads WHERE state = $3) GROUP BY slug"
         )
         self.dump_comments = (
             f"SELECT {stored} FROM comments WHERE slug = $1 "
@@ -492,7 +494,9 @@ class SqlStore(Store, ABC):
 
     @operation
     async def comment_counts(self, db: Session, slugs: Sequence[str]) -> dict[str, int]:
-        return {row["slug"]: row["n"] for row in await db.fetch(db.queries.visible_counts, VISIBLE, list(slugs))}
+        # A hidden thread shows readers no comments, so it counts none on an index page either.
+        rows = await db.fetch(db.queries.visible_counts, VISIBLE, list(slugs), HIDDEN)
+        return {row["slug"]: row["n"] for row in rows}
 
     @operation
     async def thread_states(self, db: Session, slugs: Sequence[str]) -> dict[str, ThreadState]:
