@@ -69,6 +69,13 @@ bench-page: $(VENV)/.test-deps
 bench-redis: $(VENV)/.test-deps
 	$(PY) bench/redis_latency.py
 
+# One Redis against a 3-primary Redis Cluster, 2 and 4 instances, side by side in one run:
+# deliveries/s, p99, Redis CPU per primary, posts/s across 1,000 threads; then the failover
+# drill (a primary SIGKILLed under load). A few minutes.
+.PHONY: bench-cluster
+bench-cluster: $(VENV)/.test-deps
+	ulimit -n $$(ulimit -Hn) && $(PY) bench/cluster.py $(BENCH_ARGS)
+
 # The stores side by side in one run (SQLite, Redis-only, PostgreSQL + Redis; two instances
 # for the shared ones): posts/s on one thread and across 1,000, post-to-delivery p50/p99, and
 # Redis's memory with 1,000 threads active. About two minutes.

@@ -77,7 +77,7 @@ class RedisClusterServers:
                 raise RuntimeError("the Redis Cluster did not become ok")
             time.sleep(0.1)
 
-    def wait_for_failover(self, dead: RedisServer, timeout: float = 30.0) -> None:
+    def wait_for_failover(self, dead: RedisServer, timeout: float = 60.0) -> None:
         """Until a replica serves every slot the dead primary served, as every live node sees it."""
         deadline = time.monotonic() + timeout
         while True:

@@ -54,7 +54,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -62,7 +62,7 @@ import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -274,13 +274,48 @@ class _Cluster(RedisCluster):
     (on ClusterDownError, SlotNotCoveredError, every 5th MOVED) dropped the healthy shards'
     connections with commands in flight on them: they failed with AttributeError or
     RuntimeError (not RedisError, so a 500) and scripts ran again (../shared/FACTS.md).
-    Only close_for_good() closes it."""
+    Only close_for_good() closes it.
+
+    Its pool of connections per node does not wait when all are busy: it raises
+    MaxConnectionsError (1,000 posters on 1,000 threads: every post refused). So at most
+    max_connections commands (or pipelines) are in flight; more wait their turn, up to
+    REDIS_TIMEOUT, as on one Redis's BlockingConnectionPool."""
+
+    def __init__(self, *, max_connections: int, **options: Any) -> None:
+        super().__init__(max_connections=max_connections, **options)
+        self._in_flight = asyncio.Semaphore(max_connections)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            await self._in_flight.acquire()
+        try:
+            yield
+        finally:
+            self._in_flight.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            raise ValueError("no shard_hint in a cluster")
+        return _Pipeline(self, transaction)  # type: ignore[abstract]  # as redis-py makes its ClusterPipeline
 
     async def aclose(self) -> None:
         self._initialize = True  # the next command reads the slot map first
 
     async def close_for_good(self) -> None:
         await super().aclose()
+
+
+class _Pipeline(ClusterPipeline):
+    """A cluster pipeline that takes its turn (see _Cluster)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        async with cast(_Cluster, self.cluster_client).turn():
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def _cluster_client(url: str, pool_size: int) -> _Cluster:
