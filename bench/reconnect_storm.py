@@ -143,17 +143,17 @@ async def main() -> None:
             elapsed = max(finished) - started
             await asyncio.sleep(1.5)  # PostgreSQL publishes a backend's statistics within a second of idling
             reads_after = store_reads(servers)
-            reads = {q: reads_after.get(q, 0) - reads_before.get(q, 0) for q in ("head", "events_since")}
+            reads = {q: reads_after.get(q, 0) - reads_before.get(q, 0) for q in ("head", "heads", "events_since")}
             xacts = await transactions(database) - transactions_before - 1  # less our own first look
             print()
             print(
                 "| readers | threads | instances | all caught up after | closed and came back | store reads "
-                "(head + events_since) | PostgreSQL transactions | without the tail |"
+                "(head + heads + events_since) | PostgreSQL transactions | without the tail |"
             )
             print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             print(
                 f"| {args.readers} | {args.threads} | 2 | {elapsed:.1f} s | {retries[0]} "
-                f"| {reads['head']} + {reads['events_since']} | {xacts} | {2 * args.readers} reads |"
+                f"| {reads['head']} + {reads['heads']} + {reads['events_since']} | {xacts} | {2 * args.readers} reads |"
             )
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         finally:

@@ -112,6 +112,20 @@ class Threads:
         ref: str | None = None,
     ) -> tuple[Comment, bool]:
         """Validate, rate-limit, store and publish one comment. Returns (comment, created)."""
+        async with self.backend.admitting_post():
+            return await self._post(slug, author, name=name, about=about, body=body, parent=parent, ref=ref)
+
+    async def _post(
+        self,
+        slug: str,
+        author: Author,
+        *,
+        name: str | None,
+        about: str | None,
+        body: str | None,
+        parent: str | None,
+        ref: str | None,
+    ) -> tuple[Comment, bool]:
         self.article(slug)
         clean_author = clean_name(name, MAX_NAME_CHARS, "name", required=True)
         clean_about = clean_name(about, MAX_ABOUT_CHARS, "description", required=False)

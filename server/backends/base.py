@@ -124,6 +124,13 @@ class Store(ABC):
     async def ready(self) -> bool:
         """True while the store can take writes."""
 
+    def admitting_post(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held around all the store work of one post. A store with few connections (PostgreSQL)
+        admits only as many posts at a time as it has, and refuses one that waited too long
+        with Unavailable before it did any work: under load a post admitted finishes rather
+        than queue behind the first reads of newer ones and time out half done."""
+        return contextlib.nullcontext()
+
     @abstractmethod
     async def ensure_thread(self, slug: str, seeds: Sequence[Comment]) -> None:
         """Create the thread if new and import its seed comments exactly once, ever."""
@@ -396,6 +403,9 @@ class Backend:
             await self.bus.close()
         finally:
             await self.store.close()
+
+    def admitting_post(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.store.admitting_post()
 
     async def ready(self) -> bool:
         """Whether this instance can take writes: the store decides (a bus that is away delays

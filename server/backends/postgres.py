@@ -120,6 +120,7 @@ class PostgresStore(sql.SqlStore):
         self.pool_size = pool_size
         self.slow_query_ms = slow_query_ms
         self._pool: asyncpg.Pool | None = None
+        self._posts = asyncio.Semaphore(pool_size)  # posts under way: see admitting_post
 
     async def start(self) -> None:
         # min_size=0: connections are made when needed, so an outage logs no reconnect loop of its own.
@@ -194,6 +195,17 @@ class PostgresStore(sql.SqlStore):
         assert self._pool is not None
         await self._pool.expire_connections()
         return Unavailable("Comments are unavailable for a moment; please retry.")
+
+    @contextlib.asynccontextmanager
+    async def admitting_post(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._posts.acquire(), POOL_WAIT)
+        except TimeoutError:
+            raise Unavailable("Comments are unavailable for a moment; please retry.") from None
+        try:
+            yield
+        finally:
+            self._posts.release()
 
     async def run(self, operation: Callable[[sql.Session], Coroutine[Any, Any, T]]) -> T:
         async with self._connection() as connection:
