@@ -122,6 +122,19 @@ async def test_a_retried_post_is_stored_once(backend: Backend):
     assert len((await backend.snapshot(SLUG)).comments) == 1
 
 
+@pytest.mark.parametrize("backend_factory", ["redis", "redis-cluster"], indirect=True)
+async def test_the_post_script_run_twice_for_one_post_stores_it_once(backend: Backend):
+    """redis-py re-runs a script whose connection closed mid-command (in a cluster, up to 9
+    times for one call): the same comment id, even without a ref, is one post and one seq."""
+    comment = make_comment(body="run twice")
+    first = await backend.store.post(comment, None)
+    again = await backend.store.post(comment, None)
+    assert (again.comment.id, again.comment.seq) == (first.comment.id, first.comment.seq) == (comment.id, 1)
+    assert (await backend.head(SLUG)).seq == 1
+    assert [e.seq for e in await backend.events_since(SLUG, 0) or []] == [1]
+    assert len((await backend.snapshot(SLUG)).comments) == 1
+
+
 async def test_a_reply_needs_a_parent_in_the_same_thread(backend: Backend):
     parent, _ = await backend.post(make_comment(), None)
     reply, _ = await backend.post(make_comment(parent=parent.id), None)
