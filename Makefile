@@ -43,7 +43,7 @@ test-fast: $(VENV)/.test-deps
 # files at start (server/i18n.py): nothing to compile. tests/test_i18n.py fails until every new
 # string has its French and German.
 ERROR_CLASSES := InvalidMessage InvalidHost Empty Rejected Repeat TooLong TooLarge NotFound Unauthorized \
-                 Forbidden Banned RateLimited Internal Unavailable Gone Closed
+                 Forbidden Banned RateLimited Internal Unavailable Gone Closed EditWindowClosed
 .PHONY: messages
 messages: $(VENV)/.run-deps
 	$(VENV)/bin/pybabel extract -F babel.cfg --no-wrap --sort-by-file --project Backchannel \

@@ -190,6 +190,43 @@ async def create_comment(request: Request) -> Response:
     return JSONResponse({"comment": comment.public(), "seq": comment.seq}, status_code=status)
 
 
+async def _reader_write(request: Request, what: str) -> object:
+    """A reader's write to one of their comments, or a vote: from our page (Origin, and the
+    CSRF token that goes with their reader cookie); its JSON body."""
+    check_origin(request)
+    check_csrf(request, request.headers.get("x-csrf-token"))
+    return await json_body(request, what) if what else None
+
+
+async def vote(request: Request) -> Response:
+    """POST /api/comments/{id}/vote {"up": bool} -> {"votes": N}: recommend, or withdraw."""
+    data = await _reader_write(request, "vote")
+    if not isinstance(data, dict) or not isinstance(data.get("up"), bool):
+        raise InvalidMessage('Expected {"up": true} or {"up": false}.')
+    _comment, count = await request.app.state.threads.vote(
+        request.path_params["comment_id"], author(request), data["up"]
+    )
+    return JSONResponse({"votes": count})
+
+
+async def edit_comment(request: Request) -> Response:
+    """PATCH /api/comments/{id} {"body"} -> {"comment", "seq"}: its author, within EDIT_WINDOW."""
+    data = await _reader_write(request, "comment")
+    if not isinstance(data, dict) or not isinstance(data.get("body"), str):
+        raise InvalidMessage('Expected {"body": str}.')
+    comment, seq = await request.app.state.threads.edit(
+        request.path_params["comment_id"], author(request), data["body"]
+    )
+    return JSONResponse({"comment": comment.public(), "seq": seq})
+
+
+async def delete_comment(request: Request) -> Response:
+    """DELETE /api/comments/{id} -> {"seq"}: its author, within EDIT_WINDOW."""
+    await _reader_write(request, "")
+    seq = await request.app.state.threads.delete(request.path_params["comment_id"], author(request))
+    return JSONResponse({"seq": seq})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 

@@ -20,7 +20,7 @@ from . import settings as settings_module
 from .articles import Articles
 from .backends import create_backend
 from .content_watch import ContentDir
-from .control import ArticleChanged, ControlBus, DeskUpdate, RulesChanged, SessionEnded
+from .control import ArticleChanged, ControlBus, DeskUpdate, RulesChanged, SessionEnded, VotesChanged
 from .errors import BackchannelError
 from .fanout import Hub
 from .i18n import load_languages
@@ -32,6 +32,7 @@ from .spam import SpamRules
 from .static_assets import StaticAssets
 from .threads import Threads
 from .tokens import BearerTokens, Tokens, on_token_refused
+from .votes import VoteCounts
 from .webhooks import Webhooks
 
 log = logging.getLogger("backchannel")
@@ -62,6 +63,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         webhooks = Webhooks(tokens, settings)
         webhooks.start()
         threads.on_published, moderation.on_recorded = webhooks.comment_published, webhooks.moderation_recorded
+        threads.on_changed = webhooks.comment_changed
+        vote_counts = VoteCounts(backend, hub, backend.publish_control)
+        vote_counts.start()
+        threads.on_voted = vote_counts.voted
         app.state.tokens, app.state.webhooks = tokens, webhooks
         app.state.comment_counts = newsroom_api.CommentCounts(threads)
         live_sessions = LiveSessions()
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         control.subscribe(DeskUpdate, live_sessions.on_desk_update)
         control.subscribe(RulesChanged, spam.on_rules_changed)
         control.subscribe(ArticleChanged, articles.on_article_changed)
+        control.subscribe(VotesChanged, vote_counts.on_votes_changed)
         backend.on_control = control.dispatch
         backend.on_control_resync = articles.on_control_resync
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             for task in background:
                 task.cancel()
             await live_sessions.close()
+            await vote_counts.close()
             await moderation.close()
             await webhooks.close()
             await hub.close()
@@ -111,6 +118,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/moderation/rules", moderation_routes.rules_page),
         Route("/api/moderation/rules", moderation_routes.rules),
         Route("/api/moderation/rules", moderation_routes.save_rules, methods=["POST"]),
+        Route("/api/comments/{comment_id}", api.edit_comment, methods=["PATCH"]),
+        Route("/api/comments/{comment_id}", api.delete_comment, methods=["DELETE"]),
+        Route("/api/comments/{comment_id}/vote", api.vote, methods=["POST"]),
         Route("/api/comments/{comment_id}/remove", moderation_routes.remove, methods=["POST"]),
         Route("/api/comments/{comment_id}/restore", moderation_routes.restore, methods=["POST"]),
         Route("/api/comments/{comment_id}/approve", moderation_routes.approve, methods=["POST"]),

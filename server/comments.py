@@ -18,9 +18,13 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import EditWindowClosed, Forbidden, NotFound
+from .i18n import N_
 from .protocol import Event
 
-VISIBLE, REMOVED, PENDING = "visible", "removed", "pending"
+VISIBLE, REMOVED, PENDING, DELETED = "visible", "removed", "pending", "deleted"
+# A comment in one of these keeps its place in the thread (its replies stay) but not its text.
+WITHOUT_TEXT = (REMOVED, DELETED)
 OPEN, CLOSED, HIDDEN = "open", "closed", "hidden"
 THREAD_STATES = (OPEN, CLOSED, HIDDEN)
 # The event each state is entered with; a reader's page changes on it.
@@ -49,6 +53,8 @@ class Comment:
     removed_at: str | None = None
     ip: str | None = None  # the author's address, for IP bans; never shown
     staff: bool = False  # posted from a moderator's session (the badge readers cannot fake)
+    edited_at: str | None = None  # when its author last edited it (ISO-8601 UTC)
+    votes: int = 0  # readers recommending it, kept in step with the votes themselves
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,13 +83,15 @@ def moderator_view(record: dict[str, Any]) -> dict[str, Any]:
         "reader_id": record["reader_id"],
         "removed_by": record.get("removed_by"),
         "removed_at": record.get("removed_at"),
+        "edited_at": record.get("edited_at"),
+        "votes": record.get("votes", 0),
     }
 
 
 def public_view(view: dict[str, Any]) -> dict[str, Any]:
     """The contract's comment object, from a record or a moderator view."""
     author = view.get("author") or _author(view["name"], view["about"], view.get("staff", False))
-    hidden = view["status"] == REMOVED
+    hidden = view["status"] in WITHOUT_TEXT
     return {
         "id": view["id"],
         "parent": view["parent"],
@@ -94,6 +102,8 @@ def public_view(view: dict[str, Any]) -> dict[str, Any]:
         "html": "" if hidden else view["html"],
         "created_at": view["created_at"],
         "status": view["status"],
+        "edited_at": view.get("edited_at"),
+        "votes": view.get("votes", 0),
     }
 
 
@@ -133,6 +143,45 @@ def status_event(kind: str, seq: int, comment: Comment) -> Event:
     if kind == "removed":
         return removed_event(seq, comment)
     return Event(kind, seq, {"comment": comment.moderator_view()})
+
+
+def edit_change(before: Comment, author: str, body: str, html: str, at: str, window: float) -> Comment:
+    """The comment after its author's edit: the text replaced, edited_at set. Raises when the
+    edit is not theirs to make (see may_change)."""
+    may_change(before, author, at, window)
+    return replace(before, body=body, html=html, edited_at=at)
+
+
+def delete_change(before: Comment, author: str, at: str, window: float) -> Comment:
+    """The comment after its author deleted it: it keeps its place (and its replies)."""
+    may_change(before, author, at, window)
+    return replace(before, status=DELETED, edited_at=at)
+
+
+def may_change(comment: Comment, author: str, at: str, window: float) -> None:
+    """A reader may edit or delete their own published comment for `window` seconds after
+    posting it (0: never). Judged on the stored record, in the store's write."""
+    if comment.reader_id is None or comment.reader_id != author:
+        raise Forbidden(N_("Only its author can change this comment."))
+    if comment.status != VISIBLE:
+        raise NotFound(N_("No such comment."))
+    age = (_parse_iso(at) - _parse_iso(comment.created_at)).total_seconds()
+    if window <= 0 or age > window:
+        raise EditWindowClosed(
+            N_("Too late to change this comment: a comment can be changed for {minutes} min after it is posted."),
+            minutes=max(1, round(window / 60)),
+        )
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def change_event(kind: str, seq: int, comment: Comment) -> Event:
+    """`edited` (with the comment as it is now) or `deleted` (its id)."""
+    if kind == "deleted":
+        return Event("deleted", seq, {"id": comment.id})
+    return Event("edited", seq, {"comment": comment.moderator_view()})
 
 
 def public_event(event: Event) -> Event:

@@ -1,6 +1,6 @@
 """The control bus: what every instance must act on that is not a thread event — a moderator's
 session ended, something happened for the moderation desks, the spam rules changed, an
-article was created, changed or unpublished.
+article was created, changed or unpublished, votes were taken.
 
 A control message is published through the backend to every instance (this one included),
 decoded once here into its dataclass, and handed to whoever subscribed to its kind. Unknown
@@ -54,8 +54,17 @@ class ArticleChanged:
     slug: str
 
 
-ControlMessage = SessionEnded | DeskUpdate | RulesChanged | ArticleChanged
-M = TypeVar("M", SessionEnded, DeskUpdate, RulesChanged, ArticleChanged)
+@dataclass(frozen=True)
+class VotesChanged:
+    """Votes were taken on these comments (slug -> comment ids) since the instance's last
+    notice: instances with readers of those threads read the counts (server/votes.py)."""
+
+    kind: ClassVar[str] = "votes"
+    threads: dict[str, list[str]]
+
+
+ControlMessage = SessionEnded | DeskUpdate | RulesChanged | ArticleChanged | VotesChanged
+M = TypeVar("M", SessionEnded, DeskUpdate, RulesChanged, ArticleChanged, VotesChanged)
 
 
 def encode_control(message: ControlMessage) -> str:
@@ -65,6 +74,8 @@ def encode_control(message: ControlMessage) -> str:
         fields = {"session": message.session}
     elif isinstance(message, ArticleChanged):
         fields = {"slug": message.slug}
+    elif isinstance(message, VotesChanged):
+        fields = {"threads": message.threads}
     else:
         fields = {"rules": message.rules}
     return orjson.dumps({"kind": message.kind, **fields}).decode()
@@ -81,6 +92,11 @@ def decode_control(text: str | bytes) -> ControlMessage | None:
         return DeskUpdate(frame=desk_frame(data["frame"]))
     if kind == ArticleChanged.kind:
         return ArticleChanged(slug=str(data["slug"]))
+    if kind == VotesChanged.kind:
+        threads = data["threads"]
+        if not isinstance(threads, dict) or not all(isinstance(ids, list) for ids in threads.values()):
+            raise TypeError("threads must map slugs to lists of comment ids")
+        return VotesChanged(threads={str(slug): [str(i) for i in ids] for slug, ids in threads.items()})
     if kind == RulesChanged.kind:
         if not isinstance(data["rules"], dict):
             raise TypeError("rules must be an object")

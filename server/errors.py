@@ -13,7 +13,8 @@ BackchannelError
 ├── Unauthorized     401 unauthorized     not logged in as a moderator, or a wrong password
 ├── Forbidden        403 forbidden        Origin not allowed, CSRF token missing or wrong, a reserved name
 │   ├── Banned       403 banned           the reader (or their address) is banned
-│   └── Closed       403 closed           the thread is closed (or hidden): it takes no new comments
+│   ├── Closed       403 closed           the thread is closed (or hidden): it takes no new comments
+│   └── EditWindowClosed 403 edit_window_closed  a reader's comment is past EDIT_WINDOW: no more edits
 ├── RateLimited      429 rate_limited     too many posts; carries retry_after seconds
 ├── HttpError        4xx http_error       what Starlette refused itself (a method not allowed, ...)
 ├── Internal         500 internal         a bug: logged, and answered without details
@@ -106,6 +107,10 @@ class Closed(Forbidden):
         if state == "hidden":
             return cls(N_("Comments on this article are hidden: it takes no new comments."))
         return cls(N_("Comments on this article are closed: it takes no new comments."))
+
+
+class EditWindowClosed(Forbidden):
+    code = "edit_window_closed"
 
 
 class HttpError(BackchannelError):

@@ -350,9 +350,13 @@ class Hub:
     def _announce(self, channel: Channel, readers: int) -> None:
         if readers != channel.readers:
             channel.readers = readers
-            frame = text_frame(encode(Presence(readers=readers)))
-            for subscriber in list(channel.subscribers):
-                subscriber.send(None, frame)
+            self.send_to_readers(channel.slug, text_frame(encode(Presence(readers=readers))))
+
+    def send_to_readers(self, slug: str, frame: bytes) -> None:
+        """A frame that is no event of the log (presence, vote counts) to every local reader of the thread."""
+        channel = self._channels.get(slug)
+        for subscriber in list(channel.subscribers if channel else ()):
+            subscriber.send(None, frame)
 
     def readers(self, slug: str) -> int:
         """The last count announced (at least this instance's own readers), without asking the

@@ -42,6 +42,8 @@ from .protocol import (
     Frame,
     Pending,
     Reset,
+    Vote,
+    Votes,
     Welcome,
     encode,
     parse_client_frame,
@@ -227,13 +229,19 @@ class LiveReader:
         await state.hub.leave(self.slug, self.connection)
 
     async def on_message(self, message: Message) -> None:
-        """A frame from the reader: a post, answered with ack or error on this socket."""
+        """A frame from the reader: a post, answered with ack or error on this socket, or a vote,
+        answered with its count (or error)."""
         connection, ref = self.connection, None
         try:
             text = message.get("text")
             if text is None:
                 raise InvalidMessage("frames must be JSON text, not binary")
             post = parse_client_frame(text)
+            if isinstance(post, Vote):
+                # Answered with the count on this socket; every reader gets it coalesced.
+                _comment, count = await self.state.threads.vote(post.id, self.author, post.up)
+                connection.send_frame(Votes({post.id: count}))
+                return
             ref = post.ref
             comment, _ = await self.state.threads.post(
                 self.slug, self.author, name=post.name, about=post.about, body=post.body, parent=post.parent, ref=ref

@@ -52,7 +52,16 @@ def _optional_str(data: dict[str, Any], key: str, max_len: int = 10_000) -> str 
     return value
 
 
-def parse_client_frame(text: str | bytes) -> Post:
+@dataclass(frozen=True)
+class Vote:
+    """Recommend a comment (up) or withdraw the recommendation."""
+
+    type: ClassVar[str] = "vote"
+    id: str
+    up: bool
+
+
+def parse_client_frame(text: str | bytes) -> Post | Vote:
     """One client frame -> a typed message, or InvalidMessage saying what is wrong with it."""
     try:
         data = orjson.loads(text)
@@ -61,6 +70,11 @@ def parse_client_frame(text: str | bytes) -> Post:
     if not isinstance(data, dict):
         raise InvalidMessage("a frame must be a JSON object")
     kind = data.get("type")
+    if kind == "vote":
+        comment_id, up = data.get("id"), data.get("up")
+        if not isinstance(comment_id, str) or not 0 < len(comment_id) <= 64 or not isinstance(up, bool):
+            raise InvalidMessage('a vote is {"type": "vote", "id": "<comment id>", "up": true or false}')
+        return Vote(id=comment_id, up=up)
     if kind != "post":
         raise InvalidMessage(
             f"unknown message type {str(kind)[:40]!r}" if kind is not None else 'the frame has no "type"'
@@ -98,6 +112,14 @@ class Event:
     seq: int
     data: dict[str, Any] = field(default_factory=dict)
     wire: str | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Votes:
+    """Vote counts that changed (not sequenced; coalesced: server/votes.py)."""
+
+    type: ClassVar[str] = "votes"
+    counts: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -171,7 +193,7 @@ class DeskAction:
 
 
 DeskFrame = DeskComment | DeskReport | DeskAction
-Frame = Welcome | Event | Reset | Presence | Ack | Error | Pending | DeskWelcome | DeskFrame
+Frame = Welcome | Event | Reset | Presence | Votes | Ack | Error | Pending | DeskWelcome | DeskFrame
 _DESK_FRAMES: dict[str, type[DeskFrame]] = {cls.type: cls for cls in (DeskComment, DeskReport, DeskAction)}
 
 

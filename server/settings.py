@@ -58,6 +58,14 @@ class Settings:
     # limits-library rate strings, per reader and per client IP.
     post_rate_per_reader: str = "5/10 seconds;30/hour"
     post_rate_per_ip: str = "30/minute"
+    # Votes: per reader and per client network, refused past these (as posts are).
+    vote_rate_per_reader: str = "10/10 seconds;300/hour"
+    vote_rate_per_ip: str = "120/minute"
+    # An address (network) casting more votes than this is shown to moderators, once an hour,
+    # in the audit log (action `many_votes`): one person voting from many reader cookies.
+    vote_flag_per_ip: str = "200/hour"
+    # Seconds in which a reader may edit or delete their own comment; 0: never.
+    edit_window: float = 300.0
     # Bytes that may wait in this process for one reader (behind its socket's kernel buffer, or
     # held while it catches up) before it counts as too slow and is closed (4000). A whole
     # HISTORY_SIZE replay of ordinary comments fits.
@@ -150,6 +158,10 @@ def load(env_file: str | Path | None = ".env") -> Settings:
         history_size=config("HISTORY_SIZE", cast=int, default=1000),
         post_rate_per_reader=config("POST_RATE_PER_READER", default="5/10 seconds;30/hour"),
         post_rate_per_ip=config("POST_RATE_PER_IP", default="30/minute"),
+        vote_rate_per_reader=config("VOTE_RATE_PER_READER", default="10/10 seconds;300/hour"),
+        vote_rate_per_ip=config("VOTE_RATE_PER_IP", default="120/minute"),
+        vote_flag_per_ip=config("VOTE_FLAG_PER_IP", default="200/hour"),
+        edit_window=config("EDIT_WINDOW", cast=float, default=300.0),
         send_buffer_bytes=config("SEND_BUFFER_BYTES", cast=int, default=1024 * 1024),
         ws_ping_interval=config("WS_PING_INTERVAL", cast=float, default=20.0),
         max_connections_per_ip=config("MAX_CONNECTIONS_PER_IP", cast=int, default=2000),

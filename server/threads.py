@@ -20,9 +20,23 @@ from limits.errors import StorageError
 from . import metrics
 from .articles import Articles
 from .backends.base import Backend
-from .comments import CLOSED, HIDDEN, OPEN, PENDING, VISIBLE, Comment, Snapshot, ThreadState, utc_now_iso
+from .comments import (
+    CLOSED,
+    HIDDEN,
+    OPEN,
+    PENDING,
+    VISIBLE,
+    Comment,
+    Snapshot,
+    ThreadState,
+    delete_change,
+    edit_change,
+    may_change,
+    utc_now_iso,
+)
 from .content import Article
-from .errors import NotFound, RateLimited, Rejected, Repeat, Unavailable
+from .errors import Forbidden, NotFound, RateLimited, Rejected, Repeat, Unavailable
+from .i18n import N_
 from .identity import client_network
 from .moderation import Bans, Moderation
 from .protocol import DeskComment, Event
@@ -69,9 +83,13 @@ class Threads:
         self.spam = spam
         self.articles = articles
         self.on_published: Callable[[Comment], None] | None = None  # the webhooks; must not block
+        self.on_changed: Callable[[str, Comment], None] | None = None  # ("edited" / "deleted", comment): the same
+        self.on_voted: Callable[[str, str], None] | None = None  # (slug, comment id): the coalesced counts
+        self.edit_window = settings.edit_window
         self._limits = Limits(backend.rate_limit_storage)  # exact moving windows, shared through Redis if any
-        self._reader_limits = limits.parse_many(settings.post_rate_per_reader)
-        self._ip_limits = limits.parse_many(settings.post_rate_per_ip)
+        self._post_limits = self._checks("", settings.post_rate_per_reader, settings.post_rate_per_ip)
+        self._vote_limits = self._checks("vote-", settings.vote_rate_per_reader, settings.vote_rate_per_ip)
+        self._vote_flag = limits.parse_many(settings.vote_flag_per_ip)
 
     @staticmethod
     def _seed_comments(article: Article) -> list[Comment]:
@@ -152,10 +170,9 @@ class Threads:
         else:
             records, lists = await reading
         self.moderation.check_author_records(records[: len(author_keys)])
-        await self._check_rate(author)
+        await self._check_rate(author, self._post_limits)
         html = render_body(text)
-        if (word := rules.matches(f"{clean_author} {clean_about or ''} {text}", banned=True)) is not None:
-            raise Rejected("Comments here may not use the word “{word}”.", word=word)
+        self._check_words(rules, f"{clean_author} {clean_about or ''} {text}")
         repeat_key = await self._check_repeat(author, text, ref_key) if rules.repeat_window_minutes else None
         premoderated = records[-1] is not None
         published = len(lists[0]) if lists else 0
@@ -265,15 +282,127 @@ class Threads:
             await self.moderation.record(by, STATE_ACTIONS[state], slug=slug, reason=reason, detail=detail)
         return after, event
 
-    async def _check_rate(self, author: Author) -> None:
-        checks: list[Check] = [(item, "reader", author.reader_id) for item in self._reader_limits]
-        checks += [(item, "ip", client_network(author.ip)) for item in self._ip_limits]
+    @staticmethod
+    def _checks(prefix: str, per_reader: str, per_ip: str) -> list[tuple[limits.RateLimitItem, str, bool]]:
+        """The limits of one action: (limit, counter kind, whether it counts per address)."""
+        return [(item, f"{prefix}reader", False) for item in limits.parse_many(per_reader)] + [
+            (item, f"{prefix}ip", True) for item in limits.parse_many(per_ip)
+        ]
+
+    async def _check_rate(self, author: Author, action: list[tuple[limits.RateLimitItem, str, bool]]) -> None:
+        checks: list[Check] = [
+            (item, kind, client_network(author.ip) if per_ip else author.reader_id) for item, kind, per_ip in action
+        ]
         try:
             retry_after = await self._limits.hit(checks)  # checks and counts every limit in one step
         except StorageError as exc:  # the shared counters (Redis) are out of reach
             raise Unavailable("Comments are unavailable for a moment; please retry.") from exc
         if retry_after is not None:
             raise RateLimited("You are posting too fast. Try again in {retry_after} s.", retry_after)
+
+    @staticmethod
+    def _check_words(rules: Rules, text: str) -> None:
+        if (word := rules.matches(text, banned=True)) is not None:
+            raise Rejected("Comments here may not use the word “{word}”.", word=word)
+
+    async def _check_author(self, author: Author) -> None:
+        """Bans, as a post checks them (reserved names aside: no name is given)."""
+        records, _lists = await self.backend.read_records(
+            self.moderation.author_check_keys(author.reader_id, author.ip, None, author.moderator), []
+        )
+        self.moderation.check_author_records(records)
+
+    # --- votes -------------------------------------------------------------------------------
+
+    async def vote(self, comment_id: str, author: Author, up: bool) -> tuple[Comment, int]:
+        """Recommend a comment (up) or withdraw the recommendation: one per reader, checked and
+        rate-limited like a post. Returns the comment and its count now. Readers hear of it
+        coalesced (on_voted), not as an event of the thread's log."""
+        comment = await self.find(comment_id)
+        self.article(comment.slug)
+        if comment.reader_id == author.reader_id:
+            raise Forbidden(N_("You cannot recommend your own comment."))
+        await self._check_author(author)
+        await self._check_rate(author, self._vote_limits)
+        count = await self.backend.vote(comment.slug, comment.id, author.reader_id, up)
+        if self.on_voted:
+            self.on_voted(comment.slug, comment.id)
+        await self._watch_voting(author, comment)
+        return comment, count
+
+    async def _watch_voting(self, author: Author, comment: Comment) -> None:
+        """One address voting far more than a reader does (one person with many cookies) is
+        put in front of the moderators: an audit entry (action `many_votes`, by `address TAG`,
+        the limit it went over in `detail`), at most one an hour per network."""
+        network = client_network(author.ip)
+        try:
+            over = await self._limits.hit([(item, "vote-flag", network) for item in self._vote_flag])
+        except StorageError:
+            return  # only a warning sign: the vote itself is counted
+        if over is not None and await self.backend.kv_set(f"vote-flag:{network}", "1", ttl=3600, only_if_absent=True):
+            # Named by a tag of the address, never the address: the audit log goes to webhooks.
+            tag = hashlib.sha256(f"{network}".encode()).hexdigest()[:8]
+            await self.moderation.record(
+                f"address {tag}",
+                "many_votes",
+                slug=comment.slug,
+                comment_id=comment.id,
+                detail=";".join(str(item) for item in self._vote_flag),
+            )
+
+    # --- a reader's own comment: edit, delete ---------------------------------------------------
+
+    async def edit(self, comment_id: str, author: Author, body: str | None) -> tuple[Comment, int]:
+        """Its author replaces the text, within EDIT_WINDOW, through a post's checks (length,
+        banned words, bans, rate limits). Returns the comment and the seq of its `edited` event.
+        The previous text stays in the audit log."""
+        comment = await self.find(comment_id)
+        self.article(comment.slug)
+        text = clean_body(body, MAX_BODY_CHARS)
+        html = render_body(text)
+        at = utc_now_iso()
+        may_change(comment, author.reader_id, at, self.edit_window)  # early, for a clear answer
+        await self._check_author(author)
+        await self._check_rate(author, self._post_limits)
+        self._check_words(self.spam.current, text)
+        window = self.edit_window
+        changed, event = await self.backend.change_comment(
+            comment.slug,
+            comment.id,
+            "edited",
+            lambda stored: edit_change(stored, author.reader_id, text, html, at, window),
+        )
+        assert event is not None
+        await self._changed("edited", "edit", comment, changed)
+        return changed, event.seq
+
+    async def delete(self, comment_id: str, author: Author) -> int:
+        """Its author takes the comment down within EDIT_WINDOW; it keeps its place, and its
+        replies stay, as with a removal. Returns the seq of its `deleted` event."""
+        comment = await self.find(comment_id)
+        self.article(comment.slug)
+        at = utc_now_iso()
+        may_change(comment, author.reader_id, at, self.edit_window)
+        window = self.edit_window
+        changed, event = await self.backend.change_comment(
+            comment.slug, comment.id, "deleted", lambda stored: delete_change(stored, author.reader_id, at, window)
+        )
+        assert event is not None
+        await self._changed("deleted", "delete", comment, changed)
+        return event.seq
+
+    async def _changed(self, kind: str, action: str, before: Comment, after: Comment) -> None:
+        if self.on_changed:
+            self.on_changed(kind, after)
+        with contextlib.suppress(Unavailable):  # committed: the desk reads the log on its next load
+            await self.moderation.record(
+                before.name,
+                action,
+                slug=before.slug,
+                comment_id=before.id,
+                reader_id=before.reader_id,
+                detail=before.body,
+            )
 
     async def snapshot(self, slug: str) -> Snapshot:
         self.article(slug)

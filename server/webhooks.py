@@ -101,6 +101,10 @@ class Webhooks:
     def comment_published(self, comment: Comment) -> None:
         self.notify("comment.published", {"slug": comment.slug, **comment.public()})
 
+    def comment_changed(self, kind: str, comment: Comment) -> None:
+        """`comment.edited` / `comment.deleted`: its author changed it."""
+        self.notify(f"comment.{kind}", {"slug": comment.slug, **comment.public()})
+
     def moderation_recorded(self, entry: dict[str, Any]) -> None:
         if entry.get("action") not in PRIVATE_ACTIONS:
             self.notify(f"moderation.{entry['action']}", entry)

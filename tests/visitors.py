@@ -42,3 +42,9 @@ class Visitor:
 
     def post(self, *args, **kwargs):
         return self._as_me("post", *args, **kwargs)
+
+    def patch(self, *args, **kwargs):
+        return self._as_me("patch", *args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        return self._as_me("delete", *args, **kwargs)

@@ -161,6 +161,30 @@ class Store(ABC):
         comment rejected, makes no event. Raises NotFound."""
 
     @abstractmethod
+    async def change_comment(
+        self, slug: str, comment_id: str, kind: str, change: Callable[[Comment], Comment]
+    ) -> Written:
+        """Atomically replace a comment by change(the comment as stored) and append the event
+        of `kind` (`edited` or `deleted`, made by comments.change_event); whatever change()
+        raises (not the author, too late) leaves everything as it was. Raises Closed when the
+        thread is not open (checked in the same transaction), NotFound."""
+
+    @abstractmethod
+    async def vote(self, slug: str, comment_id: str, voter: str, up: bool) -> int:
+        """Record (up) or withdraw the voter's recommendation of a visible comment, at most one
+        per voter, and return the comment's count after it; the count is the comment's `votes`
+        in every read. Raises Closed when the thread is not open, NotFound when the comment is
+        not visible (or not of this thread)."""
+
+    @abstractmethod
+    async def vote_counts(self, slug: str, comment_ids: Sequence[str]) -> dict[str, int]:
+        """The vote count of each of these comments of the thread, in one read."""
+
+    @abstractmethod
+    async def votes_by(self, slug: str, voter: str) -> set[str]:
+        """The comments of the thread this voter recommends."""
+
+    @abstractmethod
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None: ...
 
     @abstractmethod
@@ -438,6 +462,17 @@ class Backend:
         await self._publish(slug, written.event, written.epoch)
         return written.state, written.event
 
+    async def change_comment(
+        self, slug: str, comment_id: str, kind: str, change: Callable[[Comment], Comment]
+    ) -> tuple[Comment, Event | None]:
+        written = await self.store.change_comment(slug, comment_id, kind, change)
+        await self._publish(slug, written.event, written.epoch)
+        return written.comment, written.event
+
+    async def vote(self, slug: str, comment_id: str, voter: str, up: bool) -> int:
+        """Not an event: the count reaches readers coalesced (server/votes.py)."""
+        return await self.store.vote(slug, comment_id, voter, up)
+
     async def _publish(self, slug: str, event: Event | None, epoch: str) -> None:
         if event is None or self.store.publishes:
             return
@@ -455,6 +490,12 @@ class Backend:
 
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
         return await self.store.get_comment(slug, comment_id)
+
+    async def vote_counts(self, slug: str, comment_ids: Sequence[str]) -> dict[str, int]:
+        return await self.store.vote_counts(slug, comment_ids)
+
+    async def votes_by(self, slug: str, voter: str) -> set[str]:
+        return await self.store.votes_by(slug, voter)
 
     async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
         return await self.store.get_comments(refs)

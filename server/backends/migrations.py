@@ -75,6 +75,17 @@ SQLITE: list[list[str]] = [
     [  # 6: a thread is read a page at a time, each comment's replies apart (Store.comment_page)
         "CREATE INDEX comments_by_parent ON comments (slug, parent, seq)",
     ],
+    [  # 7: readers recommend comments (one vote per reader per comment) and edit their own
+        "ALTER TABLE comments ADD COLUMN edited_at TEXT",
+        "ALTER TABLE comments ADD COLUMN votes INTEGER NOT NULL DEFAULT 0",  # kept in step with the votes' rows
+        """CREATE TABLE votes (
+            comment_id TEXT NOT NULL,
+            voter      TEXT NOT NULL,             -- the reader id
+            slug       TEXT NOT NULL,
+            PRIMARY KEY (comment_id, voter)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX votes_by_voter ON votes (slug, voter)",
+    ],
 ]
 
 POSTGRES: list[list[str]] = [
@@ -140,6 +151,17 @@ POSTGRES: list[list[str]] = [
     ],
     [  # 6
         "CREATE INDEX comments_by_parent ON comments (slug, parent, seq)",
+    ],
+    [  # 7
+        "ALTER TABLE comments ADD COLUMN edited_at text",
+        "ALTER TABLE comments ADD COLUMN votes integer NOT NULL DEFAULT 0",
+        """CREATE TABLE votes (
+            comment_id text NOT NULL,
+            voter      text NOT NULL,
+            slug       text NOT NULL,
+            PRIMARY KEY (comment_id, voter)
+        )""",
+        "CREATE INDEX votes_by_voter ON votes (slug, voter)",
     ],
 ]
 

@@ -16,6 +16,8 @@ Cluster keeps a thread on one shard):
                                 parent's comments is a ZRANGEBYLEX, its reply count a ZLEXCOUNT
                                 (meta's `indexed` says it is complete: threads older than it are
                                 indexed at their first page read, by INDEX_SCRIPT)
+    {bc:SLUG}:votes     hash    comment id -> its vote count (a record's own "votes" is ignored)
+    {bc:SLUG}:voted:R   set     the comment ids reader R recommends
     {bc:SLUG}:log       stream  entry id "<seq>-0", field e = the event as it goes on the wire
     {bc:SLUG}:presence  hash    instance id -> "<readers> <unix time>"
     {bc:SLUG}:events    channel "<epoch> <event JSON>" published for every event
@@ -54,7 +56,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -77,6 +79,7 @@ from ..comments import (
     Head,
     Snapshot,
     ThreadState,
+    change_event,
     comment_event,
     state_change,
     state_event,
@@ -138,6 +141,20 @@ redis.call(ARGV[10], ARGV[8], epoch .. ' ' .. event)
 return {'ok', record}
 """
 
+# KEYS: meta, comments, votes, the voter's voted set   ARGV: comment id, "1" to recommend / "0" to
+# withdraw. Answers {'ok', count}; refused like a post on a thread not open, and on a comment
+# that is not visible.
+VOTE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'nothread'} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'open' then return {'closed', state} end
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+if not record or cjson.decode(record)['status'] ~= 'visible' then return {'nocomment'} end
+local changed = redis.call(ARGV[2] == '1' and 'SADD' or 'SREM', KEYS[4], ARGV[1])
+if changed == 1 then return {'ok', redis.call('HINCRBY', KEYS[3], ARGV[1], ARGV[2] == '1' and 1 or -1)} end
+return {'ok', tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')}
+"""
+
 # KEYS: meta   ARGV: epoch — creates the thread's meta unless it exists; answers the epoch in force
 ENSURE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], 'indexed', 1) end
@@ -169,7 +186,11 @@ return 1
 
 def _keys(slug: str) -> dict[str, str]:
     tag = "{bc:" + slug + "}"
-    return {name: f"{tag}:{name}" for name in ("meta", "comments", "refs", "log", "presence", "order")}
+    return {name: f"{tag}:{name}" for name in ("meta", "comments", "refs", "log", "presence", "order", "votes")}
+
+
+def _voted_key(slug: str, voter: str) -> str:
+    return "{bc:" + slug + "}:voted:" + voter
 
 
 def _order_member(comment: Comment) -> str:
@@ -220,8 +241,10 @@ def _record_without_seq(comment: Comment) -> dict[str, Any]:
     return record
 
 
-def _comment(record: bytes | str) -> Comment:
-    return Comment(**orjson.loads(record))
+def _comment(record: bytes | str, votes: bytes | str | int | None = None) -> Comment:
+    """A comment from its stored record, with its count from the votes hash (what the record
+    holds of it is as of its last write, not kept in step)."""
+    return Comment(**{**orjson.loads(record), "votes": int(votes or 0)})
 
 
 _STATE_FIELDS = ("state", "state_by", "state_at")
@@ -403,6 +426,7 @@ class RedisStore(Store):
         self._post_script = self.redis.register_script(POST_SCRIPT)
         self._ensure_script = self.redis.register_script(ENSURE_SCRIPT)
         self._index_script = self.redis.register_script(INDEX_SCRIPT)
+        self._vote_script = self.redis.register_script(VOTE_SCRIPT)
         self._put_article_script = self.redis.register_script(PUT_ARTICLE_SCRIPT)
         self._publish_article_script = self.redis.register_script(PUBLISH_ARTICLE_SCRIPT)
         self._seeds: dict[str, Sequence[Comment]] = {}
@@ -504,12 +528,8 @@ class RedisStore(Store):
                         if kind == "comment":  # approval: the comment is published now, with this seq
                             changed = changed.with_seq(new_seq)
                         event = status_event(kind, new_seq, changed)
-                        wire = encode(event)
                         pipe.hset(keys["meta"], "seq", new_seq)
-                        pipe.xadd(
-                            keys["log"], {"e": wire}, id=f"{new_seq}-0", maxlen=self.history_size, approximate=False
-                        )
-                        pipe.execute_command(self.publish_command, _channel(slug), f"{_text(epoch)} {wire}")
+                        self._append(pipe, slug, _text(epoch), event)
                     if before.status == PENDING:  # approved (now published) or rejected: no longer held
                         pipe.zrem(keys["order"], _order_member(before))
                         if changed.seq is not None:
@@ -548,36 +568,99 @@ class RedisStore(Store):
                         return StateWritten(before, None, _text(epoch))
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                     event = state_event(int(seq) + 1, after)
-                    wire = encode(event)
                     meta = {"seq": str(event.seq), **_state_fields(after)}
                     pipe.hset(keys["meta"], mapping=meta)  # type: ignore[arg-type]  # str values are fine
-                    pipe.xadd(
-                        keys["log"], {"e": wire}, id=f"{event.seq}-0", maxlen=self.history_size, approximate=False
-                    )
-                    pipe.execute_command(self.publish_command, _channel(slug), f"{_text(epoch)} {wire}")
+                    self._append(pipe, slug, _text(epoch), event)
                     await pipe.execute()
                     return StateWritten(after, event, _text(epoch))
                 except WatchError:
                     continue
 
+    def _append(self, pipe: Any, slug: str, epoch: str, event: Event) -> None:
+        """Queue in the transaction: the event into the thread's log, and its publication."""
+        wire = encode(event)
+        pipe.xadd(_keys(slug)["log"], {"e": wire}, id=f"{event.seq}-0", maxlen=self.history_size, approximate=False)
+        pipe.execute_command(self.publish_command, _channel(slug), f"{epoch} {wire}")
+
+    async def change_comment(
+        self, slug: str, comment_id: str, kind: str, change: Callable[[Comment], Comment]
+    ) -> Written:
+        return await _call(self._change_comment(slug, comment_id, kind, change))
+
+    async def _change_comment(
+        self, slug: str, comment_id: str, kind: str, change: Callable[[Comment], Comment]
+    ) -> Written:
+        # As _set_status: read under WATCH, decide in Python, write in MULTI.
+        keys = _keys(slug)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(keys["meta"], keys["comments"])
+                    record = await pipe.hget(keys["comments"], comment_id)
+                    votes = await pipe.hget(keys["votes"], comment_id)
+                    seq, epoch, *state = await pipe.hmget(keys["meta"], "seq", "epoch", *_STATE_FIELDS)
+                    if record is None or epoch is None:
+                        raise NotFound("No such comment.")
+                    assert seq is not None, "ENSURE_SCRIPT sets a thread's seq with its epoch"
+                    if not (thread := _state(*state)).open:
+                        raise Closed.because(thread.name)
+                    before = _comment(record, votes)
+                    after = change(before)
+                    event = change_event(kind, int(seq) + 1, after)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    pipe.hset(keys["meta"], "seq", event.seq)
+                    if (after.status == VISIBLE) != (before.status == VISIBLE):
+                        pipe.hincrby(keys["meta"], "visible", -1 if before.status == VISIBLE else 1)
+                    self._append(pipe, slug, _text(epoch), event)
+                    pipe.hset(keys["comments"], comment_id, orjson.dumps(after.record()))
+                    await pipe.execute()
+                    return Written(after, event, _text(epoch))
+                except WatchError:
+                    continue
+
+    async def vote(self, slug: str, comment_id: str, voter: str, up: bool) -> int:
+        keys = _keys(slug)
+        reply = await _call(
+            self._vote_script(
+                keys=[keys["meta"], keys["comments"], keys["votes"], _voted_key(slug, voter)],
+                args=[comment_id, "1" if up else "0"],
+            )
+        )
+        outcome = reply[0].decode()
+        if outcome == "closed":
+            raise Closed.because(reply[1].decode())
+        if outcome != "ok":
+            raise NotFound("No such comment.")
+        return int(reply[1])
+
+    async def vote_counts(self, slug: str, comment_ids: Sequence[str]) -> dict[str, int]:
+        if not comment_ids:
+            return {}
+        counts = await _call(self.redis.hmget(_keys(slug)["votes"], list(comment_ids)))
+        return {comment_id: int(n or 0) for comment_id, n in zip(comment_ids, counts, strict=True)}
+
+    async def votes_by(self, slug: str, voter: str) -> set[str]:
+        return {_text(member) for member in await _call(self.redis.smembers(_voted_key(slug, voter)))}
+
     async def get_comment(self, slug: str, comment_id: str) -> Comment | None:
-        record = await _call(self.redis.hget(_keys(slug)["comments"], comment_id))
-        return _comment(record) if record is not None else None
+        comments = await self.get_comments([(slug, comment_id)])
+        return comments[0] if comments else None
 
     async def get_comments(self, refs: Sequence[tuple[str, str]]) -> list[Comment]:
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             for slug, comment_id in refs:
                 pipe.hget(_keys(slug)["comments"], comment_id)
-            records = await _call(pipe.execute())
-        return [_comment(record) for record in records if record is not None]
+                pipe.hget(_keys(slug)["votes"], comment_id)
+            replies = await _call(pipe.execute())
+        return [
+            _comment(record, votes)
+            for record, votes in zip(replies[::2], replies[1::2], strict=True)
+            if record is not None
+        ]
 
     async def comment_by_ref(self, slug: str, ref_key: str) -> Comment | None:
-        keys = _keys(slug)
-        comment_id = await _call(self.redis.hget(keys["refs"], ref_key))
-        if comment_id is None:
-            return None
-        record = await _call(self.redis.hget(keys["comments"], comment_id))
-        return _comment(record) if record is not None else None
+        comment_id = await _call(self.redis.hget(_keys(slug)["refs"], ref_key))
+        return None if comment_id is None else await self.get_comment(slug, _text(comment_id))
 
     async def _read_head(self, slug: str) -> Head | None:
         seq, epoch, *state = await _call(self.redis.hmget(_keys(slug)["meta"], "seq", "epoch", *_STATE_FIELDS))
@@ -602,9 +685,11 @@ class RedisStore(Store):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(keys["meta"], "seq", "epoch", *_STATE_FIELDS)
             pipe.hgetall(keys["comments"])
-            (seq, epoch, *state), records = await _call(pipe.execute())
+            pipe.hgetall(keys["votes"])
+            (seq, epoch, *state), records, votes = await _call(pipe.execute())
         comments = sorted(
-            (_comment(r) for r in records.values()), key=lambda c: (c.seq is None, c.seq or 0, c.created_at)
+            (_comment(r, votes.get(i)) for i, r in records.items()),
+            key=lambda c: (c.seq is None, c.seq or 0, c.created_at),
         )  # pending ones last
         return Snapshot(seq=int(seq), epoch=epoch.decode(), comments=comments, state=_state(*state))
 
@@ -632,10 +717,11 @@ class RedisStore(Store):
             return CommentPage([], False, {}, [])
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             pipe.hmget(keys["comments"], [*ids, *held_ids])
+            pipe.hmget(keys["votes"], [*ids, *held_ids])
             for comment_id in ids:
                 pipe.zlexcount(keys["order"], f"[{comment_id}|", f"({comment_id}}}")
-            records, *counts = await _call(pipe.execute())
-        found = [_comment(r) if r is not None else None for r in records]
+            records, votes, *counts = await _call(pipe.execute())
+        found = [_comment(r, n) if r is not None else None for r, n in zip(records, votes, strict=True)]
         held = [c for c in found[len(ids) :] if c is not None and c.parent == parent and c.status == PENDING]
         return CommentPage(
             [c for c in found[: len(ids)] if c is not None],
@@ -792,12 +878,14 @@ class RedisStore(Store):
             pipe.hgetall(keys["comments"])
             pipe.hgetall(keys["refs"])
             pipe.xrange(keys["log"], "-", "+")
-            (seq, epoch, seeded, *state), records, refs, entries = await _call(pipe.execute())
+            pipe.hgetall(keys["votes"])
+            (seq, epoch, seeded, *state), records, refs, entries, votes = await _call(pipe.execute())
         if seq is None:
             raise NotFound("No such article.")
         ref_of = {comment_id.decode(): ref.decode() for ref, comment_id in refs.items()}
         comments = sorted(
-            (_comment(r) for r in records.values()), key=lambda c: (c.seq is None, c.seq or 0, c.created_at, c.id)
+            (_comment(r, votes.get(i)) for i, r in records.items()),
+            key=lambda c: (c.seq is None, c.seq or 0, c.created_at, c.id),
         )
         return ThreadDump(
             slug,
@@ -836,6 +924,9 @@ class RedisStore(Store):
                 pipe.zadd(keys["order"], dict.fromkeys(members, 0))
             if refs := {c["ref_key"]: c["id"] for c in thread.comments if c["ref_key"] is not None}:
                 pipe.hset(keys["refs"], mapping=refs)
+            pipe.delete(keys["votes"])
+            if votes := {i: c["votes"] for i, c in comments.items() if c.get("votes")}:
+                pipe.hset(keys["votes"], mapping=votes)
             for seq, payload in thread.events:
                 pipe.xadd(keys["log"], {"e": payload}, id=f"{seq}-0")
             await _call(pipe.execute())

@@ -37,6 +37,7 @@ from ..comments import (
     Head,
     Snapshot,
     ThreadState,
+    change_event,
     comment_event,
     state_change,
     state_event,
@@ -72,9 +73,13 @@ COMMENT_COLUMNS = (
     "removed_at",
     "ip",
     "staff",
+    "edited_at",
+    "votes",
 )
 _STORED_COLUMNS = (*COMMENT_COLUMNS, "ref_key")  # what a dump carries and a load writes back
 PURGE_BATCH = 10  # expired kv rows removed by each write of an expiring one
+# Columns that exports written before them lack: loaded as these.
+_ADDED_LATER: dict[str, object] = {"edited_at": None, "votes": 0}
 
 
 def _numbered(count: int) -> str:
@@ -128,6 +133,17 @@ class Queries:
         self.comments_by_id = f"SELECT {columns} FROM comments WHERE id {d.any_text.format('$1')}"
         self.comment_by_ref = f"SELECT {columns} FROM comments WHERE ref_key = $1"
         self.set_status = "UPDATE comments SET status = $1, removed_by = $2, removed_at = $3, seq = $4 WHERE id = $5"
+        self.change_comment = "UPDATE comments SET body = $1, html = $2, status = $3, edited_at = $4 WHERE id = $5"
+        # votes: one row per voter and comment; comments.votes counts them, updated in the same transaction
+        self.visible_comment = "SELECT true FROM comments WHERE id = $1 AND slug = $2 AND status = $3"
+        self.add_vote = (
+            "INSERT INTO votes (comment_id, voter, slug) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true"
+        )
+        self.remove_vote = "DELETE FROM votes WHERE comment_id = $1 AND voter = $2 RETURNING true"
+        self.count_vote = "UPDATE comments SET votes = votes + $1 WHERE id = $2 RETURNING votes"
+        self.vote_count = "SELECT votes FROM comments WHERE id = $1"
+        self.vote_counts = f"SELECT id, votes FROM comments WHERE slug = $1 AND id {d.any_text.format('$2')}"
+        self.votes_by = "SELECT comment_id FROM votes WHERE slug = $1 AND voter = $2"
         self.thread_comments = f"SELECT {columns} FROM comments WHERE slug = $1 ORDER BY seq IS NULL, seq, created_at"
         # a page of the comments with one parent (the top level: NULL), by seq either way, after
         # the seq of the previous page's last (comments_by_parent serves each as a range scan)
@@ -408,6 +424,49 @@ class SqlStore(Store, ABC):
             await db.execute(db.queries.set_state, after.name, after.by, after.at, slug)
         return StateWritten(after, event, head.epoch)
 
+    @operation
+    async def change_comment(
+        self, db: Session, slug: str, comment_id: str, kind: str, change: Callable[[Comment], Comment]
+    ) -> Written:
+        q = db.queries
+        async with db.writing(slug) as head:
+            row = await db.fetchrow(q.comment, comment_id, slug)
+            if row is None:
+                raise NotFound("No such comment.")
+            if not head.state.open:
+                raise Closed.because(head.state.name)
+            after = change(_comment(row))
+            event = change_event(kind, await db.fetchval(q.next_seq, slug), after)
+            await self._append(db, slug, event)
+            await db.execute(q.change_comment, after.body, after.html, after.status, after.edited_at, comment_id)
+        return Written(after, event, head.epoch)
+
+    @operation
+    async def vote(self, db: Session, slug: str, comment_id: str, voter: str, up: bool) -> int:
+        q = db.queries
+        async with db.writing(slug) as head:
+            if not head.state.open:
+                raise Closed.because(head.state.name)
+            if not await db.fetchval(q.visible_comment, comment_id, slug, VISIBLE):
+                raise NotFound("No such comment.")
+            if up:
+                changed = await db.fetchval(q.add_vote, comment_id, voter, slug)
+            else:
+                changed = await db.fetchval(q.remove_vote, comment_id, voter)
+            if not changed:  # voted so already: the count stands
+                count: int = await db.fetchval(q.vote_count, comment_id)
+                return count
+            count = await db.fetchval(q.count_vote, 1 if up else -1, comment_id)
+            return count
+
+    @operation
+    async def vote_counts(self, db: Session, slug: str, comment_ids: Sequence[str]) -> dict[str, int]:
+        return {row["id"]: row["votes"] for row in await db.fetch(db.queries.vote_counts, slug, list(comment_ids))}
+
+    @operation
+    async def votes_by(self, db: Session, slug: str, voter: str) -> set[str]:
+        return {row["comment_id"] for row in await db.fetch(db.queries.votes_by, slug, voter)}
+
     async def _append(self, db: Session, slug: str, event: Event) -> None:
         await db.execute(db.queries.append_event, slug, event.seq, encode(event))
         await db.execute(db.queries.trim_events, slug, event.seq - self.history_size)
@@ -641,7 +700,8 @@ class SqlStore(Store, ABC):
                 q.load_head, thread.slug, thread.seq, thread.epoch, thread.seeded, state.name, state.by, state.at
             )
             await db.executemany(
-                q.load_comment, [tuple(c[column] for column in _STORED_COLUMNS) for c in thread.comments]
+                q.load_comment,
+                [tuple({**_ADDED_LATER, **c}[column] for column in _STORED_COLUMNS) for c in thread.comments],
             )
             await db.executemany(q.load_event, [(thread.slug, seq, payload) for seq, payload in thread.events])
 
