@@ -178,9 +178,12 @@ class Poster:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, instances: int = 3, readers: int = 6) -> None:
+    def __init__(self, tmp: Path, instances: int = 3, readers: int = 6, redis_url: str | None = None) -> None:
+        """redis_url: instances on that Redis (a Redis Cluster's) instead of their own
+        redis-server behind a TcpProxy (then cluster.redis and cluster.proxy are None)."""
         self.tmp = tmp
-        self.redis = RedisServer(tmp / "redis")
+        self.redis_url = redis_url
+        self.redis = None if redis_url else RedisServer(tmp / "redis")
         self.proxy: TcpProxy | None = None
         self.instances: list[ServerProcess] = []
         self.readers: list[Reader] = []
@@ -189,12 +192,14 @@ class Cluster:
         self._tasks: list[asyncio.Task] = []
 
     async def __aenter__(self) -> Cluster:
-        self.redis.start()
-        self.proxy = await TcpProxy(self.redis.port).start()
+        if self.redis is not None:
+            self.redis.start()
+            self.proxy = await TcpProxy(self.redis.port).start()
+        url = self.redis_url or f"redis://127.0.0.1:{self.proxy.port}/0"
         for n in range(self._n_instances):
             server = ServerProcess(
                 self.tmp / f"instance{n}",
-                REDIS_URL=f"redis://127.0.0.1:{self.proxy.port}/0",
+                REDIS_URL=url,
                 POST_RATE_PER_READER="100000/second",
                 POST_RATE_PER_IP="100000/second",
             )
@@ -216,7 +221,8 @@ class Cluster:
             await asyncio.to_thread(server.stop)
         if self.proxy:
             await self.proxy.close()
-        self.redis.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
     @property
     def live_instances(self) -> list[ServerProcess]:

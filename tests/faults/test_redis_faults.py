@@ -1,4 +1,5 @@
-"""Several instances share one Redis; faults strike while readers read and posts flow.
+"""Several instances share one Redis; faults strike while readers read and posts flow. The
+faults of instances strike on a Redis Cluster too (its own faults: test_redis_cluster_failover).
 
 After each fault, every reader's seqs are contiguous and complete (a reader never sees a seq
 twice or skips one, and reaches the last event), every instance serves the same snapshot, and
@@ -11,12 +12,25 @@ import asyncio
 import signal
 from pathlib import Path
 
+import pytest
+
 from ..servers import DEMO_SLUG
 from .cluster import Cluster, streaming
 
 
-async def test_posts_through_every_instance_reach_every_reader_in_order(tmp_path: Path):
-    async with Cluster(tmp_path) as cluster:
+@pytest.fixture(params=["redis", "redis-cluster"])
+def shared_redis(request) -> str | None:
+    """The instances' Redis: their own redis-server (None), or the shared Redis Cluster's URL
+    (the cluster is flushed first)."""
+    if request.param == "redis":
+        return None
+    cluster = request.getfixturevalue("redis_cluster")
+    cluster.flushall()
+    return cluster.url
+
+
+async def test_posts_through_every_instance_reach_every_reader_in_order(tmp_path: Path, shared_redis: str | None):
+    async with Cluster(tmp_path, redis_url=shared_redis) as cluster:
         await asyncio.gather(*(cluster.post_many(10, f"writer{n}") for n in range(3)))
         snapshot = await cluster.settle()
         assert len(snapshot["comments"]) == 4 + 30 + 1
@@ -104,8 +118,8 @@ async def test_redis_flushed(tmp_path: Path):
         ]  # the article's own comments return
 
 
-async def test_an_instance_killed_with_sigkill(tmp_path: Path):
-    async with Cluster(tmp_path) as cluster:
+async def test_an_instance_killed_with_sigkill(tmp_path: Path, shared_redis: str | None):
+    async with Cluster(tmp_path, redis_url=shared_redis) as cluster:
         async with streaming(cluster, "while an instance dies"):
             await cluster.post_many(5, "before")
             cluster.instances[0].stop(signal.SIGKILL)
@@ -114,8 +128,8 @@ async def test_an_instance_killed_with_sigkill(tmp_path: Path):
         cluster.assert_acked_kept(snapshot)
 
 
-async def test_an_instance_stopped_with_sigterm_closes_with_1012(tmp_path: Path):
-    async with Cluster(tmp_path) as cluster:
+async def test_an_instance_stopped_with_sigterm_closes_with_1012(tmp_path: Path, shared_redis: str | None):
+    async with Cluster(tmp_path, redis_url=shared_redis) as cluster:
         async with streaming(cluster, "during a rolling restart"):
             await cluster.post_many(5, "before")
             for n, server in enumerate(cluster.instances[:2]):  # a rolling restart: one at a time
