@@ -15,7 +15,7 @@ the public frame once per event.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import EditWindowClosed, Forbidden, NotFound
@@ -171,6 +171,16 @@ def may_change(comment: Comment, author: str, at: str, window: float) -> None:
             N_("Too late to change this comment: a comment can be changed for {minutes} min after it is posted."),
             minutes=max(1, round(window / 60)),
         )
+
+
+def editable_until(comment: Comment, window: float) -> str | None:
+    """Until when its author may still change the comment (ISO-8601 UTC), or None."""
+    if window <= 0 or comment.status != VISIBLE:
+        return None
+    until = _parse_iso(comment.created_at) + timedelta(seconds=window)
+    if until <= datetime.now(UTC):
+        return None
+    return until.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_iso(text: str) -> datetime:

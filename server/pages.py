@@ -17,14 +17,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from .articles import cursor_of, decode_cursor, encode_cursor
-from .comments import HIDDEN, VISIBLE
+from .comments import HIDDEN, VISIBLE, editable_until
 from .content import Article
 from .errors import BackchannelError, NotFound
 from .guards import author, moderator_of, submission
 from .i18n import N_, Language
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .static_assets import UNVERSIONED, VERSIONED
-from .threads import thread_tree, visible_to
+from .threads import Threads, thread_tag, thread_tree, visible_to
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LIMITS = {"body": MAX_BODY_CHARS, "name": MAX_NAME_CHARS, "about": MAX_ABOUT_CHARS}
@@ -215,9 +215,14 @@ async def _article_page(
             "comment_count": sum(1 for c in comments if c.status == VISIBLE),
         }
 
+    # A hidden thread shows a reader none of its comments, their own included.
+    my_votes, mine = ([], {}) if hidden else await _readers_own(threads, slug, reader_id)
     context = {
         "article": article,
         "premoderated": await threads.moderation.premoderated(slug),
+        "edit_window": threads.edit_window,
+        "my_votes": my_votes,
+        "mine": mine,
         "seq": snapshot.seq,
         "epoch": snapshot.epoch,
         "thread_state": snapshot.state.name,
@@ -238,6 +243,23 @@ async def _article_page(
     if big:
         return await render(request, "article.html", context, status_code=status_code, build=thread)
     return await render(request, "article.html", {**context, **thread()}, status_code=status_code)
+
+
+async def _readers_own(threads: Threads, slug: str, reader_id: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """For the page's script: the comments of the thread this reader recommends, and theirs that
+    they may still edit (id -> until when, and the text to edit), from their recent comments."""
+    recent = [
+        i for i in await threads.backend.list_range(f"published-by:{reader_id}", 20) if i.startswith(thread_tag(slug))
+    ]
+    voted, comments = await asyncio.gather(
+        threads.backend.votes_by(slug, reader_id), threads.backend.get_comments([(slug, i) for i in recent])
+    )
+    mine = {}
+    for comment in comments:
+        until = editable_until(comment, threads.edit_window)
+        if until is not None and comment.reader_id == reader_id:
+            mine[comment.id] = {"until": until, "body": comment.body}
+    return sorted(voted), mine
 
 
 async def post_comment_form(request: Request) -> Response:

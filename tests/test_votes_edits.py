@@ -136,7 +136,7 @@ def test_its_author_edits_a_comment_and_moderators_keep_the_previous_text(new_vi
     assert edited["comment"]["edited_at"] and edited["comment"]["created_at"] == comment["created_at"]
     assert listed(ann, comment["id"])["body"] == "The first thought"
     page = ann.get(ARTICLE).text
-    assert "The first thought" in page
+    assert "The first thought" in page and "(edited)" in page
     audit = moderator.get("/api/moderation/audit").json()
     entry = next(e for e in audit if e["action"] == "edit")
     assert (entry["comment_id"], entry["detail"], entry["moderator"]) == (comment["id"], "Teh first thought", "Ann")

@@ -34,6 +34,8 @@ const ACTION_TEXT = {
   dismiss: _("dismissed the reports on a comment"), ban: _("banned"), unban: _("lifted the ban on"),
   premoderation: _("changed pre-moderation"), rules: _("changed the spam rules"), login: _("logged in"), logout: _("logged out"),
   close: _("closed the comments"), open: _("reopened the comments"), hide: _("hid the comments"),
+  edit: _("edited their comment"), delete: _("deleted their comment"),
+  many_votes: _("cast many votes (over the limit of an hour)"),
 };
 // "Removed by alice": who last acted on a card, and what.
 const HANDLED_BY = {

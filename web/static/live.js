@@ -6,6 +6,7 @@
  *   live/thread.js    comments built from the template, updated, counted, "Read more"
  *   live/composer.js  posting, drafts, the length counter, Ctrl/Cmd+Enter and Escape
  *   live/actions.js   Report and the moderator's tools, sent with fetch
+ *   live/mine.js      Recommend, and Edit / Delete on the reader's own comments
  * The thread's state (open, closed, hidden) comes in the welcome and as sequenced events.
  * and here the wire: events arrive over /articles/{slug}/live and are applied in seq order,
  * each once; a gap means reconnect with since=<last seq>, a reset means reload the page.
@@ -18,6 +19,7 @@ import { ReconnectingSocket } from "./lib/socket.js";
 import { applyEvent, onPending, recheckUnseen, setThreadState, startThread, updateTimes } from "./live/thread.js";
 import { onAck, onPostError, onSocketLost, saveAllDrafts, startComposer } from "./live/composer.js";
 import { startActions } from "./live/actions.js";
+import { onVotes, startMine } from "./live/mine.js";
 
 const CLOSE_SERVICE_RESTART = 1012;
 const CLOSE_TOO_SLOW = 4000;
@@ -91,6 +93,7 @@ function onFrame(msg, sock) {
       if (typeof msg.readers === "number") { state.readers = msg.readers; showReaders(); }
       return;
     case "ack": onAck(msg); return;
+    case "votes": onVotes(msg.counts); return; // not sequenced: the latest counts
     case "pending": if (state.isMod) onPending(msg.comment); return; // held for moderation (moderators only)
     case "error": onError(msg); return;
     case "reset": resetThread(); return;
@@ -168,6 +171,7 @@ if (initState()) {
   startThread();
   startComposer();
   startActions();
+  startMine();
 
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;

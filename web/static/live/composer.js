@@ -16,6 +16,7 @@ import { state } from "./state.js";
 import { csrfToken, field, graphemeCount, local, newRef, session, toInt } from "../lib/util.js";
 import { _, ngettext } from "../lib/i18n.js";
 import { commentEl, ensureForm, focusComment, part, placeComment } from "./thread.js";
+import { noteOwnComment } from "./mine.js";
 
 const ACK_TIMEOUT_MS = 8000;
 const MAX_FRAME_BYTES = 64 * 1024 - 1024; // the server's cap, less room for the JSON envelope
@@ -324,6 +325,7 @@ function succeed(post, id, comment, pending) {
   clearDraft(post.payload.parent);
 
   if (comment && comment.id && !commentEl(comment.id)) placeComment(comment);
+  if (!pending) noteOwnComment(id, post.payload.body);
   const li = commentEl(id);
   if (pending && !li) {
     // Held for moderation and not shown to us: say so where the reader is looking.

@@ -14,8 +14,12 @@ import { cloneFrom, fixIds } from "../lib/clone.js";
 import { setReader, showBanned, showThreadState } from "../lib/actions.js";
 import { keepWrittenForms, prepareReplyForm } from "./composer.js";
 import { wireActionForms } from "./actions.js";
+import { fillEdited, showEditedMark, showOwnTools, showVotes } from "./mine.js";
 
 const TOMBSTONE = _("This comment was removed by a moderator.");
+const DELETED_TOMBSTONE = _("Its author deleted this comment.");
+// Removed by a moderator or deleted by its author: its place (and replies) stay, not its words.
+const WITHOUT_TEXT = new Set(["removed", "deleted"]);
 // Comments longer than this many characters may be collapsed behind "Read more"; shorter ones
 // are never measured (measuring every comment of a big thread costs a layout each).
 const LONG_COMMENT_CHARS = 600;
@@ -128,7 +132,7 @@ function showInReplyTo(li, parentId, depth) {
   const line = part(li, "inreply");
   if (!line) return;
   const parentLi = commentEl(parentId);
-  const parentName = parentLi && parentLi.dataset.status !== "removed" ? (part(parentLi, "name") || {}).textContent : "";
+  const parentName = parentLi && !WITHOUT_TEXT.has(parentLi.dataset.status) ? (part(parentLi, "name") || {}).textContent : "";
   line.hidden = depth < 5 || !parentName;
   if (line.hidden) return;
   const link = line.querySelector("a");
@@ -156,7 +160,7 @@ export function setReaderBanned(readerId, banned) {
 function fillComment(li, c) {
   const status = c.status || "visible";
   // Readers lose a removed comment's words; a moderator keeps them, dimmed.
-  const removed = status === "removed" && !state.isMod;
+  const removed = WITHOUT_TEXT.has(status) && !state.isMod;
   const author = c.author || {};
   const name = removed ? "" : author.name || "";
   const about = removed ? "" : author.about || "";
@@ -180,13 +184,15 @@ function fillComment(li, c) {
   const body = part(li, "body");
   // comment.html is produced by the server's sanitiser: the one place HTML is inserted.
   if (body) body.innerHTML = removed ? "" : c.html || "";
+  showEditedMark(li, removed ? null : c.edited_at);
+  showVotes(li, typeof c.votes === "number" ? c.votes : undefined);
   applyStatus(li, status, c);
   if (li.isConnected) collapseIfLong(li);
 }
 
 // `info` may carry removed_by / removed_at (moderator pages show who removed it and when).
 function applyStatus(li, status, info) {
-  const removed = status === "removed";
+  const removed = WITHOUT_TEXT.has(status);
   const hideText = removed && !state.isMod;
   li.dataset.status = status;
   const body = part(li, "body");
@@ -194,7 +200,10 @@ function applyStatus(li, status, info) {
   const more = part(li, "read-more");
   if (more && hideText) more.hidden = true;
   const tomb = part(li, "tombstone");
-  if (tomb) { tomb.hidden = !hideText; tomb.textContent = TOMBSTONE; }
+  if (tomb) { tomb.hidden = !hideText; tomb.textContent = status === "deleted" ? DELETED_TOMBSTONE : TOMBSTONE; }
+  const vote = part(li, "vote");
+  if (vote) vote.hidden = status !== "visible";
+  showOwnTools(li);
   const pending = part(li, "pending");
   if (pending) pending.hidden = status !== "pending";
   const reply = part(li, "reply");
@@ -214,7 +223,7 @@ function applyStatus(li, status, info) {
 }
 
 function applyModStatus(li, status, info) {
-  const removed = status === "removed";
+  const removed = WITHOUT_TEXT.has(status);
   if (removed) {
     if (info.removed_by !== undefined) li.dataset.removedBy = info.removed_by || "";
     if (info.removed_at !== undefined) li.dataset.removedAt = info.removed_at || "";
@@ -475,6 +484,25 @@ function onRemoved(msg) {
   if (was === "visible") setCount(state.count - 1);
 }
 
+// Its author edited it: the new text in place, "(edited)"; a comment not on the page (a part of
+// the thread not loaded) gets it when it is loaded.
+function onEdited(c) {
+  const li = c && c.id ? commentEl(c.id) : null;
+  if (!li) return;
+  fillEdited(li, c);
+  collapseIfLong(li);
+}
+
+// Its author deleted it: as a removal, with its own words in the tombstone.
+function onDeleted(msg) {
+  const li = commentEl(msg.id);
+  if (!li) return;
+  if (state.isMod) { changeStatus(li, "deleted", {}); return; }
+  const was = li.dataset.status;
+  fillComment(li, { id: msg.id, status: "deleted", author: {}, html: "" });
+  if (was === "visible") setCount(state.count - 1);
+}
+
 function onRestored(c) {
   if (!c || !c.id) return;
   if (!commentEl(c.id)) { onComment(c); return; }
@@ -518,6 +546,8 @@ export function applyEvent(msg) {
     case "comment": onComment(msg.comment); break;
     case "removed": onRemoved(msg); break;
     case "restored": onRestored(msg.comment); break;
+    case "edited": onEdited(msg.comment); break;
+    case "deleted": onDeleted(msg); break;
     case "closed": case "opened": case "hidden": setThreadState(STATE_OF_EVENT[msg.type]); break;
     default: break; // a sequenced event this client does not know: it still advances seq
   }
