@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 
 from server.backends.base import Backend
+from server.backends.local import LocalBackend
 from server.comments import CLOSED, DELETED, REMOVED, Comment, public_event, utc_now_iso
 from server.errors import Closed, Forbidden, NotFound
 from server.transfer.export import export, import_file
@@ -150,3 +151,34 @@ async def test_edits_and_votes_export_and_import_byte_for_byte(backend: Backend,
         await export(backend.store, out, progress=False)
     assert again.read_bytes() == dump.read_bytes()
     assert (await backend.get_comment(SLUG, comment.id)).votes == 1
+
+
+async def test_who_voted_moves_with_an_export_so_a_vote_again_counts_nothing(
+    backend: Backend, backend_factory: BackendFactory, tmp_path
+) -> None:
+    """Exported from this store and imported into an empty SQLite one (and back), the voters
+    come along: after the move, a reader who had voted cannot vote a second time."""
+    comment, _ = await backend.post(make_comment(), None)
+    await backend.vote(SLUG, comment.id, "reader-2", True)
+    await backend.vote(SLUG, comment.id, "reader-3", True)
+    dump = tmp_path / "export.jsonl"
+    with dump.open("wb") as out:
+        counts = await export(backend.store, out, progress=False)
+    assert counts["vote"] == 2
+    target = LocalBackend(tmp_path / "target.sqlite3")
+    await target.start()
+    try:
+        with dump.open("rb") as source:
+            await import_file(target.store, source, progress=False)
+        assert await target.vote(SLUG, comment.id, "reader-2", True) == 2  # voted already
+        assert await target.votes_by(SLUG, "reader-3") == {comment.id}
+        assert await target.vote(SLUG, comment.id, "reader-4", True) == 3
+        again = tmp_path / "again.jsonl"
+        with again.open("wb") as out:
+            await export(target.store, out, progress=False)
+        with again.open("rb") as source:
+            await import_file(backend.store, source, progress=False)
+        assert await backend.vote(SLUG, comment.id, "reader-4", True) == 3
+        assert await backend.votes_by(SLUG, "reader-4") == {comment.id}
+    finally:
+        await target.close()

@@ -73,6 +73,7 @@ class ThreadDump:
     comments: list[dict[str, Any]]  # Comment.record() plus "ref_key": published in seq order, then pending
     events: list[tuple[int, str]]  # (seq, the event exactly as stored)
     state: ThreadState = field(default_factory=ThreadState)
+    votes: list[tuple[str, str]] = field(default_factory=list)  # (comment id, voter), sorted
 
 
 @dataclass(frozen=True)

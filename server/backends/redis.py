@@ -18,6 +18,7 @@ Cluster keeps a thread on one shard):
                                 indexed at their first page read, by INDEX_SCRIPT)
     {bc:SLUG}:votes     hash    comment id -> its vote count (a record's own "votes" is ignored)
     {bc:SLUG}:voted:R   set     the comment ids reader R recommends
+    {bc:SLUG}:voters    hash    "<comment id> <reader>" -> 1, for every vote (what an export carries)
     {bc:SLUG}:log       stream  entry id "<seq>-0", field e = the event as it goes on the wire
     {bc:SLUG}:presence  hash    instance id -> "<readers> <unix time>"
     {bc:SLUG}:events    channel "<epoch> <event JSON>" published for every event
@@ -141,9 +142,9 @@ redis.call(ARGV[10], ARGV[8], epoch .. ' ' .. event)
 return {'ok', record}
 """
 
-# KEYS: meta, comments, votes, the voter's voted set   ARGV: comment id, "1" to recommend / "0" to
-# withdraw. Answers {'ok', count}; refused like a post on a thread not open, and on a comment
-# that is not visible.
+# KEYS: meta, comments, votes, the voter's voted set, voters   ARGV: comment id, "1" to recommend /
+# "0" to withdraw, the voter. Answers {'ok', count}; refused like a post on a thread not open,
+# and on a comment that is not visible.
 VOTE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'nothread'} end
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -151,6 +152,8 @@ if state and state ~= 'open' then return {'closed', state} end
 local record = redis.call('HGET', KEYS[2], ARGV[1])
 if not record or cjson.decode(record)['status'] ~= 'visible' then return {'nocomment'} end
 local changed = redis.call(ARGV[2] == '1' and 'SADD' or 'SREM', KEYS[4], ARGV[1])
+local vote = ARGV[1] .. ' ' .. ARGV[3]
+if ARGV[2] == '1' then redis.call('HSET', KEYS[5], vote, 1) else redis.call('HDEL', KEYS[5], vote) end
 if changed == 1 then return {'ok', redis.call('HINCRBY', KEYS[3], ARGV[1], ARGV[2] == '1' and 1 or -1)} end
 return {'ok', tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')}
 """
@@ -186,7 +189,8 @@ return 1
 
 def _keys(slug: str) -> dict[str, str]:
     tag = "{bc:" + slug + "}"
-    return {name: f"{tag}:{name}" for name in ("meta", "comments", "refs", "log", "presence", "order", "votes")}
+    names = ("meta", "comments", "refs", "log", "presence", "order", "votes", "voters")
+    return {name: f"{tag}:{name}" for name in names}
 
 
 def _voted_key(slug: str, voter: str) -> str:
@@ -622,8 +626,8 @@ class RedisStore(Store):
         keys = _keys(slug)
         reply = await _call(
             self._vote_script(
-                keys=[keys["meta"], keys["comments"], keys["votes"], _voted_key(slug, voter)],
-                args=[comment_id, "1" if up else "0"],
+                keys=[keys["meta"], keys["comments"], keys["votes"], _voted_key(slug, voter), keys["voters"]],
+                args=[comment_id, "1" if up else "0", voter],
             )
         )
         outcome = reply[0].decode()
@@ -879,7 +883,8 @@ class RedisStore(Store):
             pipe.hgetall(keys["refs"])
             pipe.xrange(keys["log"], "-", "+")
             pipe.hgetall(keys["votes"])
-            (seq, epoch, seeded, *state), records, refs, entries, votes = await _call(pipe.execute())
+            pipe.hgetall(keys["voters"])
+            (seq, epoch, seeded, *state), records, refs, entries, votes, voters = await _call(pipe.execute())
         if seq is None:
             raise NotFound("No such article.")
         ref_of = {comment_id.decode(): ref.decode() for ref, comment_id in refs.items()}
@@ -895,6 +900,7 @@ class RedisStore(Store):
             [{**c.record(), "ref_key": ref_of.get(c.id)} for c in comments],
             [(int(entry_id.split(b"-")[0]), fields[b"e"].decode()) for entry_id, fields in entries],
             _state(*state),
+            sorted((comment_id, voter) for comment_id, voter in (_text(v).split(" ", 1) for v in voters)),
         )
 
     async def load_thread(self, thread: ThreadDump) -> None:
@@ -927,6 +933,9 @@ class RedisStore(Store):
             pipe.delete(keys["votes"])
             if votes := {i: c["votes"] for i, c in comments.items() if c.get("votes")}:
                 pipe.hset(keys["votes"], mapping=votes)
+            for comment_id, voter in thread.votes:
+                pipe.hset(keys["voters"], f"{comment_id} {voter}", 1)
+                pipe.sadd(_voted_key(thread.slug, voter), comment_id)
             for seq, payload in thread.events:
                 pipe.xadd(keys["log"], {"e": payload}, id=f"{seq}-0")
             await _call(pipe.execute())

@@ -144,6 +144,11 @@ class Queries:
         self.vote_count = "SELECT votes FROM comments WHERE id = $1"
         self.vote_counts = f"SELECT id, votes FROM comments WHERE slug = $1 AND id {d.any_text.format('$2')}"
         self.votes_by = "SELECT comment_id FROM votes WHERE slug = $1 AND voter = $2"
+        self.dump_votes = (
+            "SELECT comment_id, voter FROM votes WHERE slug = $1 "
+            f"ORDER BY comment_id COLLATE {d.bytewise}, voter COLLATE {d.bytewise}"
+        )
+        self.load_vote = "INSERT INTO votes (comment_id, voter, slug) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
         self.thread_comments = f"SELECT {columns} FROM comments WHERE slug = $1 ORDER BY seq IS NULL, seq, created_at"
         # a page of the comments with one parent (the top level: NULL), by seq either way, after
         # the seq of the previous page's last (comments_by_parent serves each as a range scan)
@@ -681,6 +686,7 @@ class SqlStore(Store, ABC):
                 raise NotFound("No such article.")
             comments = await db.fetch(q.dump_comments, slug)
             events = await db.fetch(q.dump_events, slug)
+            votes = await db.fetch(q.dump_votes, slug)
         return ThreadDump(
             slug,
             head["seq"],
@@ -689,6 +695,7 @@ class SqlStore(Store, ABC):
             [{**_comment(row).record(), "ref_key": row["ref_key"]} for row in comments],
             [(row["seq"], row["payload"]) for row in events],
             _state(head),
+            [(row["comment_id"], row["voter"]) for row in votes],
         )
 
     @operation
@@ -704,6 +711,7 @@ class SqlStore(Store, ABC):
                 [tuple({**_ADDED_LATER, **c}[column] for column in _STORED_COLUMNS) for c in thread.comments],
             )
             await db.executemany(q.load_event, [(thread.slug, seq, payload) for seq, payload in thread.events])
+            await db.executemany(q.load_vote, [(comment_id, voter, thread.slug) for comment_id, voter in thread.votes])
 
     @operation
     async def dump_records(self, db: Session) -> list[Record]:

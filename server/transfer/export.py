@@ -2,7 +2,8 @@
 
 The file: a header line (format and version), then per thread (sorted by slug) its head (with
 its state: open, closed or hidden, who set it and when; absent in older files: open), its
-comments (published in seq order, then pending ones) and its event log as stored, then the
+comments (published in seq order, then pending ones), its event log as stored and its votes
+(comment id and voter, sorted; none in older files, whose comments carry the counts), then the
 moderation records (kv, sets, lists, sorted by key), then the articles (newest first, each as
 stored: published flag, meta and paragraphs), then an end line with the count of each kind
 (a file from before articles were stored counts none, and reads as such). Every line is one
@@ -39,7 +40,7 @@ from ..comments import OPEN, THREAD_STATES, ThreadState
 
 FORMAT = "backchannel-export"
 VERSION = 1
-KINDS = ("thread", "comment", "event", "kv", "set", "list", "article")
+KINDS = ("thread", "comment", "event", "vote", "kv", "set", "list", "article")
 ARTICLES_READ = 500  # article summaries per store read
 # A moderator's session is a credential: it does not go into a file that gets copied around.
 _EPHEMERAL_PREFIXES = {"kv": ("session:",), "set": ("sessions-of:",), "list": ()}
@@ -90,7 +91,11 @@ async def export(store: Store, out: IO[bytes], progress: bool = True) -> Counter
             out.write(_line("comment", **comment))
         for seq, payload in thread.events:
             out.write(_line("event", slug=slug, seq=seq, event=payload))
+        for comment_id, voter in thread.votes:
+            out.write(_line("vote", slug=slug, comment_id=comment_id, voter=voter))
         counts.update(thread=1, comment=len(thread.comments), event=len(thread.events))
+        if thread.votes:  # a kind the file does not hold is not counted (older files hold none)
+            counts["vote"] += len(thread.votes)
     for record in filter(_exported, await store.dump_records()):
         out.write(_record_line(record))
         counts[record.kind] += 1
@@ -117,6 +122,7 @@ class _Expected:
 
     comments: dict[str, set[str]] = field(default_factory=dict)  # slug -> comment ids
     events: dict[str, set[int]] = field(default_factory=dict)  # slug -> seqs
+    votes: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # slug -> (comment id, voter)
     records: set[tuple[str, str]] = field(default_factory=set)  # (kind, key)
     articles: set[str] = field(default_factory=set)  # slugs
     counts: Counter[str] = field(default_factory=Counter)
@@ -175,12 +181,16 @@ async def import_file(store: Store, source: IO[bytes], progress: bool = True) ->
                 raise ImportFailed(f"thread {item['slug']!r}: unknown state {state.name!r}")
             thread = ThreadDump(item["slug"], item["seq"], item["epoch"], item["seeded"], [], [], state)
             expected.comments[thread.slug], expected.events[thread.slug] = set(), set()
-        elif kind in ("comment", "event"):
+            expected.votes[thread.slug] = set()
+        elif kind in ("comment", "event", "vote"):
             if thread is None or item["slug"] != thread.slug:
                 raise ImportFailed(f"a {kind} of {item['slug']!r} outside its thread")
             if kind == "comment":
                 thread.comments.append(item)
                 expected.comments[thread.slug].add(item["id"])
+            elif kind == "vote":
+                thread.votes.append((item["comment_id"], item["voter"]))
+                expected.votes[thread.slug].add((item["comment_id"], item["voter"]))
             else:
                 thread.events.append((item["seq"], item["event"]))
                 expected.events[thread.slug].add(item["seq"])
@@ -220,6 +230,8 @@ async def _read_back(store: Store, expected: _Expected) -> Counter[str]:
         found["thread"] += 1
         found["comment"] += len(ids & {c["id"] for c in thread.comments})
         found["event"] += len(expected.events[slug] & {seq for seq, _payload in thread.events})
+        if voted := len(expected.votes[slug] & set(thread.votes)):
+            found["vote"] += voted
     for kind, _key in expected.records & {(r.kind, r.key) for r in await store.dump_records()}:
         found[kind] += 1
     for slug in expected.articles:

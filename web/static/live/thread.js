@@ -235,7 +235,8 @@ function applyModStatus(li, status, info) {
   if (note) {
     note.hidden = !removed;
     const by = part(li, "removed-by");
-    if (by) by.textContent = li.dataset.removedBy ? _("Removed by {moderator}", { moderator: li.dataset.removedBy }) : _("Removed");
+    if (by && status === "deleted") by.textContent = _("Deleted by its author");
+    else if (by) by.textContent = li.dataset.removedBy ? _("Removed by {moderator}", { moderator: li.dataset.removedBy }) : _("Removed");
     const when = part(li, "removed-when");
     const time = when && when.querySelector("time");
     if (when && time) {
