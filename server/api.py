@@ -88,7 +88,6 @@ async def list_comments(request: Request) -> Response:
                 {
                     **(moderator_view(c, bans) if moderator else c.public()),
                     "reply_count": page.reply_counts.get(c.id, 0),
-                    "votes": 0,  # recommendations are not counted yet (issue 14, point 4)
                 }
                 for c in page.comments
             ],

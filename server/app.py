@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/", pages.index),
         Route("/articles/{slug}", pages.article_page),
         Route("/articles/{slug}/comments", pages.post_comment_form, methods=["POST"]),
+        Route("/articles/{slug}/comments/{id}", pages.comment_page),
         WebSocketRoute("/articles/{slug}/live", live),
         Route("/login", moderation_routes.login_page, name="login"),
         Route("/login", moderation_routes.login, methods=["POST"]),
@@ -166,5 +167,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.languages = load_languages()
     app.state.language = app.state.languages[settings.language]
     app.state.templates = pages.create_templates(settings, app.state.language)
-    app.state.big_pages = asyncio.Semaphore(1)  # see pages.BIG_THREAD_EVENTS
     return app

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import orjson
@@ -17,22 +17,24 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from .articles import cursor_of, decode_cursor, encode_cursor
-from .comments import HIDDEN, VISIBLE, editable_until
-from .content import Article
+from .backends.base import Backend
+from .comments import HIDDEN, PENDING, Comment, editable_until
 from .errors import BackchannelError, NotFound
 from .guards import author, moderator_of, submission
 from .i18n import N_, Language
+from .paging import REPLIES_SORT, SORTS, TOP_LEVEL_SORT, read_page
+from .paging import decode_cursor as decode_page_cursor
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .static_assets import UNVERSIONED, VERSIONED
-from .threads import Threads, thread_tag, thread_tree, visible_to
+from .threads import Threads, moderator_view, thread_tag
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LIMITS = {"body": MAX_BODY_CHARS, "name": MAX_NAME_CHARS, "about": MAX_ABOUT_CHARS}
-# A thread with more events than this makes a page of megabytes (a 10,000-comment one: 24 MB,
-# 2 s of CPU). Such pages are built and rendered off the event loop, one at a time per
-# instance (app.state.big_pages): each one more at once would only make the loop wait longer
-# for the GIL, and hold another whole thread in memory.
-BIG_THREAD_EVENTS = 500
+# The article page's first screenful: top-level comments, each with its first replies; the rest
+# behind "Load more" and "N more replies" (a 20,000-comment thread's page stays under 300 KB).
+TOP_PAGE, FIRST_REPLIES = 30, 3
+REPLIES_PAGE = 50  # a permalinked comment's replies
+MAX_PATH = 100  # ancestors followed up from a permalinked comment (replies nest no deeper in practice)
 INDEX_PAGE = 30  # articles per page of the front page
 
 
@@ -122,20 +124,15 @@ def _page_context(request: Request) -> dict[str, Any]:
 
 
 async def render(
-    request: Request,
-    name: str,
-    context: dict[str, Any],
-    status_code: int = 200,
-    build: Callable[[], dict[str, Any]] | None = None,
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200, off_loop: bool = False
 ) -> Response:
-    """A page. With `build` (a big thread's page), build's context and the rendering run on a
-    worker thread, so the event loop stays free to serve everyone else."""
+    """A page. off_loop (a thread's page: a hundred comments or more) renders it on a worker
+    thread, so the event loop stays free to serve everyone else meanwhile."""
     template = request.app.state.templates.get_template(name)
     context = {**_page_context(request), **context}
-    if build is None:
+    if not off_loop:
         return HTMLResponse(template.render(context), status_code=status_code)
-    # Encoded there too: a big page is tens of MB.
-    html = await asyncio.to_thread(lambda: template.render({**context, **build()}).encode())
+    html = await asyncio.to_thread(lambda: template.render(context).encode())
     return HTMLResponse(html, status_code=status_code)
 
 
@@ -179,41 +176,127 @@ async def index(request: Request) -> Response:
 
 
 async def article_page(request: Request, form: dict[str, Any] | None = None, status_code: int = 200) -> Response:
-    threads = request.app.state.threads
+    """The article with the first screenful of its thread (server/paging.py): TOP_PAGE top-level
+    comments in the reader's sort (?sort=), each with its first FIRST_REPLIES replies, and links
+    (real ones, for readers without JavaScript) to the rest: "Load more" (?after=CURSOR) and each
+    comment's "N more replies". ?comment=ID is the permalink's other spelling."""
     slug = request.path_params["slug"]
-    article = await threads.articles.article(slug)  # NotFound, or Gone: the 410 page
-    big = (await threads.backend.head(slug)).seq > BIG_THREAD_EVENTS
-    async with request.app.state.big_pages if big else contextlib.nullcontext():
-        return await _article_page(request, article, big, form, status_code)
+    if comment_id := request.query_params.get("comment"):
+        return RedirectResponse(f"/articles/{slug}/comments/{quote(comment_id)}#c-{quote(comment_id)}", status_code=303)
+    sort = _reader_sort(request)
+    after = decode_page_cursor(request.query_params.get("after"), sort)
+    return await _article_page(request, sort, form, status_code, lambda view: view.top_level(after))
+
+
+async def comment_page(request: Request) -> Response:
+    """GET /articles/{slug}/comments/{id}: the permalink. The article with that comment's
+    conversation: its top-level ancestor, the path down to it, and the comment with a page of
+    its replies (?after= the next one), marked as the target (id="c-ID" in view, highlighted)."""
+    comment_id = request.path_params["id"]
+    sort = _reader_sort(request)
+    after = decode_page_cursor(request.query_params.get("after"), REPLIES_SORT)
+    return await _article_page(request, sort, None, 200, lambda view: view.conversation(comment_id, after), comment_id)
+
+
+def _reader_sort(request: Request) -> str:
+    """The sort the reader asked for (?sort=); one this server does not know is the default."""
+    raw = request.query_params.get("sort")
+    return raw if raw in SORTS else TOP_LEVEL_SORT
+
+
+class ThreadView:
+    """What the article page shows of the thread, read a page at a time for one reader."""
+
+    def __init__(self, backend: Backend, slug: str, sort: str, may_see_held: Callable[[Comment], bool]) -> None:
+        self.backend, self.slug, self.sort, self.may_see_held = backend, slug, sort, may_see_held
+        self.comments: list[Comment] = []  # every comment shown, for the moderator's report counts
+
+    async def top_level(self, after: int | None) -> tuple[list[dict[str, Any]], str | None]:
+        """(the top-level comments with their first replies, the cursor of "Load more")."""
+        page = await read_page(self.backend, self.slug, None, self.sort, after, TOP_PAGE, self.may_see_held)
+        nodes = [self._node(c, page.reply_counts) for c in page.comments]
+        await asyncio.gather(*(self._first_replies(node, None, FIRST_REPLIES) for node in nodes))
+        return nodes, page.next
+
+    async def conversation(self, comment_id: str, after: int | None) -> tuple[list[dict[str, Any]], str | None]:
+        """The permalinked comment's conversation (see comment_page), nothing to load after it."""
+        path = [await self._comment(comment_id)]
+        while path[0].parent is not None and len(path) < MAX_PATH:
+            path.insert(0, await self._comment(path[0].parent))
+        counts = {}
+        if path[0].seq is not None:  # published: its reply count comes with it as a page of one
+            counts = (
+                await self.backend.comment_page(self.slug, path[0].parent, False, path[0].seq - 1, 1)
+            ).reply_counts
+        root = node = self._node(path[0], counts)
+        for child in path[1:]:  # each ancestor's replies begin at the one on the path (earlier ones: "all comments")
+            assert child.seq is not None
+            await self._first_replies(node, child.seq - 1, FIRST_REPLIES, always=True)
+            node = next(n for n in node["replies"] if n["comment"].id == child.id)
+        node["target"] = True
+        await self._first_replies(node, after, REPLIES_PAGE, always=True)
+        return [root], None
+
+    async def _comment(self, comment_id: str) -> Comment:
+        comment = await self.backend.get_comment(self.slug, comment_id)
+        if comment is None or (comment.status == PENDING and not self.may_see_held(comment)):
+            raise NotFound(N_("There is no such comment here."))
+        return comment
+
+    def _node(self, comment: Comment, reply_counts: dict[str, int]) -> dict[str, Any]:
+        self.comments.append(comment)
+        count = reply_counts.get(comment.id, 0)
+        return {"comment": comment, "replies": [], "more_replies": count, "replies_after": None}
+
+    async def _first_replies(self, node: dict[str, Any], after: int | None, limit: int, always: bool = False) -> None:
+        """Read the node's replies (after the one whose seq is `after`). Unless `always`, a comment
+        without published replies is not asked: a reader's own held reply to it shows on its permalink."""
+        comment: Comment = node["comment"]
+        if not (always or node["more_replies"]):
+            return
+        page = await read_page(self.backend, self.slug, comment.id, REPLIES_SORT, after, limit, self.may_see_held)
+        node["replies"] = [self._node(c, page.reply_counts) for c in page.comments]
+        published = sum(c.seq is not None for c in page.comments)
+        node["more_replies"] = max(0, node["more_replies"] - published) if page.next else 0
+        node["replies_after"] = page.next
 
 
 async def _article_page(
-    request: Request, article: Article, big: bool, form: dict[str, Any] | None, status_code: int
+    request: Request,
+    sort: str,
+    form: dict[str, Any] | None,
+    status_code: int,
+    read: Callable[[ThreadView], Awaitable[tuple[list[dict[str, Any]], str | None]]],
+    target: str | None = None,
 ) -> Response:
     threads = request.app.state.threads
-    slug = article.slug
-    snapshot = await threads.snapshot(slug)
+    slug = request.path_params["slug"]
+    article = await threads.articles.article(slug)  # NotFound, or Gone: the 410 page
+    head = await threads.backend.head(slug)
     moderator = moderator_of(request) is not None
     reader_id = request.state.reader_id
+    hidden = head.state.name == HIDDEN and not moderator  # readers see none of a hidden thread
+    view = ThreadView(threads.backend, slug, sort, lambda c: moderator or c.reader_id == reader_id)
+    nodes, load_more = ([], None) if hidden else await read(view)
+    counts = await threads.comment_counts([slug])
     report_counts: dict[str, int] = {}
     bans = None
     if moderator:
         bans = await threads.moderation.bans()
+        shown = {c.id for c in view.comments}
         reported = [
-            comment_id for report_slug, comment_id in await threads.moderation.open_reports() if report_slug == slug
+            comment_id
+            for report_slug, comment_id in await threads.moderation.open_reports()
+            if report_slug == slug and comment_id in shown
         ]
         report_counts = {
             comment_id: len(reports) for comment_id, reports in (await threads.moderation.reports_of(reported)).items()
         }
 
-    hidden = snapshot.state.name == HIDDEN and not moderator  # readers see none of a hidden thread
-
-    def thread() -> dict[str, Any]:  # linear in the thread's size
-        comments = [] if hidden else visible_to(snapshot.comments, reader_id, moderator)
-        return {
-            "thread": thread_tree(comments, moderator, report_counts, bans),
-            "comment_count": sum(1 for c in comments if c.status == VISIBLE),
-        }
+    def as_viewed(node: dict[str, Any]) -> dict[str, Any]:
+        c: Comment = node["comment"]
+        comment = {**moderator_view(c, bans), "report_count": report_counts.get(c.id, 0)} if moderator else c.public()
+        return {**node, "comment": comment, "replies": [as_viewed(n) for n in node["replies"]]}
 
     # A hidden thread shows a reader none of its comments, their own included.
     my_votes, mine = ([], {}) if hidden else await _readers_own(threads, slug, reader_id)
@@ -223,9 +306,16 @@ async def _article_page(
         "edit_window": threads.edit_window,
         "my_votes": my_votes,
         "mine": mine,
-        "seq": snapshot.seq,
-        "epoch": snapshot.epoch,
-        "thread_state": snapshot.state.name,
+        "seq": head.seq,
+        "epoch": head.epoch,
+        "thread_state": head.state.name,
+        "thread": [as_viewed(n) for n in nodes],
+        "comment_count": 0 if hidden else counts[slug],
+        "sort": sort,
+        "sorts": list(SORTS),
+        "load_more": load_more,
+        "paged": request.query_params.get("after") is not None,  # not the first page: link back to it
+        "target": target,
         # ?reply=ID / ?report=ID: the no-JavaScript way to that comment's form (see _comment.html)
         "form": form
         or {
@@ -240,9 +330,7 @@ async def _article_page(
         },
         "limits": LIMITS,
     }
-    if big:
-        return await render(request, "article.html", context, status_code=status_code, build=thread)
-    return await render(request, "article.html", {**context, **thread()}, status_code=status_code)
+    return await render(request, "article.html", context, status_code=status_code, off_loop=True)
 
 
 async def _readers_own(threads: Threads, slug: str, reader_id: str) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -289,4 +377,5 @@ async def post_comment_form(request: Request) -> Response:
         if retry_after := getattr(exc, "retry_after", None):
             response.headers["Retry-After"] = str(retry_after)
         return response
-    return RedirectResponse(f"/articles/{slug}#c-{comment.id}", status_code=303)
+    # The permalink: the new comment may be on no first page (a reply deep in a big thread).
+    return RedirectResponse(f"/articles/{slug}/comments/{comment.id}#c-{comment.id}", status_code=303)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -428,25 +428,3 @@ def moderator_view(comment: Comment, bans: Bans | None) -> dict[str, Any]:
     """The moderator view, with "banned": true when its author (reader or address) is banned now."""
     view = comment.moderator_view()
     return {**view, "banned": True} if bans is not None and bans.covers(comment) else view
-
-
-def thread_tree(
-    comments: list[Comment],
-    moderator: bool = False,
-    report_counts: Mapping[str, int] | None = None,
-    bans: Bans | None = None,
-) -> list[dict[str, Any]]:
-    """Nest a snapshot for rendering: top-level comments newest first, replies oldest first."""
-
-    def view(c: Comment) -> dict[str, Any]:
-        if not moderator:
-            return c.public()
-        return {**moderator_view(c, bans), "report_count": (report_counts or {}).get(c.id, 0)}
-
-    nodes: dict[str, dict[str, Any]] = {c.id: {"comment": view(c), "replies": []} for c in comments}
-    roots: list[dict[str, Any]] = []
-    for c in comments:  # in seq order, so replies come out oldest first
-        parent = nodes.get(c.parent) if c.parent else None
-        (parent["replies"] if parent else roots).append(nodes[c.id])
-    roots.reverse()
-    return roots

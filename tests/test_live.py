@@ -826,7 +826,7 @@ async def test_a_post_resent_with_the_same_ref_is_stored_once(server: ServerProc
             data={"name": "Retry", "about": "", "body": "only once", "parent": "", "ref": "ref-1", "csrf_token": token},
         )
         assert response.status_code == 303
-        assert response.headers["location"] == f"/articles/{DEMO_SLUG}#c-{ack['id']}"
+        assert response.headers["location"] == f"/articles/{DEMO_SLUG}/comments/{ack['id']}#c-{ack['id']}"
 
         # another reader using the same ref makes its own comment
         async with reader(server) as (stranger, _):
@@ -899,7 +899,10 @@ async def test_json_api_and_form_posts(server: ServerProcess) -> None:
             event = await next_frame(live, "comment")
             assert event["seq"] == head + 3 and event["comment"]["body"] == "by form"
             assert event["comment"]["author"] == {"name": "Former", "about": "Clerk, Leeds"}
-            assert response.headers["location"] == f"/articles/{DEMO_SLUG}#c-{event['comment']['id']}"
+            assert (
+                response.headers["location"]
+                == f"/articles/{DEMO_SLUG}/comments/{event['comment']['id']}#c-{event['comment']['id']}"
+            )
             page = await client.get(f"/articles/{DEMO_SLUG}")
             assert f'id="c-{event["comment"]["id"]}"' in page.text
 

@@ -163,7 +163,7 @@ def test_the_form_post_redirects_to_the_new_comment(client):
     )
     assert response.status_code == 303
     comment_id = client.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"][-1]["id"]
-    assert response.headers["location"] == f"/articles/{DEMO_SLUG}#c-{comment_id}"
+    assert response.headers["location"] == f"/articles/{DEMO_SLUG}/comments/{comment_id}#c-{comment_id}"
 
 
 def test_a_refused_form_post_shows_the_page_again_with_the_text_kept(client):

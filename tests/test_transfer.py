@@ -252,6 +252,8 @@ async def test_disqus_export_imported_and_shown(settings: Settings) -> None:
     with TestClient(create_app(settings), base_url="http://testserver") as client:
         page = client.get(f"/articles/{DEMO}").text
         thread = _thread(client, DEMO)
+        imported_ids = [c["id"] for c in thread if c["created_at"].startswith("2025-03-06")]
+        chain = client.get(f"/articles/{DEMO}/comments/{imported_ids[2]}").text  # a reply's reply: on its permalink
         imported = [c for c in thread if c["created_at"].startswith("2025-03-06")]
         harbour = client.app.state.backend  # a thread of its own, under the slug of its URL path
         snapshot = client.portal.call(harbour.snapshot, "2025-03-council-votes-on-harbour-plan")
@@ -263,7 +265,8 @@ async def test_disqus_export_imported_and_shown(settings: Settings) -> None:
         "This is a serious escalation.\n\nSee the UN Charter (https://www.un.org/en/about-us/un-charter), article 51."
     )
     assert "<script" not in first["html"] and "document.cookie" not in page
-    assert "serious escalation" in page and f'id="c-{reply_to_reply["id"]}"' in page
+    assert "serious escalation" in page and f'id="c-{reply["id"]}"' in page
+    assert f'id="c-{reply_to_reply["id"]}"' in chain
     assert (deleted["status"], deleted["body"], spam["status"]) == ("removed", "", "removed")
     assert "I take back" not in page and "Cheap watches" not in page
     assert [c.body for c in snapshot.comments] == ["About time the harbour got a plan."]

@@ -47,11 +47,11 @@ def test_what_a_reader_types_never_runs_in_another_readers_page(server, open_pag
 def test_the_comment_form_works_with_javascript_turned_off(server, open_page):
     page = open_page(server, javascript=False)
     post_from(page, "Posted without JavaScript", name="No Script")
-    page.wait_for_url(f"**{ARTICLE}#c-*")
+    page.wait_for_url(f"**{ARTICLE}/comments/*#c-*")
     comment_id = page.url.rsplit("#c-", 1)[1]
     expect(page.locator(f"#c-{comment_id}")).to_contain_text("Posted without JavaScript")
     post_from(page, "A reply, also without JavaScript", name="No Script", parent=comment_id, javascript=False)
-    page.wait_for_url(f"**{ARTICLE}#c-*")
+    page.wait_for_url(f"**{ARTICLE}/comments/*#c-*")
     expect(page.locator(f'ol.replies[data-replies-of="{comment_id}"] > li.comment')).to_contain_text(
         "A reply, also without JavaScript"
     )
@@ -75,7 +75,7 @@ def test_a_reader_reports_a_comment_from_the_page(server, open_page, javascript)
     if javascript:
         expect(card.locator('[data-field="action-result"]')).to_contain_text("a moderator will take a look")
     else:
-        page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+        page.wait_for_url(f"**{ARTICLE}/comments/{comment_id}#c-{comment_id}")
     # the second report from the same reader is recognised as the same one
     response = page.request.post(
         f"{server.url}/api/comments/{comment_id}/report",

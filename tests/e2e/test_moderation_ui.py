@@ -180,7 +180,7 @@ def test_a_moderator_removes_a_comment_without_javascript(cluster, new_page):
     with page.expect_response(lambda r: r.request.method == "POST" and "/remove" in r.url) as answer:
         card(page, comment_id).locator('form[data-action-form="remove"] button').click()
     assert answer.value.status == 303
-    page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+    page.wait_for_url(f"**{ARTICLE}/comments/{comment_id}#c-{comment_id}")
     expect(page.locator(f"#c-{comment_id}")).to_have_attribute("data-status", "removed")
     expect(card(page, comment_id).locator('[data-field="removed-note"]')).to_contain_text("Removed by alice")
     expect(card(page, comment_id).locator('form[data-action-form="restore"]')).to_be_visible()
@@ -332,7 +332,7 @@ def test_a_banned_author_still_shows_as_banned_after_a_reload(cluster, new_page)
         # Lifted without JavaScript, from the article page.
         page.goto(cluster.b.url + ARTICLE)
         card(page, comment_id).locator('form[data-action-form="unban"] button').click()
-        page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+        page.wait_for_url(f"**{ARTICLE}/comments/{comment_id}#c-{comment_id}")
         expect(card(page, comment_id).locator('[data-field="banned"]')).to_be_hidden()
         expect(card(page, comment_id).locator("details.ban")).to_be_visible()
         assert post_as(jan, "Back again", "Jan Troll").status_code == 201
@@ -344,7 +344,7 @@ def test_a_ban_is_made_and_lifted_without_javascript(cluster, new_page):
         page = new_page(javascript=False)
         log_in(page, cluster.a, "alice", ARTICLE)
         ban_from(card(page, comment_id))
-        page.wait_for_url(f"**{ARTICLE}#c-{comment_id}")
+        page.wait_for_url(f"**{ARTICLE}/comments/{comment_id}#c-{comment_id}")
         assert post_as(ivy, "Anyone there?", "Ivy").status_code == 403
         page.goto(cluster.a.url + "/moderation")
         line = page.locator(".audit-item").first

@@ -17,7 +17,7 @@
  * innerHTML is comment.html, which the server has already made safe.
  */
 
-import { local, say, toInt } from "./lib/util.js";
+import { local, permalink, say, toInt } from "./lib/util.js";
 import { _, lang, ngettext, pgettext } from "./lib/i18n.js";
 import { setTime } from "./lib/times.js";
 import { cloneFrom } from "./lib/clone.js";
@@ -170,7 +170,7 @@ function fillCard(card, c) {
   if (c.created_at) card.dataset.createdAt = c.created_at;
   const link = f(card, "article");
   if (link) {
-    link.setAttribute("href", "/articles/" + encodeURIComponent(card.dataset.slug || "") + "#c-" + encodeURIComponent(id));
+    link.setAttribute("href", permalink(card.dataset.slug || "", id));
     link.textContent = c.article_title || c.slug || card.dataset.slug || "Article";
   }
   const author = c.author || {};
@@ -444,7 +444,7 @@ function auditLine(a, liftable) {
   }
   if (a.slug) {
     const link = document.createElement("a");
-    link.href = "/articles/" + encodeURIComponent(a.slug) + (a.comment_id ? "#c-" + encodeURIComponent(a.comment_id) : "");
+    link.href = a.comment_id ? permalink(a.slug, a.comment_id) : "/articles/" + encodeURIComponent(a.slug);
     link.textContent = state.titles.get(a.slug) || a.slug;
     what.append(" " + pgettext("audit log: a comment on an article", "on") + " ", link);
   }

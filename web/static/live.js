@@ -7,6 +7,7 @@
  *   live/composer.js  posting, drafts, the length counter, Ctrl/Cmd+Enter and Escape
  *   live/actions.js   Report and the moderator's tools, sent with fetch
  *   live/mine.js      Recommend, and Edit / Delete on the reader's own comments
+ *   live/paging.js    "Load more" and "N more replies" in place, the sort remembered, permalinks
  * The thread's state (open, closed, hidden) comes in the welcome and as sequenced events.
  * and here the wire: events arrive over /articles/{slug}/live and are applied in seq order,
  * each once; a gap means reconnect with since=<last seq>, a reset means reload the page.
@@ -20,6 +21,7 @@ import { applyEvent, onPending, recheckUnseen, setThreadState, startThread, upda
 import { onAck, onPostError, onSocketLost, saveAllDrafts, startComposer } from "./live/composer.js";
 import { startActions } from "./live/actions.js";
 import { onVotes, startMine } from "./live/mine.js";
+import { startPaging } from "./live/paging.js";
 
 const CLOSE_SERVICE_RESTART = 1012;
 const CLOSE_TOO_SLOW = 4000;
@@ -172,6 +174,7 @@ if (initState()) {
   startComposer();
   startActions();
   startMine();
+  startPaging();
 
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;

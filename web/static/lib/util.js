@@ -66,3 +66,8 @@ export function say(region, text) {
   region.textContent = "";
   setTimeout(() => { region.textContent = text; }, 50);
 }
+
+// A comment's permalink: the article page with that comment loaded, in view and highlighted.
+export function permalink(slug, id) {
+  return "/articles/" + encodeURIComponent(slug) + "/comments/" + encodeURIComponent(id) + "#c-" + encodeURIComponent(id);
+}

@@ -3,7 +3,7 @@
    pre-moderation switch, and closing, reopening or hiding the thread. */
 
 import { state } from "./state.js";
-import { field } from "../lib/util.js";
+import { field, permalink } from "../lib/util.js";
 import { _, pgettext } from "../lib/i18n.js";
 import { actionError, banLength, sendAction, setActionBusy, showResult } from "../lib/actions.js";
 import { cardOf, changeStatus, placeComment, setReaderBanned, setThreadState } from "./thread.js";
@@ -23,7 +23,7 @@ export function wireActionForms(li, id) {
     const action = form.dataset.actionForm;
     if (action !== "ban" && action !== "unban") form.setAttribute("action", "/api/comments/" + enc + "/" + action);
     const next = field(form, "next");
-    if (next) next.value = location.pathname + "#c-" + id;
+    if (next) next.value = permalink(state.slug, id);
     const commentId = field(form, "comment_id");
     if (commentId) commentId.value = id;
   });

@@ -324,7 +324,7 @@ function succeed(post, id, comment, pending) {
   updateLength(form);
   clearDraft(post.payload.parent);
 
-  if (comment && comment.id && !commentEl(comment.id)) placeComment(comment);
+  if (comment && comment.id && !commentEl(comment.id)) placeComment(comment, true);
   if (!pending) noteOwnComment(id, post.payload.body);
   const li = commentEl(id);
   if (pending && !li) {

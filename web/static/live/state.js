@@ -21,6 +21,10 @@ export const state = {
   readers: null,
   posts: new Map(),    // ref -> {ref, form, payload, timer, sent, viaHttp, done}
   focusOnArrival: null, // id of our own post, acked before its event arrived
+  sort: "newest",      // the top level's order (the replies': oldest first)
+  target: "",          // a permalink's comment: the page shows its conversation only
+  paged: false,        // a later page of the top level (?after=), reached without JavaScript
+  loadMore: null,      // the "Load more comments" link
 };
 
 export function initState() {
@@ -42,6 +46,10 @@ export function initState() {
     isMod: root.dataset.moderator === "1",
     threadState: root.dataset.threadState || "open",
     me: root.dataset.moderatorName || "",
+    sort: root.dataset.sort || "newest",
+    target: root.dataset.target || "",
+    paged: new URLSearchParams(location.search).has("after"),
+    loadMore: root.querySelector("[data-load-more]"),
   });
   return true;
 }

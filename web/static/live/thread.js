@@ -7,7 +7,7 @@
  */
 
 import { state } from "./state.js";
-import { toInt, say } from "../lib/util.js";
+import { permalink, toInt, say } from "../lib/util.js";
 import { _, formatList, ngettext } from "../lib/i18n.js";
 import { setTime } from "../lib/times.js";
 import { cloneFrom, fixIds } from "../lib/clone.js";
@@ -110,13 +110,13 @@ export function ensureForm(details) {
   return form;
 }
 
-function buildComment(c, depth) {
+export function buildComment(c, depth) {
   const li = cloneFrom(state.template, "li.comment", c.id);
   li.dataset.id = c.id;
   li.dataset.parent = c.parent || "";
   li.dataset.depth = String(depth);
-  const permalink = part(li, "permalink");
-  if (permalink) permalink.setAttribute("href", "#c-" + c.id);
+  const link = part(li, "permalink");
+  if (link) link.setAttribute("href", permalink(state.slug, c.id));
   const form = li.querySelector(":scope > .comment-card form[data-comment-form]");
   if (form) prepareReplyForm(form, c.id);
   const replies = li.querySelector(":scope > ol.replies");
@@ -280,8 +280,48 @@ function keepingPlace(insert) {
   }
 }
 
-// Inserts a comment not yet on the page, or updates the one that is. Returns [element, isNew].
-export function placeComment(c) {
+// A comment's link to its replies not on the page ("N more replies"), if it has one.
+export function moreReplies(li) {
+  return li.querySelector(":scope > a.more-replies");
+}
+
+export function setMoreReplies(li, count, after) {
+  const link = moreReplies(li);
+  if (!link) return;
+  link.dataset.count = String(count);
+  link.dataset.after = after || "";
+  link.textContent = ngettext("{n} more reply", "{n} more replies", count);
+  link.setAttribute("href", permalink(state.slug, li.dataset.id).replace("#", after ? "?after=" + encodeURIComponent(after) + "#" : "#"));
+  link.hidden = count <= 0;
+}
+
+// Where a comment arriving live goes, by the paging rules (docs/architecture.md, "Paging"):
+// the list to add it to and whether at its start, or null when it is not shown now. A reply
+// to a comment on the page goes under it, unless some of that comment's replies are not loaded
+// yet: then their "N more replies" count takes it. A new top-level comment goes on top in
+// "newest" order (the reader keeps their place; "N new comments" leads to it), and at the end
+// in "oldest" order once the reader has loaded the last page; a page further down the thread
+// (?after=) or one conversation (a permalink) leaves it out. The reader's own comment always shows.
+function placeFor(c, own) {
+  if (c.parent) {
+    const parentLi = commentEl(c.parent);
+    if (!parentLi) return null;
+    const more = moreReplies(parentLi);
+    if (more && !more.hidden && !own) {
+      setMoreReplies(parentLi, toInt(more.dataset.count, 0) + 1, more.dataset.after);
+      return null;
+    }
+    return { list: parentLi.querySelector(":scope > ol.replies"), first: false };
+  }
+  if (own) return { list: state.thread, first: state.sort !== "oldest" };
+  if (state.target || state.paged) return null;
+  if (state.sort === "oldest") return state.loadMore && !state.loadMore.hidden ? null : { list: state.thread, first: false };
+  return { list: state.thread, first: true };
+}
+
+// Inserts a comment not yet on the page, or updates the one that is. Returns [element, isNew];
+// element is null when the paging rules leave the comment off the page (it is counted).
+export function placeComment(c, own = false) {
   const existing = commentEl(c.id);
   if (existing) {
     const was = existing.dataset.status;
@@ -291,20 +331,35 @@ export function placeComment(c) {
     else if (was === "visible" && now !== "visible") setCount(state.count - 1);
     return [existing, false];
   }
-  let list = null;
-  if (c.parent) {
-    const parentLi = commentEl(c.parent);
-    list = parentLi ? parentLi.querySelector(":scope > ol.replies") : null;
+  const visible = (c.status || "visible") === "visible";
+  const place = placeFor(c, own);
+  if (!place || !place.list) {
+    if (visible) setCount(state.count + 1);
+    return [null, false];
   }
-  const li = buildComment(c, list ? depthOf(list) : 0);
+  const li = buildComment(c, depthOf(place.list));
   keepingPlace(() => {
-    if (list) list.appendChild(li);                                 // replies: oldest first
-    else state.thread.insertBefore(li, state.thread.firstElementChild); // top level: newest first
+    if (place.first) place.list.insertBefore(li, place.list.firstElementChild);
+    else place.list.appendChild(li);
   });
   collapseIfLong(li);
-  if ((c.status || "visible") === "visible") setCount(state.count + 1);
-  else setCount(state.count);
+  setCount(state.count + (visible ? 1 : 0));
   return [li, true];
+}
+
+// Comments read from the API ("Load more", "N more replies"): added at the end of the list,
+// each with its own "N more replies"; one already on the page (it arrived live) is skipped.
+export function appendLoaded(list, comments) {
+  let added = 0;
+  for (const c of comments) {
+    if (commentEl(c.id)) continue;
+    const li = buildComment(c, depthOf(list));
+    list.appendChild(li);
+    setMoreReplies(li, toInt(c.reply_count, 0), "");
+    collapseIfLong(li);
+    added += c.status === "pending" ? 0 : 1;
+  }
+  return added;
 }
 
 // --- long comments: "Read more" ---------------------------------------------------------
@@ -454,13 +509,15 @@ export function focusComment(li) {
 
 function onComment(c) {
   if (!c || !c.id) return;
-  const [li, isNew] = placeComment(c);
+  const own = state.focusOnArrival === c.id || isOwnPost(c);
+  const [li, isNew] = placeComment(c, own);
+  if (!li) return;
   if (state.focusOnArrival === c.id) {
     state.focusOnArrival = null;
     focusComment(li);
     return;
   }
-  if (isNew && c.status !== "pending" && !isOwnPost(c)) {
+  if (isNew && c.status !== "pending" && !own) {
     announce(c);
     trackNew(li);
   }
@@ -478,7 +535,7 @@ function isOwnPost(c) {
 
 function onRemoved(msg) {
   const li = commentEl(msg.id);
-  if (!li) return;
+  if (!li) { setCount(state.count - 1); return; } // only a visible comment is removed
   if (state.isMod) { changeStatus(li, "removed", msg); return; } // the text stays, marked removed
   const was = li.dataset.status;
   fillComment(li, { id: msg.id, status: "removed", author: {}, html: "" });
@@ -504,9 +561,11 @@ function onDeleted(msg) {
   if (was === "visible") setCount(state.count - 1);
 }
 
+// A comment not on the page (not loaded yet) is only counted: it shows where it always was
+// when its part of the thread is loaded.
 function onRestored(c) {
   if (!c || !c.id) return;
-  if (!commentEl(c.id)) { onComment(c); return; }
+  if (!commentEl(c.id)) { setCount(state.count + 1); return; }
   placeComment(c);
 }
 
