@@ -7,6 +7,9 @@ Then stores 10,000 articles (as the API does) and times GET / on pages all throu
 (the newest, and random older ones by their cursor) and one article's page: median and p99
 of the server's time in-process, the HTML's size, and the memory the articles' summaries take
 in each instance.
+Last, issue 14's numbers on a 20,000-comment thread (many of them replies, in long chains): the
+article page (median server time, HTML size), a page of the API, a permalink to a reply deep
+in the thread, and how soon Chromium shows the page (a real server, headless Chromium).
 Run: make bench-page
 """
 
@@ -164,7 +167,107 @@ def time_articles(count: int = ARTICLES, runs: int = 200) -> None:
                 print(f"{name:<36} {median:>10.2f} {p99:>8.2f} {statistics.median(sizes) / 1024:>9.1f}")
 
 
+BIG_THREAD = 20_000
+
+
+async def fill_big_thread(data_dir: Path, count: int) -> list[str]:
+    """A breaking-news thread: a third top-level, the rest replies, mostly to recent comments (so
+    chains run deep). Returns the ids, oldest first."""
+    backend = LocalBackend(data_dir / "backchannel.sqlite3")
+    await backend.start()
+    await backend.ensure_thread(SLUG, [])
+    ids: list[str] = []
+    rng = random.Random(3)
+    for n in range(count):
+        parent = None
+        if ids and n % 3:
+            parent = ids[-rng.randint(1, min(len(ids), 40))]
+        comment = Comment(
+            id=new_comment_id(SLUG),
+            slug=SLUG,
+            parent=parent,
+            name=f"Reader {n}",
+            about="Teacher, Leeds",
+            body=BODY,
+            html=render_body(BODY),
+            created_at=utc_now_iso(),
+        )
+        stored, _ = await backend.post(comment, None)
+        ids.append(stored.id)
+    await backend.close()
+    return ids
+
+
+def chromium_shows(url: str, runs: int = 5) -> float:
+    """Median ms from navigation to the first comments painted and the page's script settled."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.servers import CHROMIUM_ARGS, chromium_path
+
+    samples = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        for _ in range(runs):
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            start = time.perf_counter()
+            page.goto(url, wait_until="load")
+            page.locator("#thread li.comment").first.wait_for(state="visible")
+            samples.append(time.perf_counter() - start)
+            page.close()
+        browser.close()
+    return statistics.median(samples) * 1000
+
+
+def time_big_thread(count: int = BIG_THREAD, runs: int = 40) -> None:
+    from tests.servers import ServerProcess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        started = time.perf_counter()
+        ids = asyncio.run(fill_big_thread(data_dir, count))
+        print(f"\n{count} comments written in {time.perf_counter() - started:.1f} s")
+        settings = Settings(data_dir=data_dir, content_dir=ROOT / "content", secret_key="bench")
+        api = f"/api/articles/{SLUG}/comments"
+        with TestClient(create_app(settings)) as client:
+            late = client.get(api, params={"sort": "oldest", "limit": 200}).json()
+            for _ in range(20):  # a top-level comment some twenty pages of 200 in: "page 40" of 100
+                late = client.get(api, params={"sort": "oldest", "limit": 200, "after": late["next"]}).json()
+            deep = ids[-1]  # the newest reply, at the end of a long chain
+            rng = random.Random(4)
+            targets = {
+                "article page (first screenful)": lambda: f"/articles/{SLUG}",
+                "article page, oldest first": lambda: f"/articles/{SLUG}?sort=oldest",
+                "API page (50 top-level)": lambda: f"{api}?sort=newest",
+                "API page of replies": lambda: f"{api}?parent={rng.choice(ids[: count // 2])}",
+                "permalink, deep in the thread": lambda: f"/articles/{SLUG}/comments/{deep}",
+                "permalink, a late page": lambda: f"/articles/{SLUG}/comments/{late['comments'][-1]['id']}",
+            }
+            print(f"{'20,000-comment thread':<36} {'median ms':>10} {'p99 ms':>8} {'HTML KiB':>9}")
+            for name, path in targets.items():
+                client.get(path())
+                samples, sizes = [], []
+                for _ in range(runs):
+                    url = path()
+                    start = time.perf_counter()
+                    response = client.get(url)
+                    samples.append(time.perf_counter() - start)
+                    assert response.status_code == 200, url
+                    sizes.append(len(response.content))
+                median, p99 = percentiles(samples)
+                print(f"{name:<36} {median:>10.2f} {p99:>8.2f} {statistics.median(sizes) / 1024:>9.1f}")
+        server = ServerProcess(data_dir, content_dir=ROOT / "content").start()
+        try:
+            print(
+                f"Chromium shows the article page in {chromium_shows(f'{server.url}/articles/{SLUG}'):.0f} ms (median)"
+            )
+        finally:
+            server.stop()
+
+
 def main() -> None:
+    if "--big-thread" in sys.argv:  # issue 14's figures alone
+        time_big_thread()
+        return
     print(f"{'comments':>9} {'median ms':>10} {'ms per 100':>11}")
     under = 0
     for count in (50, 100, 200, 400, 800, 1600):
@@ -174,6 +277,7 @@ def main() -> None:
             under = count
     print(f"largest thread measured that renders in under 100 ms: {under} comments")
     time_articles()
+    time_big_thread()
 
 
 if __name__ == "__main__":
