@@ -22,7 +22,7 @@ from .comments import HIDDEN, PENDING, Comment, editable_until
 from .errors import BackchannelError, NotFound
 from .guards import author, moderator_of, submission
 from .i18n import N_, Language
-from .paging import REPLIES_SORT, SORTS, TOP_LEVEL_SORT, read_page
+from .paging import REPLIES_SORT, SORTS, TOP_LEVEL_SORT, Cursor, read_page
 from .paging import decode_cursor as decode_page_cursor
 from .settings import MAX_ABOUT_CHARS, MAX_BODY_CHARS, MAX_NAME_CHARS, Settings
 from .static_assets import UNVERSIONED, VERSIONED
@@ -211,14 +211,14 @@ class ThreadView:
         self.backend, self.slug, self.sort, self.may_see_held = backend, slug, sort, may_see_held
         self.comments: list[Comment] = []  # every comment shown, for the moderator's report counts
 
-    async def top_level(self, after: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def top_level(self, after: Cursor | None) -> tuple[list[dict[str, Any]], str | None]:
         """(the top-level comments with their first replies, the cursor of "Load more")."""
         page = await read_page(self.backend, self.slug, None, self.sort, after, TOP_PAGE, self.may_see_held)
         nodes = [self._node(c, page.reply_counts) for c in page.comments]
         await asyncio.gather(*(self._first_replies(node, None, FIRST_REPLIES) for node in nodes))
         return nodes, page.next
 
-    async def conversation(self, comment_id: str, after: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def conversation(self, comment_id: str, after: Cursor | None) -> tuple[list[dict[str, Any]], str | None]:
         """The permalinked comment's conversation (see comment_page), nothing to load after it."""
         path = [await self._comment(comment_id)]
         while path[0].parent is not None and len(path) < MAX_PATH:
@@ -231,7 +231,7 @@ class ThreadView:
         root = node = self._node(path[0], counts)
         for child in path[1:]:  # each ancestor's replies begin at the one on the path (earlier ones: "all comments")
             assert child.seq is not None
-            await self._first_replies(node, child.seq - 1, FIRST_REPLIES, always=True)
+            await self._first_replies(node, (child.seq - 1,), FIRST_REPLIES, always=True)
             node = next(n for n in node["replies"] if n["comment"].id == child.id)
         node["target"] = True
         await self._first_replies(node, after, REPLIES_PAGE, always=True)
@@ -248,7 +248,9 @@ class ThreadView:
         count = reply_counts.get(comment.id, 0)
         return {"comment": comment, "replies": [], "more_replies": count, "replies_after": None}
 
-    async def _first_replies(self, node: dict[str, Any], after: int | None, limit: int, always: bool = False) -> None:
+    async def _first_replies(
+        self, node: dict[str, Any], after: Cursor | None, limit: int, always: bool = False
+    ) -> None:
         """Read the node's replies (after the one whose seq is `after`). Unless `always`, a comment
         without published replies is not asked: a reader's own held reply to it shows on its permalink."""
         comment: Comment = node["comment"]

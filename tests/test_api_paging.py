@@ -62,12 +62,22 @@ def test_bad_sorts_and_cursors_are_refused_clearly(client: TestClient) -> None:
     for params in ({"sort": "loudest"}, {"sort": "newest", "after": page["next"]}, {"sort": "oldest", "after": "x!"}):
         answer = client.get(URL, params=params)
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_message", params
-    assert "sort must be one of: oldest, newest" in client.get(URL, params={"sort": "top"}).text
+    assert "sort must be one of: oldest, newest, top" in client.get(URL, params={"sort": "loudest"}).text
+
+
+def test_most_recommended_first(client: TestClient) -> None:
+    quiet, liked = write(client), write(client)
+    backend = client.app.state.backend
+    client.portal.call(backend.vote, DEMO_SLUG, liked, "r1", True)
+    page = client.get(URL, params={"sort": "top", "limit": 1}).json()
+    assert [(c["id"], c["votes"]) for c in page["comments"]] == [(liked, 1)]
+    rest = client.get(URL, params={"sort": "top", "limit": 200, "after": page["next"]}).json()
+    assert rest["comments"][0]["id"] == quiet and liked not in [c["id"] for c in rest["comments"]]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    sort=st.sampled_from(["oldest", "newest"]),
+    sort=st.sampled_from(["oldest", "newest", "top"]),
     limit=st.integers(1, 4),
     posts_between_pages=st.lists(st.integers(0, 3), min_size=1, max_size=8),
 )
@@ -89,7 +99,7 @@ def test_following_next_shows_each_comment_once_while_others_post(
             break
         page = client.get(URL, params={"sort": sort, "limit": limit, "after": page["next"]}).json()
     assert len(seen) == len(set(seen)), "a comment shown twice"
-    if sort == "newest":
+    if sort in ("newest", "top"):  # no votes here: most recommended is newest first
         assert seen == existing[::-1]  # what arrived while paging is above the first page
     else:
         assert seen[: len(existing)] == existing  # and here, after the last: once, in order

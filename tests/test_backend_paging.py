@@ -96,3 +96,28 @@ async def test_a_redis_thread_stored_before_the_index_is_indexed_at_its_first_pa
     assert [c.id for c in page.comments] == [top.id] and page.reply_counts == {top.id: 1}
     assert [c.id for c in page.held] == [held.id]
     assert [c.id for c in (await backend.comment_page(SLUG, top.id, False, None, 10)).comments] == [reply.id]
+
+
+async def test_most_recommended_first_pages_by_votes_then_newest(backend: Backend) -> None:  # noqa: F811
+    tops = [await post(backend) for _ in range(5)]
+    replies = [await post(backend, tops[0].id) for _ in range(2)]
+    for comment, voters in ((tops[1], 3), (tops[3], 1), (tops[4], 1), (replies[1], 2)):
+        for n in range(voters):
+            await backend.vote(SLUG, comment.id, f"reader-{n}", True)
+    expected = [tops[1].id, tops[4].id, tops[3].id, tops[2].id, tops[0].id]  # ties: the newer first
+    pages, after = [], None
+    while True:
+        page = await backend.top_page(SLUG, None, after, 2)
+        pages.append([c.id for c in page.comments])
+        if not page.more:
+            break
+        last = page.comments[-1]
+        assert last.seq is not None
+        after = (last.votes, last.seq)
+    assert pages == [expected[:2], expected[2:4], expected[4:]]
+    first = await backend.top_page(SLUG, None, None, 10)
+    assert [c.votes for c in first.comments] == [3, 1, 1, 0, 0] and first.reply_counts == {tops[0].id: 2}
+    assert [c.id for c in (await backend.top_page(SLUG, tops[0].id, None, 10)).comments] == [
+        replies[1].id,
+        replies[0].id,
+    ]

@@ -39,6 +39,7 @@ def test_load_more_and_sorting_are_links_that_page_the_thread(client: TestClient
     oldest = client.get(PAGE, params={"sort": "oldest"}).text
     assert top_level_ids(oldest)[SEEDS:] == ids[: TOP_PAGE - SEEDS]
     assert 'data-sort="oldest" aria-current="true"' in oldest
+    assert 'data-sort="top" aria-current="true"' in client.get(PAGE, params={"sort": "top"}).text
     assert top_level_ids(client.get(PAGE, params={"sort": "loudest"}).text) == ids[::-1][:TOP_PAGE]  # the default
     refused = client.get(PAGE, params={"sort": "oldest", "after": "not-a-cursor"})
     assert refused.status_code == 400

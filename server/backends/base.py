@@ -213,6 +213,12 @@ class Store(ABC):
         A thread that does not exist has no comments."""
 
     @abstractmethod
+    async def top_page(self, slug: str, parent: str | None, after: tuple[int, int] | None, limit: int) -> CommentPage:
+        """As comment_page, most recommended first: by (votes, seq) descending, starting after the
+        comment whose (votes, seq) is `after`. A comment whose count changes while a reader pages
+        may move across the cursor (the page's script shows a comment once, by id)."""
+
+    @abstractmethod
     async def head(self, slug: str) -> Head:
         """The thread's latest seq, its epoch and its state."""
 
@@ -512,6 +518,10 @@ class Backend:
     ) -> CommentPage:
         metrics.store_reads.labels("comment_page").inc()
         return await self.store.comment_page(slug, parent, newest_first, after, limit)
+
+    async def top_page(self, slug: str, parent: str | None, after: tuple[int, int] | None, limit: int) -> CommentPage:
+        metrics.store_reads.labels("comment_page").inc()
+        return await self.store.top_page(slug, parent, after, limit)
 
     async def head(self, slug: str) -> Head:
         metrics.store_reads.labels("head").inc()

@@ -717,6 +717,34 @@ class RedisStore(Store):
             await _call(self._index_script(keys=[keys["meta"], keys["order"], keys["comments"]]))
         ids = [_text(m).rsplit("|", 1)[1] for m in members[:limit]]
         held_ids = [_text(m).split("|", 1)[1] for m in held_members] if after is None else []
+        return await self._page(keys, parent, ids, len(members) > limit, held_ids)
+
+    async def top_page(self, slug: str, parent: str | None, after: tuple[int, int] | None, limit: int) -> CommentPage:
+        # Counts change with every vote, so no index orders by them: the parent's comments are
+        # ranked here from the order index and the votes hash (two reads for the whole parent).
+        keys = _keys(slug)
+        await self.comment_page(slug, parent, False, 0, 1)  # indexes a thread stored before the index
+        prefix, end = f"{parent or ''}|", f"({parent or ''}}}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrangebylex(keys["order"], f"[{prefix}", end)
+            pipe.zrangebylex(keys["order"], "[!held|", "(!held}")
+            members, held_members = await _call(pipe.execute())
+        ranked = []
+        if members:
+            seq_ids = [_text(m).split("|")[1:] for m in members]
+            counts = await _call(self.redis.hmget(keys["votes"], [i for _seq, i in seq_ids]))
+            ranked = sorted(
+                ((int(n or 0), int(seq), i) for (seq, i), n in zip(seq_ids, counts, strict=True)), reverse=True
+            )
+        if after is not None:
+            ranked = [r for r in ranked if (r[0], r[1]) < after]
+        held_ids = [_text(m).split("|", 1)[1] for m in held_members] if after is None else []
+        return await self._page(keys, parent, [i for _n, _seq, i in ranked[:limit]], len(ranked) > limit, held_ids)
+
+    async def _page(
+        self, keys: dict[str, str], parent: str | None, ids: list[str], more: bool, held_ids: list[str]
+    ) -> CommentPage:
+        """The page of these comments (in this order), their reply counts, and the held ones."""
         if not ids and not held_ids:
             return CommentPage([], False, {}, [])
         async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
@@ -729,7 +757,7 @@ class RedisStore(Store):
         held = [c for c in found[len(ids) :] if c is not None and c.parent == parent and c.status == PENDING]
         return CommentPage(
             [c for c in found[: len(ids)] if c is not None],
-            len(members) > limit,
+            more,
             {comment_id: n for comment_id, n in zip(ids, counts, strict=True) if n},
             sorted(held, key=lambda c: c.created_at),
         )

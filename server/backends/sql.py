@@ -160,6 +160,13 @@ class Queries:
                     f"SELECT {columns} FROM comments WHERE slug = $1 AND {where_parent} AND seq {compare} $2 "
                     f"ORDER BY seq {direction} LIMIT $3",
                 )
+        # most recommended first: by (votes, seq) descending, after the previous page's last
+        most_voted = (
+            f"SELECT {columns} FROM comments WHERE slug = $1 AND {{}} AND seq IS NOT NULL "
+            "AND (votes < $2 OR (votes = $2 AND seq < $3)) ORDER BY votes DESC, seq DESC LIMIT $4"
+        )
+        self.page_top_most_voted = most_voted.format("parent IS NULL")
+        self.page_replies_most_voted = most_voted.format("parent = $5")
         self.reply_counts = (
             "SELECT parent, COUNT(*) AS n FROM comments "
             f"WHERE slug = $1 AND parent {d.any_text.format('$2')} AND seq IS NOT NULL GROUP BY parent"
@@ -525,15 +532,32 @@ class SqlStore(Store, ABC):
     async def comment_page(
         self, db: Session, slug: str, parent: str | None, newest_first: bool, after: int | None, limit: int
     ) -> CommentPage:
-        q = db.queries
-        query = getattr(q, f"page_{'top' if parent is None else 'replies'}_{'newest' if newest_first else 'oldest'}")
+        query = getattr(
+            db.queries, f"page_{'top' if parent is None else 'replies'}_{'newest' if newest_first else 'oldest'}"
+        )
         start = after if after is not None else (2**62 if newest_first else 0)
+        return await self._page(db, slug, parent, after is None, limit, query, start, limit + 1)
+
+    @operation
+    async def top_page(
+        self, db: Session, slug: str, parent: str | None, after: tuple[int, int] | None, limit: int
+    ) -> CommentPage:
+        query = db.queries.page_top_most_voted if parent is None else db.queries.page_replies_most_voted
+        votes, seq = after if after is not None else (2**31 - 1, 2**62)  # votes: a 32-bit column
+        return await self._page(db, slug, parent, after is None, limit, query, votes, seq, limit + 1)
+
+    async def _page(
+        self, db: Session, slug: str, parent: str | None, first: bool, limit: int, query: str, *args: object
+    ) -> CommentPage:
+        """One page by `query` (slug, then args, then the parent when there is one), with its reply
+        counts, and on the first page the held comments."""
+        q = db.queries
         async with db.consistent_read():
-            rows = await db.fetch(query, slug, start, limit + 1, *(() if parent is None else (parent,)))
+            rows = await db.fetch(query, slug, *args, *(() if parent is None else (parent,)))
             page = [_comment(r) for r in rows[:limit]]
             counts = await db.fetch(q.reply_counts, slug, [c.id for c in page]) if page else []
             held = []
-            if after is None:
+            if first:
                 held_rows = await (
                     db.fetch(q.held_top, slug, PENDING)
                     if parent is None

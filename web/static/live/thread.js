@@ -300,8 +300,8 @@ export function setMoreReplies(li, count, after) {
 // to a comment on the page goes under it, unless some of that comment's replies are not loaded
 // yet: then their "N more replies" count takes it. A new top-level comment goes on top in
 // "newest" order (the reader keeps their place; "N new comments" leads to it), and at the end
-// in "oldest" order once the reader has loaded the last page; a page further down the thread
-// (?after=) or one conversation (a permalink) leaves it out. The reader's own comment always shows.
+// in "oldest" order once the reader has loaded the last page; "most recommended" order, a page
+// further down the thread (?after=) or one conversation (a permalink) leaves it out. The reader's own comment always shows.
 function placeFor(c, own) {
   if (c.parent) {
     const parentLi = commentEl(c.parent);
@@ -314,7 +314,8 @@ function placeFor(c, own) {
     return { list: parentLi.querySelector(":scope > ol.replies"), first: false };
   }
   if (own) return { list: state.thread, first: state.sort !== "oldest" };
-  if (state.target || state.paged) return null;
+  // In "most recommended" order a new comment (no votes yet) ranks among the last: the pages take it.
+  if (state.target || state.paged || state.sort === "top") return null;
   if (state.sort === "oldest") return state.loadMore && !state.loadMore.hidden ? null : { list: state.thread, first: false };
   return { list: state.thread, first: true };
 }
