@@ -111,6 +111,8 @@ def test_a_vote_flood_is_rate_limited_and_the_address_is_shown_to_moderators(new
     assert len(flags) == 1  # once an hour, not once per vote
     assert flags[0]["moderator"].startswith("address ") and flags[0]["detail"] == "8 per 1 hour"
     assert "testclient" not in json.dumps(flags)  # a tag of the address, not the address
+    desk = moderator.get("/moderation").text
+    assert flags[0]["moderator"] in desk and "cast many votes" in desk
 
 
 def test_a_closed_thread_refuses_votes_and_edits(new_visitor, moderator: Visitor) -> None:

@@ -98,6 +98,13 @@ async def test_edits_and_deletions_reach_readers_live_and_after_a_reconnect(serv
                 "seq": welcome["seq"] + 2,
                 "id": comment["id"],
             }
+        cookie = "; ".join(f"{k}={v}" for k, v in author.cookies.items())
+        async with reader(server, cookie=cookie) as (own_socket, _):
+            await own_socket.send(json.dumps({"type": "vote", "id": comment["id"], "up": True}))
+            refused = await next_frame(own_socket, "error")
+            assert refused["code"] == "forbidden"  # its own comment
+            await own_socket.send(json.dumps({"type": "vote", "id": comment["id"], "up": "yes"}))
+            assert (await next_frame(own_socket, "error"))["code"] == "invalid_message"
         async with reader(server, since=welcome["seq"], epoch=welcome["epoch"]) as (again, _):
             assert (await next_frame(again, "edited"))["comment"]["body"] == "First!"
             assert (await next_frame(again, "deleted"))["id"] == comment["id"]
