@@ -1003,7 +1003,8 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(start_serve
 
 async def test_readers_get_exactly_the_contracts_comment_fields(server: ServerProcess) -> None:
     """Nothing private (the author's reader id or address) leaks into a reader's frames or the API."""
-    contract = {"id", "parent", "author", "body", "html", "created_at", "status"}
+    # The contract's fields, and issue 14's: the recommendations and when its author last edited it.
+    contract = {"id", "parent", "author", "body", "html", "created_at", "status", "votes", "edited_at"}
     async with reader(server, since=0) as (ws, _welcome):
         replayed = await next_frame(ws, "comment")
         await post(ws, "fields check")
