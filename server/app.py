@@ -51,6 +51,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         spam = SpamRules(backend)
         await spam.load()
         articles = Articles(backend)
+        # Listening before reading: an article another instance writes meanwhile (it is starting
+        # too, or its newsroom publishes) is re-read here, not lost until a restart.
+        control = ControlBus()
+        control.subscribe(ArticleChanged, articles.on_article_changed)
+        backend.on_control = control.dispatch
+        backend.on_control_resync = articles.on_control_resync
         await articles.load()
         threads = Threads(backend, articles, settings, moderation, spam)
         content = ContentDir(settings.content_dir, articles, Threads._seed_comments)
@@ -70,14 +76,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.tokens, app.state.webhooks = tokens, webhooks
         app.state.comment_counts = newsroom_api.CommentCounts(threads)
         live_sessions = LiveSessions()
-        control = ControlBus()
         control.subscribe(SessionEnded, live_sessions.on_session_ended)
         control.subscribe(DeskUpdate, live_sessions.on_desk_update)
         control.subscribe(RulesChanged, spam.on_rules_changed)
-        control.subscribe(ArticleChanged, articles.on_article_changed)
         control.subscribe(VotesChanged, vote_counts.on_votes_changed)
-        backend.on_control = control.dispatch
-        backend.on_control_resync = articles.on_control_resync
         app.state.backend, app.state.hub, app.state.threads = backend, hub, threads
         app.state.moderation, app.state.live_sessions = moderation, live_sessions
         app.state.connections_per_network = Counter()

@@ -285,7 +285,7 @@ class Articles:
         before: Cursor | None = None
         while page := await self.backend.article_summaries(before, SUMMARY_READ):
             for stored in page:
-                self._apply(from_stored(stored), stored.published)
+                self.apply(from_stored(stored), stored.published)
             before = (page[-1].published_at, page[-1].slug)
 
     # --- reads, from memory ---
@@ -367,7 +367,7 @@ class Articles:
         article = dataclasses.replace(article, updated_at=now, published_at=article.published_at or now)
         await self.backend.ensure_thread(article.slug, seeds)
         created = await self.backend.put_article(to_stored(article, published))
-        self._apply(article, published)
+        self.apply(article, published)
         await self._announce(article.slug)
         return article, created
 
@@ -380,7 +380,7 @@ class Articles:
         meta = to_stored(article, published=False).meta
         if not await self.backend.set_article_published(slug, False, meta):
             return False
-        self._apply(article, published=False)
+        self.apply(article, published=False)
         await self._announce(slug)
         return True
 
@@ -392,7 +392,7 @@ class Articles:
     async def refresh(self, slug: str) -> None:
         """Re-read one article from the store (another instance changed it)."""
         if (found := await self.stored(slug)) is not None:
-            self._apply(*found)
+            self.apply(*found)
 
     async def _announce(self, slug: str) -> None:
         try:
@@ -426,8 +426,9 @@ class Articles:
         except Exception:
             log.exception("could not re-read article %s after a change", slug)
 
-    def _apply(self, article: Article, published: bool) -> None:
-        """Take this version of the article into memory, unless a newer one is already here."""
+    def apply(self, article: Article, published: bool) -> None:
+        """Take this version of the article into memory, unless a newer one is already here (a
+        version read from the store, or just written)."""
         current = self._summaries.get(article.slug)
         if current is not None and (current.updated_at or "") > (article.updated_at or ""):
             return

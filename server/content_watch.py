@@ -137,9 +137,12 @@ class ContentDir:
                 log.error("skipping article %s: slug %r is an article from the API", article.source, article.slug)
                 return
             if earlier.file_hash == article.file_hash:
-                # Stored as it is; its thread is ensured all the same, as every instance did
-                # before articles were stored: the Redis store recreates a flushed thread with
-                # the seeds it was given here.
+                # Stored as it is, maybe by another instance starting at this moment, after this
+                # one read the summaries and before it listens to ArticleChanged: served from
+                # what was just read, not left unknown ("No such article." until a restart).
+                self.articles.apply(*stored)
+                # Its thread is ensured all the same, as every instance did before articles were
+                # stored: the Redis store recreates a flushed thread with the seeds it was given here.
                 await self.articles.backend.ensure_thread(article.slug, self.seeds(article))
                 return
             # A corrected file keeps its first publication's time (and its place in the index).

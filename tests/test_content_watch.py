@@ -9,17 +9,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
 
-from .servers import DEMO_SLUG
+from .servers import DEMO_SLUG, ServerProcess
 
 WAIT = 15.0  # seconds, generous: the watcher publishes within about a second
+FILES_AT_ONCE = 200  # article files two instances write at once (a second or so of start-up each)
 
 
 def story(title: str, text: str = "The text.") -> str:
@@ -112,3 +115,29 @@ def test_a_file_article_a_flushed_redis_lost_is_written_again_with_its_comments(
         assert page.status_code == 200 and "MOSCOW, Feb 2 (Reuters)" in page.text
         authors = [c["author"]["name"] for c in second.get(f"/api/articles/{DEMO_SLUG}/comments").json()["comments"]]
         assert authors == ["Markus Scholz", "Anya Petrova", "David Chen", "Claire Dubois"]
+
+
+def test_two_instances_started_at_once_on_an_empty_redis_both_serve_every_file_article(tmp_path: Path, redis_server):
+    """Two real instances starting at the same moment on one flushed Redis write the same files:
+    each finds some of them already written by the other (unchanged, so not written again) and
+    must serve them all the same, not answer 'No such article.' for them until a restart. Many
+    files, so that the two start-ups overlap whatever the machine's load."""
+    content = tmp_path / "content"
+    content.mkdir()
+    slugs = [f"story-{n:03d}" for n in range(FILES_AT_ONCE)]
+    for slug in slugs:
+        (content / f"{slug}.txt").write_text(story(slug.replace("-", " ").capitalize()))
+    redis_server.client().flushall()
+    servers = [ServerProcess(tmp_path / name, content, REDIS_URL=redis_server.url) for name in "ab"]
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(ServerProcess.start, servers))
+        print(f"two instances started on {FILES_AT_ONCE} files in {time.monotonic() - started:.1f} s")
+        for server in servers:
+            with httpx.Client(base_url=server.url) as client:
+                missing = [slug for slug in slugs if client.get(f"/articles/{slug}").status_code != 200]
+            assert missing == [], f"{server.url} does not serve {len(missing)} file article(s): {missing[:5]}…"
+    finally:
+        for server in servers:
+            server.stop()
