@@ -702,19 +702,16 @@ class RedisStore(Store):
     ) -> CommentPage:
         keys = _keys(slug)
         prefix, end = f"{parent or ''}|", f"({parent or ''}}}"  # "}" follows "|": the end of the prefix
-        for _attempt in range(2):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hget(keys["meta"], "indexed")
-                if newest_first:
-                    high = f"({prefix}{after:012d}" if after is not None else end
-                    pipe.zrevrangebylex(keys["order"], high, f"[{prefix}", start=0, num=limit + 1)
-                else:
-                    pipe.zrangebylex(keys["order"], f"[{prefix}{(after or 0) + 1:012d}", end, start=0, num=limit + 1)
-                pipe.zrangebylex(keys["order"], "[!held|", "(!held}")
-                indexed, members, held_members = await _call(pipe.execute())
-            if indexed is not None:
-                break
-            await _call(self._index_script(keys=[keys["meta"], keys["order"], keys["comments"]]))
+        if newest_first:
+            high = f"({prefix}{after:012d}" if after is not None else end
+            members, held_members = await self._read_order(
+                keys, lambda pipe: pipe.zrevrangebylex(keys["order"], high, f"[{prefix}", start=0, num=limit + 1)
+            )
+        else:
+            low = f"[{prefix}{(after or 0) + 1:012d}"
+            members, held_members = await self._read_order(
+                keys, lambda pipe: pipe.zrangebylex(keys["order"], low, end, start=0, num=limit + 1)
+            )
         ids = [_text(m).rsplit("|", 1)[1] for m in members[:limit]]
         held_ids = [_text(m).split("|", 1)[1] for m in held_members] if after is None else []
         return await self._page(keys, parent, ids, len(members) > limit, held_ids)
@@ -723,12 +720,10 @@ class RedisStore(Store):
         # Counts change with every vote, so no index orders by them: the parent's comments are
         # ranked here from the order index and the votes hash (two reads for the whole parent).
         keys = _keys(slug)
-        await self.comment_page(slug, parent, False, 0, 1)  # indexes a thread stored before the index
         prefix, end = f"{parent or ''}|", f"({parent or ''}}}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrangebylex(keys["order"], f"[{prefix}", end)
-            pipe.zrangebylex(keys["order"], "[!held|", "(!held}")
-            members, held_members = await _call(pipe.execute())
+        members, held_members = await self._read_order(
+            keys, lambda pipe: pipe.zrangebylex(keys["order"], f"[{prefix}", end)
+        )
         ranked = []
         if members:
             seq_ids = [_text(m).split("|")[1:] for m in members]
@@ -740,6 +735,20 @@ class RedisStore(Store):
             ranked = [r for r in ranked if (r[0], r[1]) < after]
         held_ids = [_text(m).split("|", 1)[1] for m in held_members] if after is None else []
         return await self._page(keys, parent, [i for _n, _seq, i in ranked[:limit]], len(ranked) > limit, held_ids)
+
+    async def _read_order(self, keys: dict[str, str], read: Callable[[Any], Any]) -> tuple[list[bytes], list[bytes]]:
+        """(what `read` queues on a transaction of the thread's :order index, its held members),
+        indexing first a thread stored before the index existed (INDEX_SCRIPT, once)."""
+        for _attempt in range(2):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hget(keys["meta"], "indexed")
+                read(pipe)
+                pipe.zrangebylex(keys["order"], "[!held|", "(!held}")
+                indexed, members, held_members = await _call(pipe.execute())
+            if indexed is not None:
+                break
+            await _call(self._index_script(keys=[keys["meta"], keys["order"], keys["comments"]]))
+        return members, held_members
 
     async def _page(
         self, keys: dict[str, str], parent: str | None, ids: list[str], more: bool, held_ids: list[str]
