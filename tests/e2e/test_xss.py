@@ -107,6 +107,13 @@ class Watched:
         page.on("dialog", lambda dialog: (self.dialogs.append(f"{dialog.type}: {dialog.message}"), dialog.dismiss()))
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        # The console's "Failed to load resource" does not say which: this does.
+        page.on(
+            "response",
+            lambda r: (
+                self.errors.append(f"response: {r.status} {r.request.method} {r.url}") if r.status >= 500 else None
+            ),
+        )
         page.on(
             "framenavigated", lambda frame: self.navigations.append(frame.url) if frame == page.main_frame else None
         )
@@ -208,6 +215,15 @@ def expect_or_explain(page: Page, watched: Watched, expectation) -> None:
 
 
 def thread_complete(page: Page, watched: Watched, total: int, timeout: float = 10_000) -> None:
+    """Every top-level comment on the page: the ones it shows, and the rest loaded in place
+    with "Load more comments" (the page opens on a screenful, server/paging.py)."""
+    more = page.locator("[data-load-more]")
+    while more.is_visible():
+        shown = page.locator("#thread > li.comment").count()
+        more.click()
+        expect_or_explain(
+            page, watched, lambda shown=shown: expect(page.locator("#thread > li.comment")).not_to_have_count(shown)
+        )
     expect_or_explain(
         page, watched, lambda: expect(page.locator("#thread > li.comment")).to_have_count(total, timeout=timeout)
     )
