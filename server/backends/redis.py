@@ -1381,7 +1381,8 @@ class RedisBus(Bus):
             shard.last_heartbeat = time.monotonic()
             return
         slug = _thread_of(channel)
-        if slug is None:
+        if slug is None or slug not in self._subscribed:
+            # Published before Redis took our unsubscribe: the thread has no readers here now.
             return
         data: bytes = message["data"]
         if data.startswith(b"presence "):
