@@ -214,16 +214,6 @@ def expect_or_explain(page: Page, watched: Watched, expectation) -> None:
         raise
 
 
-def load_every_page(page: Page) -> None:
-    """The server renders a screenful (server/paging.py): "Load more" brings in the rest, from the
-    API through the comment template, which must keep every payload text as well."""
-    load_more = page.locator("[data-load-more]")
-    while load_more.is_visible():
-        before = page.locator("#thread > li.comment").count()
-        load_more.click()
-        expect(page.locator("#thread > li.comment")).not_to_have_count(before)
-
-
 def thread_complete(page: Page, watched: Watched, total: int, timeout: float = 10_000) -> None:
     """Every top-level comment on the page: the ones it shows, and the rest loaded in place
     with "Load more comments" (the page opens on a screenful, server/paging.py)."""
@@ -437,7 +427,6 @@ def test_the_xss_corpus_stays_text_live_and_after_a_reload(isolated_browser, sta
         # Each thread rendered by the server, in a page with the CSP; then the live pages reloaded.
         for channel, article in articles.items():
             page = with_csp.open_live(article)
-            load_every_page(page)
             thread_complete(page, with_csp, total)
             assert_inert(page, with_csp, comments[channel])
         for channel, page in readers.items():
@@ -447,7 +436,6 @@ def test_the_xss_corpus_stays_text_live_and_after_a_reload(isolated_browser, sta
                 live,
                 lambda page=page: expect(page.locator("[data-conn]")).to_have_attribute("data-state", "live"),
             )
-            load_every_page(page)
             thread_complete(page, live, total)
             assert_inert(page, live, comments[channel])
     finally:
