@@ -1,5 +1,5 @@
 """A 2,000-comment thread in Chromium: paged deep, it stays live by the paging rules while
-another reader posts; without JavaScript "Load more" and the sort are links that work; a
+another reader posts, replies, votes and edits; without JavaScript "Load more" and the sort are links that work; a
 permalink opens a comment from a late page, in view and highlighted."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from playwright.sync_api import Page, expect
 
 from ..servers import ServerProcess
 from ..test_big_thread import _write_thread
+from ..visitors import token
 from .article_page import API, ARTICLE
+from .test_votes_edits import own
 
 THREAD = 2_000  # every fourth a reply to the comment three before it
 LIVE = 5_000  # ms: a live comment reaches the other reader well within this on a loaded machine
@@ -81,6 +83,24 @@ def test_a_reader_paged_deep_sees_exactly_what_the_rules_say_while_another_posts
     more.click()  # loads them in place, each once
     expect(reader.locator(f"#c-{hidden_reply}")).to_be_visible()
     expect(more).to_be_hidden()
+
+    # 4. another reader (a cookie of their own) recommends a comment on the fourth page and fixes
+    #    a typo in their reply there: the count and the new text reach the deep page in place
+    voted = reader.locator(f"#c-{shown[100]}")
+    with httpx.Client(base_url=big_server.url, headers={"Origin": big_server.url}, timeout=10) as other:
+        headers = {"X-CSRF-Token": token(other, ARTICLE)}
+        res = other.post(API, json={"name": "Other Reader", "body": "Teh reply", "parent": parent}, headers=headers)
+        typo = reader.locator(f"#c-{res.json()['comment']['id']}")
+        expect(own(typo, ".comment-body")).to_have_text("Teh reply", timeout=LIVE)
+        edit = other.patch(
+            f"/api/comments/{typo.get_attribute('data-id')}", json={"body": "The reply"}, headers=headers
+        )
+        assert edit.status_code == 200, edit.text
+        vote = other.post(f"/api/comments/{shown[100]}/vote", json={"up": True}, headers=headers)
+        assert vote.status_code == 200, vote.text
+    expect(own(typo, ".comment-body")).to_have_text("The reply", timeout=LIVE)
+    expect(own(typo, '[data-field="edited"]')).to_be_visible()
+    expect(own(voted, '[data-field="votes"]')).to_have_text(str(vote.json()["votes"]), timeout=LIVE)
     ids = all_ids(reader)
     assert len(ids) == len(set(ids)) and top_level_ids(reader) == shown
     assert reader.errors == []
