@@ -200,7 +200,10 @@ def test_a_dead_endpoint_costs_a_bounded_queue_and_one_log_line(tmp_path, caplog
     print(f"\ndead webhook: 50 events, queue at most {highest} (size 5), {dropped} dropped; log: {lines}")
     assert highest <= 5 and dropped >= 45
     assert len([line for line in lines if dead in line]) == 1
-    assert len(lines) == 2  # and one for the full queue
+    # The full queue is said once per overflow (when the worker drains it below half between
+    # two bursts, the next overflow is said again): a few lines, not one per dropped delivery.
+    full = [line for line in lines if "queue full" in line]
+    assert len(lines) == 1 + len(full) and 1 <= len(full) <= 3
 
 
 def test_an_endpoint_that_never_answers_does_not_slow_posts(tmp_path) -> None:
