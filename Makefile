@@ -30,13 +30,14 @@ test: lint
 	$(PY) -m pytest
 
 # The in-process tier only (tests/conftest.py marks the rest e2e, faults or slow), for the
-# edit-and-check loop: under 30 s on this kind of machine; what it took is printed at the end.
+# edit-and-check loop: ~90 s on this kind of machine (the contract suite runs on five stores,
+# Redis, PostgreSQL and a Redis Cluster that it starts); what it took is printed at the end.
 .PHONY: test-fast
 test-fast: $(VENV)/.test-deps
 	@command -v redis-server >/dev/null || { echo "make test-fast needs redis-server: apt-get install redis-server"; exit 1; }
 	@started=$$(date +%s%N); $(PY) -m pytest -q -m "not e2e and not faults and not slow"; status=$$?; \
 	ms=$$(( ($$(date +%s%N) - started) / 1000000 )); \
-	echo "make test-fast took $$((ms / 1000)).$$((ms % 1000 / 100)) s (budget: 30 s)"; exit $$status
+	echo "make test-fast took $$((ms / 1000)).$$((ms % 1000 / 100)) s (about 90 s when the machine is quiet)"; exit $$status
 
 # After changing a string of the UI: extract every string (babel.cfg) into web/locale/messages.pot
 # and merge it into each language's messages.po, for the translators. The server reads the .po
