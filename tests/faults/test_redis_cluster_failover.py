@@ -54,6 +54,10 @@ async def head(client: httpx.AsyncClient, server: ServerProcess, slug: str) -> i
     return int(response.json()["seq"])
 
 
+# Not in `make test` for now (`make test-failover` runs it): in 1 of 3 full runs on 2026-11-30
+# the killed primary's threads took no post for 60 s after the failover while the other
+# shards' did (issue 16: the cluster client's recovery of one shard is not yet understood).
+@pytest.mark.failover_drill
 @pytest.mark.timeout(240)
 async def test_a_primary_killed_under_load_loses_and_doubles_nothing(tmp_path: Path, cluster: RedisClusterServers):
     slugs = articles_on_every_shard(cluster, tmp_path / "content")
