@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.testclient import TestClient
@@ -130,6 +131,23 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples) * 1000, statistics.quantiles(samples, n=100)[98] * 1000
 
 
+def print_page_table(client: TestClient, title: str, targets: dict[str, Callable[[], str]], runs: int) -> None:
+    """One row per page: median and p99 server time, and the HTML's size (the template cache warmed first)."""
+    print(f"{title:<36} {'median ms':>10} {'p99 ms':>8} {'HTML KiB':>9}")
+    for name, path in targets.items():
+        client.get(path())  # warm the template cache
+        samples, sizes = [], []
+        for _ in range(runs):
+            url = path()
+            start = time.perf_counter()
+            response = client.get(url)
+            samples.append(time.perf_counter() - start)
+            assert response.status_code == 200, url
+            sizes.append(len(response.content))
+        median, p99 = percentiles(samples)
+        print(f"{name:<36} {median:>10.2f} {p99:>8.2f} {statistics.median(sizes) / 1024:>9.1f}")
+
+
 def time_articles(count: int = ARTICLES, runs: int = 200) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
@@ -152,19 +170,7 @@ def time_articles(count: int = ARTICLES, runs: int = 200) -> None:
         started = time.perf_counter()
         with TestClient(create_app(settings)) as client:
             print(f"an instance starts with {count} articles in {time.perf_counter() - started:.1f} s")
-            print(f"{'page':<36} {'median ms':>10} {'p99 ms':>8} {'HTML KiB':>9}")
-            for name, path in targets.items():
-                client.get(path())  # warm the template cache
-                samples, sizes = [], []
-                for _ in range(runs):
-                    url = path()
-                    start = time.perf_counter()
-                    response = client.get(url)
-                    samples.append(time.perf_counter() - start)
-                    assert response.status_code == 200, url
-                    sizes.append(len(response.content))
-                median, p99 = percentiles(samples)
-                print(f"{name:<36} {median:>10.2f} {p99:>8.2f} {statistics.median(sizes) / 1024:>9.1f}")
+            print_page_table(client, "page", targets, runs)
 
 
 BIG_THREAD = 20_000
@@ -242,19 +248,7 @@ def time_big_thread(count: int = BIG_THREAD, runs: int = 40) -> None:
                 "permalink, deep in the thread": lambda: f"/articles/{SLUG}/comments/{deep}",
                 "permalink, a late page": lambda: f"/articles/{SLUG}/comments/{late['comments'][-1]['id']}",
             }
-            print(f"{'20,000-comment thread':<36} {'median ms':>10} {'p99 ms':>8} {'HTML KiB':>9}")
-            for name, path in targets.items():
-                client.get(path())
-                samples, sizes = [], []
-                for _ in range(runs):
-                    url = path()
-                    start = time.perf_counter()
-                    response = client.get(url)
-                    samples.append(time.perf_counter() - start)
-                    assert response.status_code == 200, url
-                    sizes.append(len(response.content))
-                median, p99 = percentiles(samples)
-                print(f"{name:<36} {median:>10.2f} {p99:>8.2f} {statistics.median(sizes) / 1024:>9.1f}")
+            print_page_table(client, "20,000-comment thread", targets, runs)
         server = ServerProcess(data_dir, content_dir=ROOT / "content").start()
         try:
             print(
